@@ -1,0 +1,124 @@
+"""Metrics to the console, one row per epoch, and to a JSON-lines file, one record per event."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from loom.trainer import Callback, State
+
+__all__ = ["MetricsLogger"]
+
+_COLUMN_WIDTH = 10
+
+
+class MetricsLogger(Callback):
+    """Logs ``state.metrics`` after every epoch and every evaluation.
+
+    The console gets a table, one row per epoch with its training loss and the
+    evaluation that followed it. The JSON-lines file gets one record per
+    ``epoch_end`` and per ``eval_end``, each with the clock (``epoch``, ``batch``,
+    ``samples``), seconds since the start of ``fit``, and the metrics. A run
+    that starts at batch 0 starts the file afresh; a resumed run appends to it.
+    Only the main process writes.
+
+    Args:
+        path: The JSON-lines file, or None for the console alone.
+        console: Whether to print the per-epoch table.
+        stream: Where the table goes; standard output by default.
+
+    Example:
+        >>> import io, json, tempfile, pathlib
+        >>> logger = MetricsLogger(pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl")
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        console: bool = True,
+        stream: TextIO | None = None,
+    ):
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path={path!r} must be a file path or None.")
+        self.path = Path(path) if path is not None else None
+        self.console = console
+        self.stream = stream
+        self._started = 0.0
+        self._columns: list[str] | None = None
+        self._pending_row: dict[str, Any] | None = None
+
+    def fit_start(self, state: State) -> None:
+        self._started = time.perf_counter()
+        if self.path is not None and state.is_main_process and state.timestamp.batch == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+    def epoch_start(self, state: State) -> None:
+        self._print_pending_row(state)
+
+    def epoch_end(self, state: State) -> None:
+        record = self._record(state, "train/")
+        self._append(state, record)
+        self._pending_row = record
+
+    def eval_end(self, state: State) -> None:
+        record = self._record(state, "eval/")
+        self._append(state, record)
+        if self._pending_row is not None and self._pending_row["batch"] == record["batch"]:
+            self._pending_row.update(record)
+        else:  # an evaluation between epoch ends, e.g. with eval_interval="500ba"
+            self._print_pending_row(state)
+            self._pending_row = record
+            self._print_pending_row(state)
+
+    def fit_end(self, state: State) -> None:
+        self._print_pending_row(state)
+        if state.stop_reason is not None and self.console and state.is_main_process:
+            print(f"stopped early: {state.stop_reason}", file=self._stream())
+
+    def _record(self, state: State, prefix: str) -> dict[str, Any]:
+        timestamp = state.timestamp
+        record: dict[str, Any] = {
+            "epoch": timestamp.epoch,
+            "batch": timestamp.batch,
+            "samples": timestamp.samples,
+            "time": round(time.perf_counter() - self._started, 3),
+        }
+        record.update((k, v) for k, v in state.metrics.items() if k.startswith(prefix))
+        return record
+
+    def _append(self, state: State, record: dict[str, Any]) -> None:
+        if self.path is None or not state.is_main_process:
+            return
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def _print_pending_row(self, state: State) -> None:
+        row, self._pending_row = self._pending_row, None
+        if row is None or not self.console or not state.is_main_process:
+            return
+        metrics = [key for key in row if "/" in key]
+        if self._columns is None or any(key not in self._columns for key in metrics):
+            self._columns = ["epoch", "batch", *metrics, "time"]
+            print(self._format(self._columns), file=self._stream())
+        cells = [_cell(row.get(column)) for column in self._columns]
+        print(self._format(cells), file=self._stream())
+
+    def _format(self, cells: list[str]) -> str:
+        widths = (max(_COLUMN_WIDTH, len(column) + 2) for column in self._columns or ())
+        return "".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=False))
+
+    def _stream(self) -> TextIO:
+        return self.stream if self.stream is not None else sys.stdout
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

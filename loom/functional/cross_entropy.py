@@ -1,0 +1,70 @@
+"""Cross-entropy against class indices or dense (one-hot or soft) targets."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["cross_entropy", "soft_cross_entropy"]
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` against dense target distributions.
+
+    ``logits`` and ``targets`` have the same shape ``(N, C, ...)``, the class
+    dimension second. The loss at each position is ``-sum_c targets[c] *
+    log_softmax(logits)[c]``; the mean is over positions whose target is not
+    all zero, so a position marked as ignored by an all-zero target counts
+    neither in the sum nor in the mean, as with ``F.cross_entropy(ignore_index=...)``.
+    The log-probabilities are computed in float32 at least, also under autocast.
+
+    Args:
+        logits: Unnormalised scores, shape ``(N, C, ...)``.
+        targets: Target distributions over the ``C`` classes, same shape.
+
+    Returns:
+        A scalar tensor: the mean loss (NaN when every target is all zero).
+
+    Raises:
+        ValueError: ``targets`` does not have the shape of ``logits``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+        >>> targets = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # second row ignored
+        >>> round(soft_cross_entropy(logits, targets).item(), 4)
+        0.1269
+    """
+    if targets.shape != logits.shape:
+        raise ValueError(
+            f"dense targets must have the shape of the logits {tuple(logits.shape)}, "
+            f"got {tuple(targets.shape)}; pass class indices of shape "
+            f"{(logits.shape[0], *logits.shape[2:])} or one distribution per position."
+        )
+    log_probs = torch.log_softmax(
+        logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32)
+    )
+    total = -(targets * log_probs).sum()
+    positions = targets.any(dim=1).sum()
+    return total / positions
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against class indices or dense targets; the Trainer's default loss.
+
+    Integer ``targets`` of shape ``(N, ...)`` are class indices (``-100`` is
+    ignored), handled by ``F.cross_entropy``; floating ``targets`` with the
+    shape of ``logits`` are distributions, handled by :func:`soft_cross_entropy`.
+    Either way the mean is over the positions that are not ignored.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.0]])
+        >>> hard = cross_entropy(logits, torch.tensor([0]))
+        >>> soft = cross_entropy(logits, torch.tensor([[1.0, 0.0]]))
+        >>> bool(torch.isclose(hard, soft))
+        True
+    """
+    if targets.is_floating_point():
+        return soft_cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets)

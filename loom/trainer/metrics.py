@@ -1,0 +1,131 @@
+"""Training and evaluation metrics, accumulated on the device and read once."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ECE_BINS", "EvalMetrics", "TrainLoss"]
+
+ECE_BINS = 15
+"""Equal-width confidence bins of the expected calibration error."""
+
+IGNORE_INDEX = -100
+
+# Layout of the packed accumulator: a few totals, then the calibration bins. One
+# buffer means one host transfer per evaluation (and, distributed, one all-reduce).
+_LOSS, _COUNT, _TOP1, _TOP5, _NLL = range(5)
+_BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (5 + i * ECE_BINS for i in range(3))
+
+
+class TrainLoss:
+    """Mean training loss over the batches since the last :meth:`compute`.
+
+    Keeps one detached scalar per batch and reads them all at once, so the
+    training step never waits for the device.
+    """
+
+    def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+
+    def update(self, loss: torch.Tensor) -> None:
+        self._losses.append(loss.detach())
+
+    def compute(self) -> float | None:
+        """The mean since the last call (None if no batch ran), then starts over."""
+        if not self._losses:
+            return None
+        mean = torch.stack(self._losses).float().mean().item()
+        self._losses.clear()
+        return mean
+
+
+class EvalMetrics:
+    """Loss, top-1/top-5 accuracy, NLL and expected calibration error over an eval set.
+
+    Outputs of shape ``(N, C, ...)`` count one sample per position; targets are
+    class indices (positions equal to -100 are skipped) or dense distributions
+    (whose argmax is the label).
+
+    Example:
+        >>> import torch
+        >>> metrics = EvalMetrics()
+        >>> logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])
+        >>> metrics.update(logits, torch.tensor([0, 1, 1]), loss=torch.tensor(0.5))
+        >>> round(metrics.compute()["eval/accuracy"], 4)
+        0.6667
+    """
+
+    def __init__(self) -> None:
+        self._totals: torch.Tensor | None = None
+        self._num_classes = 0
+
+    def reset(self) -> None:
+        self._totals = None
+
+    @torch.no_grad()
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+        """Adds a batch: its logits, targets and mean ``loss`` over its samples."""
+        num_classes = outputs.shape[1]
+        logits = outputs.detach().float().movedim(1, -1).reshape(-1, num_classes)
+        if targets.is_floating_point():
+            labels = targets.detach().movedim(1, -1).reshape(-1, num_classes).argmax(dim=1)
+            valid = torch.ones_like(labels, dtype=torch.float32)
+        else:
+            labels = targets.detach().reshape(-1)
+            valid = (labels != IGNORE_INDEX).float()
+            labels = labels.clamp(min=0)  # ignored positions get weight 0 below
+        log_probs = torch.log_softmax(logits, dim=1)
+        confidence, predicted = log_probs.max(dim=1)
+        confidence = confidence.exp()
+        correct = (predicted == labels).float() * valid
+        top_k = min(5, num_classes)
+        in_top5 = (log_probs.topk(top_k, dim=1).indices == labels[:, None]).any(dim=1)
+        nll = -log_probs.gather(1, labels[:, None]).squeeze(1)
+        count = valid.sum()
+
+        head = torch.stack(
+            [
+                loss.detach().float() * count,
+                count,
+                correct.sum(),
+                (in_top5.float() * valid).sum(),
+                (nll * valid).sum(),
+            ]
+        )
+        bins = (confidence * ECE_BINS).ceil().long().clamp(1, ECE_BINS) - 1
+        per_bin = torch.zeros(3, ECE_BINS, dtype=torch.float64, device=logits.device)
+        per_bin.index_add_(1, bins, torch.stack([valid, confidence * valid, correct]).double())
+        totals = torch.cat([head.double(), per_bin.flatten()])
+        self._totals = totals if self._totals is None else self._totals.add_(totals)
+        self._num_classes = num_classes
+
+    def packed(self) -> torch.Tensor | None:
+        """The accumulated totals as one float64 tensor (for reduction across processes)."""
+        return self._totals
+
+    def compute(self, totals: torch.Tensor | None = None) -> dict[str, float]:
+        """The metrics over everything added since the last :meth:`reset`.
+
+        Args:
+            totals: Packed totals to read instead of this object's own, e.g.
+                after summing :meth:`packed` across processes.
+        """
+        totals = self._totals if totals is None else totals
+        if totals is None:
+            return {}
+        values = totals.tolist()  # the one host transfer of an evaluation
+        count = values[_COUNT]
+        if count == 0:
+            return {}
+        bin_gaps = (
+            abs(values[_BIN_CORRECT + b] - values[_BIN_CONFIDENCE + b]) for b in range(ECE_BINS)
+        )
+        metrics = {
+            "eval/loss": values[_LOSS] / count,
+            "eval/accuracy": values[_TOP1] / count,
+        }
+        if self._num_classes >= 5:
+            metrics["eval/top5_accuracy"] = values[_TOP5] / count
+        metrics["eval/nll"] = values[_NLL] / count
+        metrics["eval/ece"] = sum(bin_gaps) / count
+        return metrics

@@ -1,0 +1,406 @@
+"""The Trainer: the training loop, with plugin events at every step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from loom.functional import cross_entropy
+from loom.trainer.batch import (
+    BatchKey,
+    batch_size,
+    get_batch_item,
+    move_to_device,
+    split_batch,
+    validate_batch_key,
+)
+from loom.trainer.device import resolve_device, seed_everything, use_deterministic_algorithms
+from loom.trainer.duration import Duration, TimeUnit
+from loom.trainer.engine import Engine, fire
+from loom.trainer.errors import add_note
+from loom.trainer.event import Event
+from loom.trainer.metrics import EvalMetrics, TrainLoss
+from loom.trainer.plugin import Algorithm, Callback
+from loom.trainer.precision import autocast_context, grad_scaler_for, validate_precision
+from loom.trainer.state import State
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Trains a model, running algorithms and callbacks at every event of the loop.
+
+    The loop, and which event fires where, is in the :class:`Event` docstring.
+    ``print(trainer.schedule())`` shows which plugin runs at which event.
+
+    Args:
+        model: Any module whose ``forward(inputs)`` returns logits (or what
+            ``loss_fn`` takes). Moved to ``device``.
+        train_dataloader: Yields training batches, by default ``(inputs, targets)``.
+        eval_dataloader: Yields evaluation batches, or None for no evaluation.
+        max_duration: How long to train: ``"10ep"``, ``"500ba"`` or ``"20000sp"``.
+        optimizers: One optimizer or a list, built on the model's parameters.
+        schedulers: Learning-rate schedulers (one or a list), stepped after every
+            batch, so their periods count batches.
+        algorithms: Training methods, e.g. ``[LabelSmoothing(0.1)]``.
+        callbacks: Observers, e.g. ``[ProgressBar(), MetricsLogger("metrics.jsonl")]``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``. Defaults to cross-entropy
+            against class indices or dense target distributions.
+        input_key: Where the inputs are in a batch: an int, str or
+            ``(getter, setter)`` pair (see ``get_batch_item``).
+        target_key: Where the targets are in a batch, in the same forms.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        precision: ``"fp32"``; ``"bf16"`` (autocast on CPU and CUDA); ``"fp16"``
+            (autocast with a gradient scaler, CUDA only).
+        grad_accum: Splits each batch into this many microbatches, running forward
+            and backward on each before one optimizer step. Gradients equal
+            those of the whole batch; peak activation memory shrinks.
+        grad_clip_norm: Clips the gradients' total 2-norm to this before each step.
+        eval_interval: How often to evaluate, in epochs (``"1ep"``) or batches
+            (``"500ba"``). Training also ends with an evaluation.
+        seed: Seeds Python, NumPy and torch (data order, dropout) when given.
+            Seed before building the model too, with ``loom.seed_everything``,
+            for repeatable initial weights.
+        deterministic: Makes torch use deterministic kernels (process-wide).
+
+    Raises:
+        TypeError, ValueError: An argument is of the wrong type or value; the
+            message names it.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from loom import Trainer
+        >>> _ = torch.manual_seed(0)
+        >>> inputs = torch.randn(64, 4)
+        >>> targets = (inputs[:, 0] > 0).long()
+        >>> model = torch.nn.Linear(4, 2)
+        >>> trainer = Trainer(
+        ...     model=model,
+        ...     train_dataloader=DataLoader(TensorDataset(inputs, targets), batch_size=16),
+        ...     eval_dataloader=DataLoader(TensorDataset(inputs, targets), batch_size=64),
+        ...     max_duration="5ep",
+        ...     optimizers=torch.optim.SGD(model.parameters(), lr=0.5),
+        ... )
+        >>> metrics = trainer.fit()
+        >>> metrics["eval/accuracy"] > 0.9
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dataloader: Iterable[Any],
+        eval_dataloader: Iterable[Any] | None = None,
+        *,
+        max_duration: str | Duration,
+        optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+        schedulers: Any = None,
+        algorithms: Sequence[Algorithm] = (),
+        callbacks: Sequence[Callback] = (),
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+        input_key: BatchKey = 0,
+        target_key: BatchKey = 1,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        grad_accum: int = 1,
+        grad_clip_norm: float | None = None,
+        eval_interval: str | Duration = "1ep",
+        seed: int | None = None,
+        deterministic: bool = False,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        _check_iterable(train_dataloader, "train_dataloader")
+        if eval_dataloader is not None:
+            _check_iterable(eval_dataloader, "eval_dataloader")
+        validate_batch_key(input_key, "input_key")
+        validate_batch_key(target_key, "target_key")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable(outputs, targets), got {loss_fn!r}.")
+        if type(grad_accum) is not int or grad_accum < 1:
+            raise ValueError(f"grad_accum={grad_accum!r} must be an int >= 1.")
+        if grad_clip_norm is not None and not (
+            isinstance(grad_clip_norm, int | float) and 0 < grad_clip_norm < math.inf
+        ):
+            raise ValueError(
+                f"grad_clip_norm={grad_clip_norm!r} must be a positive number or None."
+            )
+        self.eval_interval = Duration.parse(eval_interval, name="eval_interval")
+        if self.eval_interval.unit is TimeUnit.SAMPLE:
+            raise ValueError(
+                f"eval_interval={eval_interval!r} counts samples; give it in epochs ('1ep') "
+                "or batches ('500ba')."
+            )
+        if seed is not None:
+            seed_everything(seed)
+        if deterministic:
+            use_deterministic_algorithms()
+
+        resolved_device = resolve_device(device)
+        optimizers = _checked_optimizers(optimizers, model)
+        self.state = State(
+            model=model.to(resolved_device),
+            optimizers=optimizers,
+            schedulers=_checked_schedulers(schedulers),
+            max_duration=Duration.parse(max_duration, name="max_duration"),
+            train_dataloader=train_dataloader,
+            eval_dataloader=eval_dataloader,
+            device=resolved_device,
+            precision=validate_precision(precision, resolved_device),
+            input_key=input_key,
+            target_key=target_key,
+            grad_scaler=grad_scaler_for(precision, resolved_device),
+        )
+        self.loss_fn = cross_entropy if loss_fn is None else loss_fn
+        self.grad_accum = grad_accum
+        self.grad_clip_norm = grad_clip_norm
+        self.engine = Engine(algorithms, callbacks)
+        self._autocast = autocast_context(precision, resolved_device)
+        self._train_loss = TrainLoss()
+        self._last_eval_batch: int | None = None
+        self.engine.run(Event.INIT, self.state)
+
+    def schedule(self) -> str:
+        """The loop's events with the plugins that run at each, in order."""
+        return self.engine.schedule()
+
+    def fit(self) -> dict[str, float]:
+        """Trains until ``max_duration`` or until a plugin asks to stop.
+
+        Returns:
+            The latest metrics (``state.metrics``).
+        """
+        state = self.state
+        self.engine.run(Event.FIT_START, state)
+        state.model.train()
+        while not self._should_stop():
+            self._train_epoch()
+        if state.eval_dataloader is not None and self._last_eval_batch != state.timestamp.batch:
+            self.eval()
+        partial_epoch_loss = self._train_loss.compute()
+        if partial_epoch_loss is not None:
+            state.metrics["train/loss"] = partial_epoch_loss
+        self.engine.run(Event.FIT_END, state)
+        state.batch = state.outputs = state.loss = None  # let go of the last batch's memory
+        return dict(state.metrics)
+
+    def eval(self, dataloader: Iterable[Any] | None = None) -> dict[str, float]:
+        """Evaluates the model on ``dataloader`` (default: the eval dataloader).
+
+        Returns:
+            ``eval/loss``, ``eval/accuracy``, ``eval/top5_accuracy`` (with at least
+            5 classes), ``eval/nll`` and ``eval/ece``; also stored in ``state.metrics``.
+        """
+        state, hooks = self.state, self.engine.hooks
+        dataloader = state.eval_dataloader if dataloader is None else dataloader
+        if dataloader is None:
+            raise ValueError("eval() needs a dataloader: pass one, or eval_dataloader to Trainer.")
+        was_training = state.model.training
+        state.model.eval()
+        metrics = EvalMetrics()
+        fire(hooks.eval_start, state)
+        with torch.no_grad():
+            for batch in dataloader:
+                state.batch = move_to_device(batch, state.device)
+                fire(hooks.eval_batch_start, state)
+                fire(hooks.eval_before_forward, state)
+                state.outputs = self._forward()
+                fire(hooks.eval_after_forward, state)
+                targets = get_batch_item(state.batch, state.target_key)
+                metrics.update(state.outputs, targets, self._loss(targets))
+                fire(hooks.eval_batch_end, state)
+        results = metrics.compute()
+        state.metrics.update(results)
+        self._last_eval_batch = state.timestamp.batch
+        fire(hooks.eval_end, state)
+        state.batch = state.outputs = None
+        state.model.train(was_training)
+        return results
+
+    def _train_epoch(self) -> None:
+        state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp
+        sampler = getattr(state.train_dataloader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(timestamp.epoch)  # a new shuffle each epoch, e.g. DistributedSampler
+        fire(hooks.epoch_start, state)
+        for batch in state.train_dataloader:
+            self._train_batch(batch)
+            if self.eval_interval.unit is TimeUnit.BATCH and self._eval_due(timestamp.batch):
+                self.eval()
+            if self._should_stop():
+                if timestamp.batch_in_epoch != _length_or_none(state.train_dataloader):
+                    return  # stopped mid-epoch: the epoch did not end
+                break
+        if timestamp.batch_in_epoch == 0:
+            raise ValueError(
+                "train_dataloader yielded no batches; check the dataset's length and "
+                "the batch size (drop_last=True drops a last partial batch)."
+            )
+        timestamp.epoch += 1
+        timestamp.batch_in_epoch = 0
+        state.metrics["train/loss"] = self._train_loss.compute()
+        fire(hooks.epoch_end, state)
+        if self.eval_interval.unit is TimeUnit.EPOCH and self._eval_due(timestamp.epoch):
+            self.eval()
+
+    def _train_batch(self, batch: Any) -> None:
+        state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp
+        state.batch = move_to_device(batch, state.device)
+        fire(hooks.batch_start, state)
+        num_samples = batch_size(get_batch_item(state.batch, state.input_key))
+        for optimizer in state.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.grad_accum == 1:
+            self._train_loss.update(self._forward_backward(loss_weight=1.0))
+        else:
+            self._train_loss.update(self._accumulate_microbatches(num_samples))
+        self._optimizer_step()
+        timestamp.batch += 1
+        timestamp.batch_in_epoch += 1
+        timestamp.samples += num_samples
+        fire(hooks.batch_end, state)
+
+    def _forward_backward(self, loss_weight: float) -> torch.Tensor:
+        """Forward, loss and backward of one (micro)batch; returns the loss, unweighted."""
+        state, hooks = self.state, self.engine.hooks
+        fire(hooks.before_forward, state)
+        state.outputs = self._forward()
+        fire(hooks.after_forward, state)
+        fire(hooks.before_loss, state)
+        state.loss = self._loss(get_batch_item(state.batch, state.target_key))
+        fire(hooks.after_loss, state)
+        fire(hooks.before_backward, state)
+        loss = state.loss
+        scaled = loss * loss_weight if loss_weight != 1.0 else loss
+        if state.grad_scaler is not None:
+            scaled = state.grad_scaler.scale(scaled)
+        scaled.backward()
+        fire(hooks.after_backward, state)
+        return loss
+
+    def _accumulate_microbatches(self, num_samples: int) -> torch.Tensor:
+        """Runs each microbatch, weighting its mean loss by its share of the samples."""
+        state = self.state
+        whole_batch = state.batch
+        batch_loss = torch.zeros((), device=state.device)
+        for microbatch in split_batch(whole_batch, self.grad_accum):
+            state.batch = microbatch
+            weight = batch_size(get_batch_item(microbatch, state.input_key)) / num_samples
+            batch_loss += self._forward_backward(loss_weight=weight).detach() * weight
+        state.batch = whole_batch
+        return batch_loss
+
+    def _optimizer_step(self) -> None:
+        state = self.state
+        scaler = state.grad_scaler
+        if self.grad_clip_norm is not None:
+            if scaler is not None:
+                for optimizer in state.optimizers:
+                    scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.grad_clip_norm)
+        for optimizer in state.optimizers:
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+        if scaler is not None:
+            scaler.update()
+        for scheduler in state.schedulers:
+            scheduler.step()
+
+    def _forward(self) -> Any:
+        state = self.state
+        inputs = get_batch_item(state.batch, state.input_key)
+        try:
+            with self._autocast:
+                return state.model(inputs)
+        except Exception as error:
+            add_note(
+                error, f"raised by the model's forward {self._where()}, inputs {_describe(inputs)}"
+            )
+            raise
+
+    def _loss(self, targets: Any) -> torch.Tensor:
+        state = self.state
+        try:
+            with self._autocast:
+                return self.loss_fn(state.outputs, targets)
+        except Exception as error:
+            add_note(
+                error,
+                f"raised by loss_fn(outputs, targets) {self._where()}, "
+                f"outputs {_describe(state.outputs)}, targets {_describe(targets)}",
+            )
+            raise
+
+    def _where(self) -> str:
+        timestamp = self.state.timestamp
+        phase = "in training" if self.state.model.training else "in evaluation"
+        return f"{phase} at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"
+
+    def _should_stop(self) -> bool:
+        state = self.state
+        return state.stop_reason is not None or state.timestamp.reached(state.max_duration)
+
+    def _eval_due(self, count: int) -> bool:
+        return self.state.eval_dataloader is not None and count % self.eval_interval.value == 0
+
+
+def _check_iterable(dataloader: Any, argument: str) -> None:
+    if not isinstance(dataloader, Iterable) or isinstance(dataloader, torch.Tensor | str):
+        raise TypeError(
+            f"{argument} must be an iterable of batches such as a torch DataLoader, "
+            f"got {type(dataloader).__name__}."
+        )
+
+
+def _checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Optimizer]:
+    listed = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else optimizers
+    if not isinstance(listed, Sequence) or not listed:
+        raise TypeError(
+            f"optimizers must be a torch optimizer or a non-empty list of them, got {optimizers!r}."
+        )
+    model_parameters = {id(parameter) for parameter in model.parameters()}
+    for index, optimizer in enumerate(listed):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizers[{index}] is a {type(optimizer).__name__}, not a torch optimizer."
+            )
+        held = (id(p) for group in optimizer.param_groups for p in group["params"])
+        if not any(parameter in model_parameters for parameter in held):
+            raise ValueError(
+                f"optimizers[{index}] ({type(optimizer).__name__}) holds none of the model's "
+                "parameters; build it from model.parameters() of this model."
+            )
+    return list(listed)
+
+
+def _checked_schedulers(schedulers: Any) -> list[Any]:
+    if schedulers is None:
+        return []
+    listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
+    for index, scheduler in enumerate(listed):
+        if not callable(getattr(scheduler, "step", None)):
+            raise TypeError(
+                f"schedulers[{index}] is a {type(scheduler).__name__}, which has no step(); "
+                "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
+            )
+    return list(listed)
+
+
+def _length_or_none(dataloader: Any) -> int | None:
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    return type(value).__name__

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny data, tiny models, and the GPU marker's skip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def separable_data(
+    num_samples: int = 256, num_features: int = 8, num_classes: int = 4, seed: int = 0
+):
+    """Gaussian clusters a linear model can separate: inputs (N, F), targets (N,)."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.randn(num_classes, num_features, generator=generator) * 3
+    targets = torch.randint(0, num_classes, (num_samples,), generator=generator)
+    inputs = centers[targets] + torch.randn(num_samples, num_features, generator=generator)
+    return inputs, targets
+
+
+@pytest.fixture
+def data():
+    return separable_data()
+
+
+@pytest.fixture
+def loaders(data):
+    inputs, targets = data
+    dataset = TensorDataset(inputs, targets)
+    return DataLoader(dataset, batch_size=32), DataLoader(dataset, batch_size=128)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+@pytest.fixture
+def optimizer(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1)

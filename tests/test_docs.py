@@ -1,0 +1,83 @@
+"""Every example in the README, the docs, the method cards and the docstrings runs.
+
+A Markdown ```python block runs unless the line just before it is
+``<!-- not run: REASON -->``. The blocks of one page share a namespace and run
+in order, in a temporary working directory.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+import loom
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = sorted(
+    [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "loom").rglob("README.md")]
+)
+_BLOCK = re.compile(r"(?P<before>[^\n]*)\n```python\n(?P<code>.*?)\n```", re.DOTALL)
+_NOT_RUN = re.compile(r"<!-- not run: .+ -->")
+
+
+def python_blocks(page: Path) -> list[str]:
+    blocks = []
+    for match in _BLOCK.finditer("\n" + page.read_text(encoding="utf-8")):
+        if not _NOT_RUN.fullmatch(match.group("before").strip()):
+            blocks.append(match.group("code"))
+    return blocks
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_python_block_on_the_page_runs(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for number, code in enumerate(python_blocks(page), start=1):
+        compiled = compile(code, f"{page.name} python block {number}", "exec")
+        exec(compiled, namespace)  # the page's own example code, run as a reader would
+
+
+def test_not_run_blocks_give_a_reason():
+    for page in PAGES:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.strip().startswith("<!-- not run"):
+                assert _NOT_RUN.fullmatch(line.strip()), f"{page.name}: {line!r} needs a reason"
+
+
+MODULES = sorted(
+    name
+    for _, name, _ in pkgutil.walk_packages(loom.__path__, prefix="loom.")
+    if name != "loom.__main__"  # running it is running the command
+)
+
+
+@pytest.mark.parametrize("module_name", ["loom", *MODULES])
+def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(module_name)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    failures, _ = doctest.testmod(module, optionflags=flags, verbose=False)
+    assert failures == 0
+
+
+def test_the_public_api_has_docstring_examples():
+    examples = 0
+    for name in MODULES:
+        finder = doctest.DocTestFinder()
+        examples += sum(len(test.examples) for test in finder.find(importlib.import_module(name)))
+    assert examples >= 20
+
+
+def test_the_readme_quickstart_example_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace = runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="quickstart")
+    metrics = namespace["main"]()
+    assert metrics["eval/accuracy"] > 0.8
+    assert (tmp_path / "runs" / "quickstart" / "metrics.jsonl").exists()
+    assert "final eval accuracy" in capsys.readouterr().out

@@ -1,0 +1,77 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from loom.trainer import ECE_BINS, EvalMetrics, TrainLoss
+
+
+def reference_ece(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """Expected calibration error with equal-width bins (lo, hi], written out plainly."""
+    confidences, predictions = probabilities.max(dim=1)
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [i for i, c in enumerate(confidences.tolist()) if lo < c <= hi]
+        if members:
+            accuracy = sum(float(predictions[i] == labels[i]) for i in members) / len(members)
+            confidence = sum(confidences[i].item() for i in members) / len(members)
+            total += len(members) / len(labels) * abs(accuracy - confidence)
+    return total
+
+
+def test_metrics_match_reference_formulas_over_several_batches():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 7, generator=generator) * 3
+    labels = torch.randint(0, 7, (300,), generator=generator)
+    metrics = EvalMetrics()
+    for chunk_logits, chunk_labels in zip(logits.split(64), labels.split(64), strict=True):
+        metrics.update(chunk_logits, chunk_labels, loss=F.cross_entropy(chunk_logits, chunk_labels))
+    result = metrics.compute()
+    probabilities = logits.softmax(dim=1)
+    assert ECE_BINS == 15
+    assert result["eval/accuracy"] == pytest.approx(
+        (logits.argmax(1) == labels).float().mean().item()
+    )
+    top5 = logits.topk(5, dim=1).indices.eq(labels[:, None]).any(dim=1).float().mean().item()
+    assert result["eval/top5_accuracy"] == pytest.approx(top5)
+    assert result["eval/nll"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert result["eval/loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert result["eval/ece"] == pytest.approx(reference_ece(probabilities, labels), abs=1e-6)
+
+
+def test_top5_is_left_out_below_five_classes():
+    metrics = EvalMetrics()
+    metrics.update(torch.randn(8, 4), torch.randint(0, 4, (8,)), loss=torch.tensor(1.0))
+    assert "eval/top5_accuracy" not in metrics.compute()
+
+
+def test_ignored_positions_and_extra_dimensions():
+    logits = torch.randn(2, 3, 2, 2)  # segmentation-shaped: 8 positions
+    labels = torch.tensor([[[0, 1], [2, -100]], [[1, 1], [-100, 0]]])
+    metrics = EvalMetrics()
+    metrics.update(logits, labels, loss=torch.tensor(0.0))
+    flat_logits = logits.movedim(1, -1).reshape(-1, 3)
+    flat_labels = labels.reshape(-1)
+    keep = flat_labels != -100
+    expected = (flat_logits[keep].argmax(1) == flat_labels[keep]).float().mean().item()
+    assert metrics.compute()["eval/accuracy"] == pytest.approx(expected)
+
+
+def test_dense_targets_count_their_argmax_as_the_label():
+    metrics = EvalMetrics()
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    metrics.update(logits, torch.tensor([[0.9, 0.1], [0.8, 0.2]]), loss=torch.tensor(0.0))
+    assert metrics.compute()["eval/accuracy"] == 0.5
+
+
+def test_nothing_added_gives_no_metrics():
+    assert EvalMetrics().compute() == {}
+
+
+def test_train_loss_is_the_mean_since_the_last_read():
+    tracker = TrainLoss()
+    assert tracker.compute() is None
+    for value in (1.0, 2.0, 6.0):
+        tracker.update(torch.tensor(value, requires_grad=True) * 1)
+    assert tracker.compute() == 3.0
+    assert tracker.compute() is None
