@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 __all__ = ["Duration", "TimeUnit", "Timestamp"]
@@ -23,6 +23,9 @@ class TimeUnit(str, Enum):
     SAMPLE = "sp"
 
 
+_CLOCK_FIELDS = {TimeUnit.EPOCH: "epoch", TimeUnit.BATCH: "batch", TimeUnit.SAMPLE: "samples"}
+
+
 @dataclass(frozen=True)
 class Duration:
     """A length of training: a positive count of epochs, batches or samples.
@@ -36,6 +39,12 @@ class Duration:
 
     value: int
     unit: TimeUnit
+    clock_field: str = field(init=False, repr=False, compare=False)
+    """The :class:`Timestamp` attribute that counts this duration's unit."""
+
+    def __post_init__(self) -> None:
+        # Looked up once here: the Trainer compares the clock with it after every batch.
+        object.__setattr__(self, "clock_field", _CLOCK_FIELDS[TimeUnit(self.unit)])
 
     @classmethod
     def parse(cls, text: str | Duration, *, name: str = "duration") -> Duration:
@@ -74,15 +83,11 @@ class Timestamp:
 
     def count(self, unit: TimeUnit) -> int:
         """The completed count in ``unit``: epochs, batches or samples."""
-        if unit is TimeUnit.EPOCH:
-            return self.epoch
-        if unit is TimeUnit.BATCH:
-            return self.batch
-        return self.samples
+        return getattr(self, _CLOCK_FIELDS[unit])
 
     def reached(self, duration: Duration) -> bool:
         """Whether at least ``duration`` has elapsed since the start of training."""
-        return self.count(duration.unit) >= duration.value
+        return getattr(self, duration.clock_field) >= duration.value
 
     def state_dict(self) -> dict[str, int]:
         return {

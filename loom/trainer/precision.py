@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 __all__ = ["PRECISIONS", "autocast_context", "grad_scaler_for", "validate_precision"]
@@ -27,14 +25,14 @@ def validate_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """A reusable context that runs the forward and loss at ``precision``.
+def autocast_context(precision: str, device: torch.device) -> torch.autocast | None:
+    """A reusable context that runs the forward and loss at ``precision``, or None for fp32.
 
-    fp32 gets a do-nothing context; bf16 and fp16 get ``torch.autocast`` for the
-    device type. The same object is entered for every batch.
+    bf16 and fp16 get ``torch.autocast`` for the device type; the same object is
+    entered for every batch.
     """
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return None
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

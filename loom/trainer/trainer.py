@@ -161,6 +161,9 @@ class Trainer:
         self.grad_clip_norm = grad_clip_norm
         self.engine = Engine(algorithms, callbacks)
         self._autocast = autocast_context(precision, resolved_device)
+        # A CPU run gets its batches where they already are: walking every batch to
+        # find nothing to move would cost a few microseconds a step.
+        self._move_batches = resolved_device.type != "cpu"
         self._train_loss = TrainLoss()
         self._last_eval_batch: int | None = None
         self.engine.run(Event.INIT, self.state)
@@ -206,7 +209,7 @@ class Trainer:
         fire(hooks.eval_start, state)
         with torch.no_grad():
             for batch in dataloader:
-                state.batch = move_to_device(batch, state.device)
+                state.batch = move_to_device(batch, state.device) if self._move_batches else batch
                 fire(hooks.eval_batch_start, state)
                 fire(hooks.eval_before_forward, state)
                 state.outputs = self._forward()
@@ -228,11 +231,12 @@ class Trainer:
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(timestamp.epoch)  # a new shuffle each epoch, e.g. DistributedSampler
         fire(hooks.epoch_start, state)
+        evaluates_in_batches = self.eval_interval.unit is TimeUnit.BATCH
         for batch in state.train_dataloader:
             self._train_batch(batch)
-            if self.eval_interval.unit is TimeUnit.BATCH and self._eval_due(timestamp.batch):
+            if evaluates_in_batches and self._eval_due(timestamp.batch):
                 self.eval()
-            if self._should_stop():
+            if state.stop_reason is not None or timestamp.reached(state.max_duration):
                 if timestamp.batch_in_epoch != _length_or_none(state.train_dataloader):
                     return  # stopped mid-epoch: the epoch did not end
                 break
@@ -248,39 +252,50 @@ class Trainer:
         if self.eval_interval.unit is TimeUnit.EPOCH and self._eval_due(timestamp.epoch):
             self.eval()
 
+    # The per-step methods below test each event's hooks before firing them: an
+    # event nobody handles then costs a truth test, not a Python call per step.
+
     def _train_batch(self, batch: Any) -> None:
         state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp
-        state.batch = move_to_device(batch, state.device)
-        fire(hooks.batch_start, state)
+        state.batch = move_to_device(batch, state.device) if self._move_batches else batch
+        if hooks.batch_start:
+            fire(hooks.batch_start, state)
         num_samples = batch_size(get_batch_item(state.batch, state.input_key))
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
         if self.grad_accum == 1:
-            self._train_loss.update(self._forward_backward(loss_weight=1.0))
+            self._train_loss.update(self._forward_backward(1.0))
         else:
             self._train_loss.update(self._accumulate_microbatches(num_samples))
         self._optimizer_step()
         timestamp.batch += 1
         timestamp.batch_in_epoch += 1
         timestamp.samples += num_samples
-        fire(hooks.batch_end, state)
+        if hooks.batch_end:
+            fire(hooks.batch_end, state)
 
     def _forward_backward(self, loss_weight: float) -> torch.Tensor:
         """Forward, loss and backward of one (micro)batch; returns the loss, unweighted."""
         state, hooks = self.state, self.engine.hooks
-        fire(hooks.before_forward, state)
+        if hooks.before_forward:
+            fire(hooks.before_forward, state)
         state.outputs = self._forward()
-        fire(hooks.after_forward, state)
-        fire(hooks.before_loss, state)
+        if hooks.after_forward:
+            fire(hooks.after_forward, state)
+        if hooks.before_loss:
+            fire(hooks.before_loss, state)
         state.loss = self._loss(get_batch_item(state.batch, state.target_key))
-        fire(hooks.after_loss, state)
-        fire(hooks.before_backward, state)
+        if hooks.after_loss:
+            fire(hooks.after_loss, state)
+        if hooks.before_backward:
+            fire(hooks.before_backward, state)
         loss = state.loss
         scaled = loss * loss_weight if loss_weight != 1.0 else loss
         if state.grad_scaler is not None:
             scaled = state.grad_scaler.scale(scaled)
         scaled.backward()
-        fire(hooks.after_backward, state)
+        if hooks.after_backward:
+            fire(hooks.after_backward, state)
         return loss
 
     def _accumulate_microbatches(self, num_samples: int) -> torch.Tensor:
@@ -291,7 +306,7 @@ class Trainer:
         for microbatch in split_batch(whole_batch, self.grad_accum):
             state.batch = microbatch
             weight = batch_size(get_batch_item(microbatch, state.input_key)) / num_samples
-            batch_loss += self._forward_backward(loss_weight=weight).detach() * weight
+            batch_loss += self._forward_backward(weight).detach() * weight
         state.batch = whole_batch
         return batch_loss
 
@@ -317,6 +332,8 @@ class Trainer:
         state = self.state
         inputs = get_batch_item(state.batch, state.input_key)
         try:
+            if self._autocast is None:  # fp32: not even a null context on the hot path
+                return state.model(inputs)
             with self._autocast:
                 return state.model(inputs)
         except Exception as error:
@@ -328,6 +345,8 @@ class Trainer:
     def _loss(self, targets: Any) -> torch.Tensor:
         state = self.state
         try:
+            if self._autocast is None:
+                return self.loss_fn(state.outputs, targets)
             with self._autocast:
                 return self.loss_fn(state.outputs, targets)
         except Exception as error:
@@ -402,5 +421,5 @@ def _length_or_none(dataloader: Any) -> int | None:
 
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} on {value.device}"
     return type(value).__name__

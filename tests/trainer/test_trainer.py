@@ -187,7 +187,7 @@ def test_errors_in_the_model_and_loss_keep_their_type_and_say_where(model, optim
         trainer.fit()
     assert raised.value.__notes__ == [
         "raised by loss_fn(outputs, targets) in training at epoch 0, batch 0 of the epoch, "
-        "outputs float32 (4, 4), targets int64 (4,)"
+        "outputs float32 (4, 4) on cpu, targets int64 (4,) on cpu"
     ]
     wrong_width = [(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))]
     trainer = Trainer(model, wrong_width, optimizers=optimizer, max_duration="1ba", device="cpu")
@@ -195,7 +195,7 @@ def test_errors_in_the_model_and_loss_keep_their_type_and_say_where(model, optim
         trainer.fit()
     assert raised.value.__notes__ == [
         "raised by the model's forward in training at epoch 0, batch 0 of the epoch, "
-        "inputs float32 (4, 5)"
+        "inputs float32 (4, 5) on cpu"
     ]
 
 
