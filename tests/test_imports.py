@@ -15,6 +15,7 @@ ALLOWED = {
     "trainer": {"functional"},
     "algorithms": {"trainer", "functional"},
     "callbacks": {"trainer", "functional"},
+    "config": {"trainer", "functional", "algorithms", "callbacks"},
 }
 
 

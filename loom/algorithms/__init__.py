@@ -1,3 +1,8 @@
-"""Training methods as plugins, one folder each: the class and its method card."""
+"""Training methods as plugins, one folder each: the class and its method card.
 
-__all__: list[str] = []
+The folder's name is the name a YAML job gives the algorithm.
+"""
+
+from loom.algorithms.label_smoothing import LabelSmoothing
+
+__all__ = ["LabelSmoothing"]

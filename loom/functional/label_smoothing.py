@@ -1,0 +1,103 @@
+"""Label smoothing (Szegedy et al., 2016) as a function of the logits and targets."""
+
+from __future__ import annotations
+
+import torch
+
+from loom.functional.checks import check_fraction
+
+__all__ = ["smooth_labels"]
+
+
+def smooth_labels(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float = 0.1,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Dense label-smoothed targets: ``(1 - smoothing) * onehot + smoothing / C``.
+
+    The convention of ``F.cross_entropy(label_smoothing=...)``, Composer and timm:
+    the smoothing mass is spread over all ``C`` classes, the true one included.
+
+    Args:
+        logits: The model's outputs, ``(N, C, ...)``; only their shape, dtype and
+            device are used.
+        target: Class indices of shape ``(N, ...)`` (any integer dtype), or dense
+            targets with the shape of ``logits`` (one-hot or already soft), to which
+            the same convex combination is applied.
+        smoothing: In [0, 1]: 0 gives the one-hot targets, 1 the uniform distribution.
+        ignore_index: Index positions equal to it get an all-zero target, which
+            :func:`soft_cross_entropy` leaves out of its mean. Dense rows that are
+            all zero stay all zero.
+
+    Returns:
+        Targets with the shape of ``logits`` and its floating dtype, but never
+        below float32 (in bfloat16 the smoothing mass of large ``C`` rounds away).
+
+    Raises:
+        TypeError: ``smoothing`` is not a number, or ``logits``/``target`` are not tensors.
+        ValueError: ``smoothing`` is outside [0, 1] or NaN; ``target`` has neither
+            the index shape nor the logits' shape; indices are floating point; a
+            class index is out of range (checked eagerly on the CPU; on CUDA by an
+            asynchronous device assertion, so that no call waits for the device).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(2, 4)
+        >>> smooth_labels(logits, torch.tensor([1, -100]), smoothing=0.2)
+        tensor([[0.0500, 0.8500, 0.0500, 0.0500],
+                [0.0000, 0.0000, 0.0000, 0.0000]])
+    """
+    smoothing = check_fraction(smoothing, "smoothing")
+    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"smooth_labels takes tensors, got logits {type(logits).__name__} and "
+            f"target {type(target).__name__}."
+        )
+    if logits.dim() < 2:
+        raise ValueError(f"logits must have shape (N, C, ...), got {tuple(logits.shape)}.")
+    num_classes = logits.shape[1]
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    if target.shape == logits.shape and target.is_floating_point():
+        # Scaling the uniform part by each row's mass keeps all-zero (ignored) rows at zero.
+        mass = target.sum(dim=1, keepdim=True, dtype=dtype)
+        return torch.add(target * (1 - smoothing), mass, alpha=smoothing / num_classes).to(dtype)
+    index_shape = (logits.shape[0], *logits.shape[2:])
+    if target.shape != index_shape:
+        raise ValueError(
+            f"target of shape {tuple(target.shape)} fits neither class indices of shape "
+            f"{index_shape} nor dense targets of the logits' shape {tuple(logits.shape)}."
+        )
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(
+            f"class indices must be an integer tensor, got {target.dtype}; "
+            "convert them with target.long()."
+        )
+    kept = target != ignore_index
+    _check_class_range(target, kept, num_classes, ignore_index)
+    off_value = smoothing / num_classes
+    on_value = 1 - smoothing + off_value
+    # One output allocation: every row starts at the off-value (0 where ignored),
+    # then one scatter writes the on-value (0 where ignored) at the true class.
+    kept_rows = kept.to(dtype).unsqueeze(1)
+    targets = torch.empty(logits.shape, dtype=dtype, device=logits.device)
+    targets.copy_((kept_rows * off_value).expand(logits.shape))
+    class_index = torch.where(kept, target, 0).long().unsqueeze(1)
+    return targets.scatter_(1, class_index, kept_rows * on_value)
+
+
+def _check_class_range(
+    target: torch.Tensor, kept: torch.Tensor, num_classes: int, ignore_index: int
+) -> None:
+    out_of_range = kept & ((target < 0) | (target >= num_classes))
+    if target.device.type == "cpu":
+        if out_of_range.any():
+            position = tuple(out_of_range.nonzero()[0].tolist())
+            raise ValueError(
+                f"target holds class index {target[position].item()} at position {position}; "
+                f"expected 0 <= index < {num_classes} (the logits' class dimension) "
+                f"or ignore_index={ignore_index}."
+            )
+    else:  # no host sync: a failed check surfaces at the device's next synchronisation
+        torch._assert_async(~out_of_range.any())
