@@ -74,10 +74,14 @@ def smooth_labels(
             f"class indices must be an integer tensor, got {target.dtype}; "
             "convert them with target.long()."
         )
-    kept = target != ignore_index
-    _check_class_range(target, kept, num_classes, ignore_index)
     off_value = smoothing / num_classes
     on_value = 1 - smoothing + off_value
+    if target.device.type == "cpu" and _every_index_is_a_class(target, num_classes, ignore_index):
+        # The common case, told apart by one min/max pass: no row is ignored.
+        targets = torch.full(logits.shape, off_value, dtype=dtype)
+        return targets.scatter_(1, target.long().unsqueeze(1), on_value)
+    kept = target != ignore_index
+    _check_class_range(target, kept, num_classes, ignore_index)
     # One output allocation: every row starts at the off-value (0 where ignored),
     # then one scatter writes the on-value (0 where ignored) at the true class.
     kept_rows = kept.to(dtype).unsqueeze(1)
@@ -85,6 +89,14 @@ def smooth_labels(
     targets.copy_((kept_rows * off_value).expand(logits.shape))
     class_index = torch.where(kept, target, 0).long().unsqueeze(1)
     return targets.scatter_(1, class_index, kept_rows * on_value)
+
+
+def _every_index_is_a_class(target: torch.Tensor, num_classes: int, ignore_index: int) -> bool:
+    """True when every index lies in [0, C) and none equals ``ignore_index`` (CPU only)."""
+    if target.numel() == 0:
+        return False
+    lowest, highest = (bound.item() for bound in torch.aminmax(target))
+    return lowest >= 0 and highest < num_classes and not lowest <= ignore_index <= highest
 
 
 def _check_class_range(

@@ -123,3 +123,14 @@ def test_float_indices_and_wrong_shapes_say_what_was_expected():
         smooth_labels(torch.zeros(3), torch.tensor([0, 1, 2]))
     with pytest.raises(TypeError, match=r"takes tensors, got logits Tensor and target list"):
         smooth_labels(torch.zeros(2, 3), [0, 1])
+
+
+def test_an_ignore_index_inside_the_class_range_is_still_ignored():
+    labels = torch.tensor([0, 2, 1])
+    result = smooth_labels(torch.zeros(3, 3), labels, 0.3, ignore_index=2)
+    torch.testing.assert_close(result[1], torch.zeros(3))
+    torch.testing.assert_close(result[0], torch.tensor([0.8, 0.1, 0.1]))
+
+
+def test_no_index_at_all():
+    assert smooth_labels(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)).shape == (0, 3)
