@@ -147,18 +147,21 @@ class Engine:
 
 
 def _checked_plugins(plugins: Any, kind: type[Plugin], argument: str) -> list[Any]:
-    if isinstance(plugins, Plugin) or not isinstance(plugins, Sequence | set | frozenset):
+    # A list or tuple, not a set: the order plugins are given in is the order they run in.
+    if isinstance(plugins, Plugin | str) or not isinstance(plugins, Sequence):
         raise TypeError(
-            f"{argument} must be a list of {kind.__name__} instances, got {plugins!r}; "
-            f"wrap a single one in a list: {argument}=[...]."
+            f"{argument} must be a list of {kind.__name__} instances (in the order they "
+            f"should run), got {plugins!r}; wrap a single one in a list: {argument}=[...]."
         )
     checked = []
     for index, plugin in enumerate(plugins):
         if not isinstance(plugin, kind):
+            other_kind, other = (
+                (Callback, "callbacks") if kind is Algorithm else (Algorithm, "algorithms")
+            )
             hint = ""
-            other = "callbacks" if kind is Algorithm else "algorithms"
-            if isinstance(plugin, Plugin):
-                hint = f"; {type(plugin).__name__} is not an {kind.__name__}, pass it in {other}="
+            if isinstance(plugin, other_kind):
+                hint = f"; {type(plugin).__name__} is a {other_kind.__name__}, pass it in {other}="
             elif inspect.isclass(plugin) and issubclass(plugin, Plugin):
                 hint = f"; pass an instance, {plugin.__name__}(...), not the class"
             raise TypeError(

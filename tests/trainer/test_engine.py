@@ -104,6 +104,8 @@ def test_plugins_of_the_wrong_kind_are_refused_with_a_hint():
         Engine(callbacks=[Log])
     with pytest.raises(TypeError, match=r"wrap a single one in a list"):
         Engine(callbacks=Log())
+    with pytest.raises(TypeError, match=r"in the order they should run"):
+        Engine(callbacks={Log()})
 
 
 def test_the_same_plugin_object_twice_is_refused():
