@@ -4,5 +4,6 @@ The folder's name is the name a YAML job gives the algorithm.
 """
 
 from loom.algorithms.label_smoothing import LabelSmoothing
+from loom.algorithms.online_label_smoothing import OnlineLabelSmoothing
 
-__all__ = ["LabelSmoothing"]
+__all__ = ["LabelSmoothing", "OnlineLabelSmoothing"]

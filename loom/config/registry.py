@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from loom.algorithms import LabelSmoothing
+from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
 
 __all__ = ["ALGORITHMS", "Registry"]
 
@@ -63,5 +63,8 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries))
 
 
-ALGORITHMS: Registry = Registry("algorithm", {"label_smoothing": LabelSmoothing})
+ALGORITHMS: Registry = Registry(
+    "algorithm",
+    {"label_smoothing": LabelSmoothing, "online_label_smoothing": OnlineLabelSmoothing},
+)
 """Every algorithm a YAML job can name: the name is the algorithm's folder in loom/algorithms."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-__all__ = ["check_fraction"]
+import torch
+
+__all__ = ["check_class_indices", "check_fraction"]
 
 
 def check_fraction(value: object, name: str) -> float:
@@ -24,3 +26,34 @@ def check_fraction(value: object, name: str) -> float:
     if math.isnan(value) or not 0 <= value <= 1:
         raise ValueError(f"{name}={value!r} must lie in [0, 1].")
     return float(value)
+
+
+def check_class_indices(
+    target: torch.Tensor, kept: torch.Tensor, num_classes: int, ignore_index: int
+) -> None:
+    """Checks that every kept index lies in [0, num_classes).
+
+    Eager on the CPU. On other devices the check is an asynchronous device
+    assertion, so that no call waits for the device; a failure surfaces at the
+    device's next synchronisation.
+
+    Args:
+        target: Class indices.
+        kept: Where ``target`` is not ``ignore_index``.
+        num_classes: The number of classes (the logits' class dimension).
+        ignore_index: The index that marks ignored positions, for the message.
+
+    Raises:
+        ValueError: On the CPU, an index out of range, naming it and its position.
+    """
+    out_of_range = kept & ((target < 0) | (target >= num_classes))
+    if target.device.type == "cpu":
+        if out_of_range.any():
+            position = tuple(out_of_range.nonzero()[0].tolist())
+            raise ValueError(
+                f"target holds class index {target[position].item()} at position {position}; "
+                f"expected 0 <= index < {num_classes} (the logits' class dimension) "
+                f"or ignore_index={ignore_index}."
+            )
+    else:
+        torch._assert_async(~out_of_range.any())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from loom.functional.checks import check_fraction
+from loom.functional.checks import check_class_indices, check_fraction
 
 __all__ = ["smooth_labels"]
 
@@ -81,7 +81,7 @@ def smooth_labels(
         targets = torch.full(logits.shape, off_value, dtype=dtype)
         return targets.scatter_(1, target.long().unsqueeze(1), on_value)
     kept = target != ignore_index
-    _check_class_range(target, kept, num_classes, ignore_index)
+    check_class_indices(target, kept, num_classes, ignore_index)
     # One output allocation: every row starts at the off-value (0 where ignored),
     # then one scatter writes the on-value (0 where ignored) at the true class.
     kept_rows = kept.to(dtype).unsqueeze(1)
@@ -97,19 +97,3 @@ def _every_index_is_a_class(target: torch.Tensor, num_classes: int, ignore_index
         return False
     lowest, highest = (bound.item() for bound in torch.aminmax(target))
     return lowest >= 0 and highest < num_classes and not lowest <= ignore_index <= highest
-
-
-def _check_class_range(
-    target: torch.Tensor, kept: torch.Tensor, num_classes: int, ignore_index: int
-) -> None:
-    out_of_range = kept & ((target < 0) | (target >= num_classes))
-    if target.device.type == "cpu":
-        if out_of_range.any():
-            position = tuple(out_of_range.nonzero()[0].tolist())
-            raise ValueError(
-                f"target holds class index {target[position].item()} at position {position}; "
-                f"expected 0 <= index < {num_classes} (the logits' class dimension) "
-                f"or ignore_index={ignore_index}."
-            )
-    else:  # no host sync: a failed check surfaces at the device's next synchronisation
-        torch._assert_async(~out_of_range.any())

@@ -1,0 +1,178 @@
+"""Online label smoothing (Zhang et al., "Delving Deep into Label Smoothing", IEEE TIP 2021)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from loom.functional.checks import check_class_indices, check_fraction
+from loom.functional.cross_entropy import soft_cross_entropy
+
+__all__ = ["OnlineLabelSmoothingLoss"]
+
+
+class OnlineLabelSmoothingLoss(nn.Module):
+    """Cross-entropy against soft labels learned from the model's own correct predictions.
+
+    A ``C x C`` matrix ``S`` holds one soft label per class: **column** ``c`` is the
+    target for class ``c``. The first epoch uses ``1 - smoothing`` on the diagonal and
+    ``smoothing / (C - 1)`` elsewhere. In ``train()`` mode every sample whose prediction
+    is correct adds its softmax probabilities to its class's column of an accumulator;
+    :meth:`next_epoch` makes each column of ``S`` the mean of what it gathered. The loss
+    is ``alpha * CE(logits, y) + (1 - alpha) * CE(logits, S[:, y])``, computed as one
+    cross-entropy against ``alpha * onehot(y) + (1 - alpha) * S[:, y]`` (cross-entropy is
+    linear in its target).
+
+    A drop-in for the widely used ``OnlineLabelSmoothing`` criterion: same arguments,
+    ``forward(logits, target)`` returns the mean loss, ``next_epoch()`` advances the
+    matrix, statistics accumulate only in ``train()`` mode, and the matrix and the
+    accumulators are buffers in ``state_dict``. Its losses and matrices equal that
+    criterion's whenever every class had at least one correct prediction in the epoch.
+    It differs on purpose in two ways: a class with no correct prediction keeps its
+    previous column (instead of an all-zero one, which silently drops its soft loss),
+    and a ``next_epoch()`` with nothing accumulated leaves the matrix as it is.
+
+    Beyond that criterion: statistics are kept in float32 whatever the autocast dtype;
+    no step waits for the device (each sample is weighted by its 0/1 correctness instead
+    of being selected by a boolean mask); positions equal to ``ignore_index`` are
+    skipped; logits ``(N, C, ...)`` count one sample per position; and when
+    ``torch.distributed`` is initialised, :meth:`next_epoch` sums the statistics over
+    all processes first (one all-reduce), so every process holds the same matrix, one
+    that does not depend on the number of processes. Every process must then call it.
+
+    Args:
+        alpha: Weight of the hard-label cross-entropy, in [0, 1]; the paper uses 0.5.
+        n_classes: The number of classes ``C``, at least 2.
+        smoothing: The first epoch's label smoothing, in [0, 1].
+        ignore_index: Target positions equal to it count in neither loss nor statistics.
+
+    Example:
+        >>> import torch
+        >>> criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=3, smoothing=0.1)
+        >>> logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+        >>> loss = criterion(logits, torch.tensor([0, 1]))  # both correct: accumulated
+        >>> criterion.next_epoch()
+        >>> criterion.matrix[:, 0]  # class 0's soft label: its correct sample's softmax
+        tensor([0.9647, 0.0177, 0.0177])
+        >>> criterion.matrix[:, 2]  # class 2 had no correct prediction: kept
+        tensor([0.0500, 0.0500, 0.9000])
+    """
+
+    matrix: torch.Tensor
+    accumulator: torch.Tensor
+    counts: torch.Tensor
+    epoch: torch.Tensor
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        n_classes: int | None = None,
+        smoothing: float = 0.1,
+        ignore_index: int = -100,
+    ):
+        super().__init__()
+        self.alpha = check_fraction(alpha, "alpha")
+        if type(n_classes) is not int or n_classes < 2:
+            raise ValueError(f"n_classes={n_classes!r} must be an int >= 2.")
+        smoothing = check_fraction(smoothing, "smoothing")
+        self.n_classes = n_classes
+        self.ignore_index = ignore_index
+        initial = torch.full((n_classes, n_classes), smoothing / (n_classes - 1))
+        initial.fill_diagonal_(1 - smoothing)
+        self.register_buffer("matrix", initial)
+        self.register_buffer("accumulator", torch.zeros(n_classes, n_classes))
+        self.register_buffer("counts", torch.zeros(n_classes))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mean loss; in ``train()`` mode the batch's correct predictions are accumulated."""
+        kept, labels = self._checked(logits, target)
+        targets = self._soft_targets(logits, kept, labels)
+        if self.training:
+            self._accumulate(logits, kept, labels)
+        return soft_cross_entropy(logits, targets)
+
+    def soft_targets(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Dense targets ``alpha * onehot + (1 - alpha) * S[:, y]`` with the logits' shape.
+
+        Ignored positions get an all-zero target; the dtype is the logits' but never
+        below float32.
+        """
+        kept, labels = self._checked(logits, target)
+        return self._soft_targets(logits, kept, labels)
+
+    @torch.no_grad()
+    def accumulate(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds the correctly predicted samples' probabilities to their classes' columns."""
+        kept, labels = self._checked(logits, target)
+        self._accumulate(logits, kept, labels)
+
+    @torch.no_grad()
+    def next_epoch(self) -> None:
+        """Makes each column of the matrix the mean of what it gathered, then starts over.
+
+        A column with nothing gathered keeps its values. Under ``torch.distributed`` the
+        statistics are summed over all processes first; every process must call this.
+        """
+        statistics = torch.cat([self.accumulator, self.counts.unsqueeze(0)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(statistics)  # one packed (C + 1) x C buffer
+        accumulator, counts = statistics[:-1], statistics[-1]
+        means = accumulator / counts.clamp(min=1)
+        self.matrix.copy_(torch.where(counts > 0, means, self.matrix))
+        self.accumulator.zero_()
+        self.counts.zero_()
+        self.epoch += 1
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, n_classes={self.n_classes}"
+
+    def _checked(
+        self, logits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validates the inputs; returns where the target is kept and the flat labels."""
+        if logits.dim() < 2 or logits.shape[1] != self.n_classes:
+            raise ValueError(
+                f"logits of shape {tuple(logits.shape)} do not have n_classes={self.n_classes} "
+                "classes in dimension 1; expected (N, C, ...) with C = n_classes."
+            )
+        index_shape = (logits.shape[0], *logits.shape[2:])
+        if target.shape != index_shape or target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(
+                f"target must be integer class indices of shape {index_shape}, got "
+                f"{target.dtype} {tuple(target.shape)}."
+            )
+        kept = target != self.ignore_index
+        check_class_indices(target, kept, self.n_classes, self.ignore_index)
+        labels = torch.where(kept, target, 0).reshape(-1).long()
+        return kept.reshape(-1), labels
+
+    def _soft_targets(
+        self, logits: torch.Tensor, kept: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        weights = kept.to(self.matrix.dtype).unsqueeze(1)
+        # Row m is column labels[m] of S: the soft label of that sample's class.
+        targets = self.matrix.t().index_select(0, labels) * (1 - self.alpha)
+        targets.scatter_add_(1, labels.unsqueeze(1), weights * self.alpha)
+        targets.mul_(weights)  # ignored positions: all zero
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return _positions_to_logits_layout(targets, logits.shape).to(dtype)
+
+    def _accumulate(self, logits: torch.Tensor, kept: torch.Tensor, labels: torch.Tensor) -> None:
+        logits = logits.detach()
+        probabilities = _logits_to_positions(logits).float().softmax(dim=1)
+        # Weight each sample by its 0/1 correctness: no boolean mask, so no host sync.
+        correct = ((probabilities.argmax(dim=1) == labels) & kept).to(probabilities.dtype)
+        self.accumulator.index_add_(1, labels, (probabilities * correct.unsqueeze(1)).t())
+        self.counts.index_add_(0, labels, correct)
+
+
+def _logits_to_positions(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, ...) -> (positions, C)."""
+    return logits.movedim(1, -1).reshape(-1, logits.shape[1])
+
+
+def _positions_to_logits_layout(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(positions, C) -> (N, C, ...), the inverse of :func:`_logits_to_positions`."""
+    return values.reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
