@@ -7,7 +7,7 @@ from numbers import Real
 
 import torch
 
-__all__ = ["check_class_indices", "check_fraction"]
+__all__ = ["check_class_indices", "check_fraction", "every_index_is_a_class"]
 
 
 def check_fraction(value: object, name: str) -> float:
@@ -57,3 +57,16 @@ def check_class_indices(
             )
     else:
         torch._assert_async(~out_of_range.any())
+
+
+def every_index_is_a_class(target: torch.Tensor, num_classes: int, ignore_index: int) -> bool:
+    """On the CPU, whether every index lies in [0, C) and none equals ``ignore_index``.
+
+    One min/max pass; the common case it recognises needs neither a range check nor
+    the handling of ignored positions. Always False off the CPU, where reading the
+    answer would make the call wait for the device.
+    """
+    if target.device.type != "cpu" or target.numel() == 0:
+        return False
+    lowest, highest = (bound.item() for bound in torch.aminmax(target))
+    return lowest >= 0 and highest < num_classes and not lowest <= ignore_index <= highest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from loom.functional.checks import check_class_indices, check_fraction
+from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
 
 __all__ = ["smooth_labels"]
 
@@ -76,7 +76,7 @@ def smooth_labels(
         )
     off_value = smoothing / num_classes
     on_value = 1 - smoothing + off_value
-    if target.device.type == "cpu" and _every_index_is_a_class(target, num_classes, ignore_index):
+    if every_index_is_a_class(target, num_classes, ignore_index):
         # The common case, told apart by one min/max pass: no row is ignored.
         targets = torch.full(logits.shape, off_value, dtype=dtype)
         return targets.scatter_(1, target.long().unsqueeze(1), on_value)
@@ -89,11 +89,3 @@ def smooth_labels(
     targets.copy_((kept_rows * off_value).expand(logits.shape))
     class_index = torch.where(kept, target, 0).long().unsqueeze(1)
     return targets.scatter_(1, class_index, kept_rows * on_value)
-
-
-def _every_index_is_a_class(target: torch.Tensor, num_classes: int, ignore_index: int) -> bool:
-    """True when every index lies in [0, C) and none equals ``ignore_index`` (CPU only)."""
-    if target.numel() == 0:
-        return False
-    lowest, highest = (bound.item() for bound in torch.aminmax(target))
-    return lowest >= 0 and highest < num_classes and not lowest <= ignore_index <= highest

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from loom.functional.checks import check_class_indices, check_fraction
+from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
 from loom.functional.cross_entropy import soft_cross_entropy
 
 __all__ = ["OnlineLabelSmoothingLoss"]
@@ -84,13 +84,16 @@ class OnlineLabelSmoothingLoss(nn.Module):
         self.register_buffer("accumulator", torch.zeros(n_classes, n_classes))
         self.register_buffer("counts", torch.zeros(n_classes))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self._cache_source: torch.Tensor | None = None  # see _targets_by_class
+        self._cache_version = -1
+        self._cache = initial
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mean loss; in ``train()`` mode the batch's correct predictions are accumulated."""
-        kept, labels = self._checked(logits, target)
-        targets = self._soft_targets(logits, kept, labels)
+        labels, kept = self._checked(logits, target)
+        targets = self._soft_targets(logits, labels, kept)
         if self.training:
-            self._accumulate(logits, kept, labels)
+            self._accumulate(logits, labels, kept)
         return soft_cross_entropy(logits, targets)
 
     def soft_targets(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -99,14 +102,12 @@ class OnlineLabelSmoothingLoss(nn.Module):
         Ignored positions get an all-zero target; the dtype is the logits' but never
         below float32.
         """
-        kept, labels = self._checked(logits, target)
-        return self._soft_targets(logits, kept, labels)
+        return self._soft_targets(logits, *self._checked(logits, target))
 
     @torch.no_grad()
     def accumulate(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Adds the correctly predicted samples' probabilities to their classes' columns."""
-        kept, labels = self._checked(logits, target)
-        self._accumulate(logits, kept, labels)
+        self._accumulate(logits, *self._checked(logits, target))
 
     @torch.no_grad()
     def next_epoch(self) -> None:
@@ -130,8 +131,12 @@ class OnlineLabelSmoothingLoss(nn.Module):
 
     def _checked(
         self, logits: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validates the inputs; returns where the target is kept and the flat labels."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validates the inputs; returns the flat labels and where they are kept.
+
+        The mask is None when nothing is ignored (known on the CPU from one min/max
+        pass), so the common case skips every masking operation.
+        """
         if logits.dim() < 2 or logits.shape[1] != self.n_classes:
             raise ValueError(
                 f"logits of shape {tuple(logits.shape)} do not have n_classes={self.n_classes} "
@@ -143,29 +148,45 @@ class OnlineLabelSmoothingLoss(nn.Module):
                 f"target must be integer class indices of shape {index_shape}, got "
                 f"{target.dtype} {tuple(target.shape)}."
             )
+        if every_index_is_a_class(target, self.n_classes, self.ignore_index):
+            return target.reshape(-1).long(), None
         kept = target != self.ignore_index
         check_class_indices(target, kept, self.n_classes, self.ignore_index)
-        labels = torch.where(kept, target, 0).reshape(-1).long()
-        return kept.reshape(-1), labels
+        return torch.where(kept, target, 0).reshape(-1).long(), kept.reshape(-1)
+
+    def _targets_by_class(self) -> torch.Tensor:
+        """Row c: class c's whole target, ``alpha * onehot(c) + (1 - alpha) * S[:, c]``.
+
+        Derived from the matrix and rebuilt whenever the matrix changes (its version
+        counter moves with every in-place write: next_epoch, load_state_dict, .to()).
+        """
+        matrix = self.matrix
+        if self._cache_source is not matrix or self._cache_version != matrix._version:
+            targets = matrix.t() * (1 - self.alpha)
+            targets.diagonal().add_(self.alpha)
+            self._cache, self._cache_source, self._cache_version = targets, matrix, matrix._version
+        return self._cache
 
     def _soft_targets(
-        self, logits: torch.Tensor, kept: torch.Tensor, labels: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor | None
     ) -> torch.Tensor:
-        weights = kept.to(self.matrix.dtype).unsqueeze(1)
-        # Row m is column labels[m] of S: the soft label of that sample's class.
-        targets = self.matrix.t().index_select(0, labels) * (1 - self.alpha)
-        targets.scatter_add_(1, labels.unsqueeze(1), weights * self.alpha)
-        targets.mul_(weights)  # ignored positions: all zero
+        targets = self._targets_by_class().index_select(0, labels)
+        if kept is not None:
+            targets.mul_(kept.unsqueeze(1))  # ignored positions: all zero
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return _positions_to_logits_layout(targets, logits.shape).to(dtype)
 
-    def _accumulate(self, logits: torch.Tensor, kept: torch.Tensor, labels: torch.Tensor) -> None:
-        logits = logits.detach()
-        probabilities = _logits_to_positions(logits).float().softmax(dim=1)
+    def _accumulate(
+        self, logits: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor | None
+    ) -> None:
+        probabilities = _logits_to_positions(logits.detach()).float().softmax(dim=1)
         # Weight each sample by its 0/1 correctness: no boolean mask, so no host sync.
-        correct = ((probabilities.argmax(dim=1) == labels) & kept).to(probabilities.dtype)
-        self.accumulator.index_add_(1, labels, (probabilities * correct.unsqueeze(1)).t())
-        self.counts.index_add_(0, labels, correct)
+        correct = probabilities.argmax(dim=1) == labels
+        if kept is not None:
+            correct &= kept
+        weights = correct.to(probabilities.dtype)
+        self.accumulator.index_add_(1, labels, (probabilities * weights.unsqueeze(1)).t())
+        self.counts.index_add_(0, labels, weights)
 
 
 def _logits_to_positions(logits: torch.Tensor) -> torch.Tensor:

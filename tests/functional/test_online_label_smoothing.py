@@ -203,3 +203,16 @@ def test_two_gloo_processes_hold_the_matrix_one_process_would(tmp_path):
         matrices = [results[0], results[1]]
     assert torch.equal(matrices[0], matrices[1])
     torch.testing.assert_close(matrices[0], single.matrix)
+
+
+def test_soft_targets_follow_every_change_of_the_matrix():
+    criterion = OnlineLabelSmoothingLoss(alpha=0.25, n_classes=3)
+    labels = torch.tensor([0, 2])
+    criterion.soft_targets(torch.zeros(2, 3), labels)  # builds the cached class targets
+    learned = torch.tensor([[0.5, 0.2, 0.1], [0.3, 0.6, 0.1], [0.2, 0.2, 0.8]])
+    criterion.load_state_dict({**criterion.state_dict(), "matrix": learned})
+    expected = 0.25 * torch.eye(3)[labels] + 0.75 * learned[:, labels].t()
+    torch.testing.assert_close(criterion.soft_targets(torch.zeros(2, 3), labels), expected)
+    criterion.matrix.fill_(1 / 3)  # an edit in place is seen too
+    expected = 0.25 * torch.eye(3)[labels] + 0.75 / 3
+    torch.testing.assert_close(criterion.soft_targets(torch.zeros(2, 3), labels), expected)

@@ -1,0 +1,159 @@
+"""Online label smoothing: what it adds to a Trainer step, against a boolean-mask
+version, and what its epoch end costs.
+
+1. Trainer step time with OnlineLabelSmoothing against plain cross-entropy, on the
+   tiny MLP of benchmarks/trainer_overhead.py (64 -> 128 -> 10, batch 64) and on the
+   small CNN of benchmarks/label_smoothing.py (3x32x32, batch 128). Runs alternate in
+   one chain; the ratio of median step times is printed with an A/A control.
+2. The same Trainer step with a straightforward version that selects the correct
+   samples by boolean indexing (written below), which waits for the device on every
+   step, against loom's, which weights each sample by its 0/1 correctness.
+3. The epoch-end cost (next_epoch) for C = 1000.
+
+    python benchmarks/online_label_smoothing.py   # targets: overhead <= 5% on the small
+                                                  # CNN; faster per step than the mask version
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from loom import Trainer
+from loom.algorithms import OnlineLabelSmoothing
+from loom.functional import OnlineLabelSmoothingLoss
+
+
+class MaskedOnlineLabelSmoothing(OnlineLabelSmoothing):
+    """The straightforward version: select the correct samples with a boolean mask."""
+
+    def after_loss(self, state) -> None:
+        targets, self._original_targets = self._original_targets, None
+        state.batch = (state.batch[0], targets)
+        with torch.no_grad():
+            probabilities = state.outputs.detach().float().softmax(dim=1)
+            correct = probabilities.argmax(dim=1) == targets
+            chosen, labels = probabilities[correct], targets[correct]  # host sync on CUDA
+            criterion = self.criterion
+            criterion.accumulator.index_add_(1, labels, chosen.t())
+            criterion.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+
+
+def tiny_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
+    )  # fmt: skip
+
+
+def make_batches(input_shape: tuple[int, ...], batch_size: int, count: int):
+    generator = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.randn(batch_size, *input_shape, generator=generator),
+            torch.randint(0, 10, (batch_size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
+
+
+def time_steps(make_model: Callable[[], nn.Module], batches, make_algorithms) -> float:
+    torch.manual_seed(0)
+    model = make_model()
+    trainer = Trainer(
+        model, batches, max_duration=f"{len(batches)}ba", device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+        algorithms=make_algorithms(),
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit()
+    return (time.perf_counter() - start) / len(batches)
+
+
+def compare(make_model, batches, baseline, candidate, repeats: int) -> tuple[float, float, float]:
+    """Median step times of baseline and candidate (alternating chain) and the A/A control."""
+    time_steps(make_model, batches, baseline), time_steps(make_model, batches, candidate)
+    baseline_times = [time_steps(make_model, batches, baseline)]
+    candidate_times = []
+    for _ in range(repeats):
+        candidate_times.append(time_steps(make_model, batches, candidate))
+        baseline_times.append(time_steps(make_model, batches, baseline))
+    control = statistics.median(b / a for a, b in itertools.pairwise(baseline_times))
+    return statistics.median(baseline_times), statistics.median(candidate_times), control
+
+
+def report(
+    title: str, baseline_name: str, results: tuple[float, float, float], target: str
+) -> None:
+    baseline, candidate, control = results
+    print(f"\n{title}")
+    print(f"  {baseline_name:28}: {baseline * 1e6:9.1f} us/step (median)")
+    print(f"  {'OnlineLabelSmoothing':28}: {candidate * 1e6:9.1f} us/step (median)")
+    print(f"  A/A control                 : {control:.3f} (noise, ideally 1.000)")
+    print(f"  ratio of medians            : {candidate / baseline:.3f} ({target})")
+
+
+def epoch_end_cost(num_classes: int, repeats: int) -> float:
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=num_classes)
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(repeats):
+        criterion.accumulate(
+            torch.randn(256, num_classes, generator=generator),
+            torch.randint(0, num_classes, (256,), generator=generator),
+        )
+        start = time.perf_counter()
+        criterion.next_epoch()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the second core's neighbours make multi-threaded timings drift
+    print(f"torch {torch.__version__}, one thread")
+    plain = list
+    online = lambda: [OnlineLabelSmoothing(n_classes=10)]  # noqa: E731
+    masked = lambda: [MaskedOnlineLabelSmoothing(n_classes=10)]  # noqa: E731
+
+    mlp_batches = make_batches((64,), 64, 500)
+    report(
+        "tiny MLP (64 -> 128 -> 10), batch 64, 500 steps a run",
+        "plain cross-entropy",
+        compare(tiny_mlp, mlp_batches, plain, online, args.repeats),
+        "for scale: no target on this workload",
+    )
+    cnn_batches = make_batches((3, 32, 32), 128, 10)
+    report(
+        "small CNN (3x32x32), batch 128, 10 steps a run",
+        "plain cross-entropy",
+        compare(small_cnn, cnn_batches, plain, online, args.repeats),
+        "target <= 1.05",
+    )
+    report(
+        "tiny MLP, against the boolean-mask version",
+        "boolean-mask version",
+        compare(tiny_mlp, mlp_batches, masked, online, args.repeats),
+        "target < 1.00",
+    )
+    cost = epoch_end_cost(1000, repeats=11)
+    print(f"\nepoch end (next_epoch) for C = 1000: {cost * 1e3:.2f} ms (median of 11)")
+
+
+if __name__ == "__main__":
+    main()
