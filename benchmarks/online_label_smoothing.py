@@ -7,7 +7,10 @@ version, and what its epoch end costs.
    one chain; the ratio of median step times is printed with an A/A control.
 2. The same Trainer step with a straightforward version that selects the correct
    samples by boolean indexing (written below), which waits for the device on every
-   step, against loom's, which weights each sample by its 0/1 correctness.
+   step, against loom's, which weights each sample by its 0/1 correctness. The two
+   differ only in their hooks, so their hooks (before_loss + after_loss on a batch
+   of the tiny MLP's outputs) are also timed alone, interleaved: the whole-step ratio
+   is within this machine's noise, the hooks' is not.
 3. The epoch-end cost (next_epoch) for C = 1000.
 
     python benchmarks/online_label_smoothing.py   # targets: overhead <= 5% on the small
@@ -20,7 +23,9 @@ import argparse
 import itertools
 import statistics
 import time
+import timeit
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -104,6 +109,23 @@ def report(
     print(f"  ratio of medians            : {candidate / baseline:.3f} ({target})")
 
 
+def hook_cost(make_algorithm, repeats: int) -> float:
+    """Median time of before_loss + after_loss on one (64, 10) batch of outputs."""
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(64, 10, generator=generator)
+    state = SimpleNamespace(
+        outputs=outputs, batch=(None, torch.randint(0, 10, (64,), generator=generator))
+    )
+    algorithm = make_algorithm()
+
+    def step() -> None:
+        algorithm.before_loss(state)
+        algorithm.after_loss(state)
+
+    step()
+    return statistics.median(timeit.repeat(step, number=500, repeat=repeats)) / 500
+
+
 def epoch_end_cost(num_classes: int, repeats: int) -> float:
     criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=num_classes)
     generator = torch.Generator().manual_seed(0)
@@ -151,6 +173,15 @@ def main() -> None:
         compare(tiny_mlp, mlp_batches, masked, online, args.repeats),
         "target < 1.00",
     )
+    hooks = {name: [] for name in ("mask", "loom")}
+    for _ in range(args.repeats):  # interleaved
+        hooks["mask"].append(hook_cost(lambda: masked()[0], repeats=1))
+        hooks["loom"].append(hook_cost(lambda: online()[0], repeats=1))
+    mask_hooks, loom_hooks = (statistics.median(hooks[name]) for name in ("mask", "loom"))
+    print("\nthe hooks alone (before_loss + after_loss), (64, 10) outputs:")
+    print(f"  boolean-mask version        : {mask_hooks * 1e6:9.1f} us/step (median)")
+    print(f"  OnlineLabelSmoothing        : {loom_hooks * 1e6:9.1f} us/step (median)")
+    print(f"  ratio                       : {loom_hooks / mask_hooks:.3f} (target < 1.00)")
     cost = epoch_end_cost(1000, repeats=11)
     print(f"\nepoch end (next_epoch) for C = 1000: {cost * 1e3:.2f} ms (median of 11)")
 

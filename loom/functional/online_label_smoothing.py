@@ -87,6 +87,9 @@ class OnlineLabelSmoothingLoss(nn.Module):
         self._cache_source: torch.Tensor | None = None  # see _targets_by_class
         self._cache_version = -1
         self._cache = initial
+        self._checked_target: torch.Tensor | None = None  # see _checked
+        self._checked_version = -1
+        self._checked_labels: tuple[torch.Tensor, torch.Tensor | None] = (initial, None)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mean loss; in ``train()`` mode the batch's correct predictions are accumulated."""
@@ -104,7 +107,6 @@ class OnlineLabelSmoothingLoss(nn.Module):
         """
         return self._soft_targets(logits, *self._checked(logits, target))
 
-    @torch.no_grad()
     def accumulate(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Adds the correctly predicted samples' probabilities to their classes' columns."""
         self._accumulate(logits, *self._checked(logits, target))
@@ -148,11 +150,20 @@ class OnlineLabelSmoothingLoss(nn.Module):
                 f"target must be integer class indices of shape {index_shape}, got "
                 f"{target.dtype} {tuple(target.shape)}."
             )
+        # The algorithm checks the same targets at before_loss and after_loss: remember
+        # the last answer, for as long as that tensor is not changed in place.
+        if target is self._checked_target and target._version == self._checked_version:
+            return self._checked_labels
         if every_index_is_a_class(target, self.n_classes, self.ignore_index):
-            return target.reshape(-1).long(), None
-        kept = target != self.ignore_index
-        check_class_indices(target, kept, self.n_classes, self.ignore_index)
-        return torch.where(kept, target, 0).reshape(-1).long(), kept.reshape(-1)
+            checked = target.reshape(-1).long(), None
+        else:
+            kept = target != self.ignore_index
+            check_class_indices(target, kept, self.n_classes, self.ignore_index)
+            checked = torch.where(kept, target, 0).reshape(-1).long(), kept.reshape(-1)
+        self._checked_target, self._checked_version, self._checked_labels = (
+            target, target._version, checked,
+        )  # fmt: skip
+        return checked
 
     def _targets_by_class(self) -> torch.Tensor:
         """Row c: class c's whole target, ``alpha * onehot(c) + (1 - alpha) * S[:, c]``.

@@ -216,3 +216,12 @@ def test_soft_targets_follow_every_change_of_the_matrix():
     criterion.matrix.fill_(1 / 3)  # an edit in place is seen too
     expected = 0.25 * torch.eye(3)[labels] + 0.75 / 3
     torch.testing.assert_close(criterion.soft_targets(torch.zeros(2, 3), labels), expected)
+
+
+def test_targets_changed_in_place_are_checked_again():
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=3)
+    labels = torch.tensor([0, 1])
+    criterion.accumulate(torch.zeros(2, 3), labels)
+    labels[1] = 7
+    with pytest.raises(ValueError, match=r"class index 7 at position \(1,\)"):
+        criterion.accumulate(torch.zeros(2, 3), labels)
