@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from loom.trainer import Callback
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,3 +53,32 @@ def model():
 @pytest.fixture
 def optimizer(model):
     return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+class LossRecorder(Callback):
+    """Keeps every (micro)batch's loss, as the loss function returned it."""
+
+    def __init__(self):
+        self.losses = []
+
+    def after_loss(self, state):
+        self.losses.append(state.loss.item())
+
+
+def plain_sgd_run(model, loader, epochs, loss_fn):
+    """A hand-written loop on a copy of ``model`` (SGD, lr 0.1, momentum 0.9).
+
+    Returns:
+        The trained copy and the loss of every step.
+    """
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(epochs):
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return model, losses

@@ -10,7 +10,7 @@ from loom import Trainer
 from loom.algorithms import LabelSmoothing
 from loom.functional import smooth_labels
 from loom.trainer import Callback, get_batch_item
-from tests.conftest import separable_data
+from tests.conftest import LossRecorder, plain_sgd_run, separable_data
 
 
 @dataclass
@@ -88,25 +88,9 @@ def test_the_loss_sees_the_smoothed_targets(model):
 
 def test_a_trainer_run_follows_a_plain_loop_with_fused_label_smoothing(model):
     loader = DataLoader(TensorDataset(*separable_data()), batch_size=32)
-    plain_model = copy.deepcopy(model)
-    plain_optimizer = torch.optim.SGD(plain_model.parameters(), lr=0.1, momentum=0.9)
-    plain_losses = []
-    for _ in range(2):
-        for inputs, targets in loader:
-            plain_optimizer.zero_grad()
-            loss = F.cross_entropy(plain_model(inputs), targets, label_smoothing=0.1)
-            loss.backward()
-            plain_optimizer.step()
-            plain_losses.append(loss.item())
-
-    class RecordLoss(Callback):
-        def __init__(self):
-            self.losses = []
-
-        def after_loss(self, state):
-            self.losses.append(state.loss.item())
-
-    recorder = RecordLoss()
+    fused = lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=0.1)  # noqa: E731
+    plain_model, plain_losses = plain_sgd_run(model, loader, epochs=2, loss_fn=fused)
+    recorder = LossRecorder()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     Trainer(
         model, loader, optimizers=optimizer, max_duration="2ep", device="cpu",

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
 from loom.trainer import Algorithm, Callback
-from tests.conftest import separable_data
+from tests.conftest import LossRecorder, plain_sgd_run, separable_data
 
 
 def fit(model, loaders, optimizer, **kwargs):
@@ -32,27 +32,10 @@ def test_a_model_learns(model, loaders, optimizer):
 
 
 def test_the_trainer_follows_a_plain_loop_exactly(model, loaders):
-    plain_model = copy.deepcopy(model)
-    plain_optimizer = torch.optim.SGD(plain_model.parameters(), lr=0.1, momentum=0.9)
-    losses = []
-    for _ in range(2):
-        for inputs, targets in loaders[0]:
-            plain_optimizer.zero_grad()
-            loss = F.cross_entropy(plain_model(inputs), targets)
-            loss.backward()
-            plain_optimizer.step()
-            losses.append(loss.item())
-
-    class RecordLoss(Algorithm):
-        def __init__(self):
-            self.losses = []
-
-        def after_loss(self, state):
-            self.losses.append(state.loss.item())
-
-    recorder = RecordLoss()
+    plain_model, losses = plain_sgd_run(model, loaders[0], epochs=2, loss_fn=F.cross_entropy)
+    recorder = LossRecorder()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    fit(model, loaders, optimizer, max_duration="2ep", algorithms=[recorder])
+    fit(model, loaders, optimizer, max_duration="2ep", callbacks=[recorder])
     assert recorder.losses == losses
     for trained, plain in zip(model.parameters(), plain_model.parameters(), strict=True):
         assert torch.equal(trained, plain)
