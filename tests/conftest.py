@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from loom import Trainer
 from loom.trainer import Callback
 
 
@@ -82,3 +83,18 @@ def plain_sgd_run(model, loader, epochs, loss_fn):
             optimizer.step()
             losses.append(loss.item())
     return model, losses
+
+
+def one_batch(model, batch, **trainer_kwargs):
+    """Trains a copy of ``model`` on one batch with learning rate 0.
+
+    Returns:
+        The copy's gradients and the run's metrics.
+    """
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    trainer = Trainer(
+        model, [batch], optimizers=optimizer, max_duration="1ba", device="cpu", **trainer_kwargs
+    )
+    metrics = trainer.fit()
+    return [parameter.grad for parameter in model.parameters()], metrics

@@ -32,8 +32,18 @@ class MetricsLogger(Callback):
         stream: Where the table goes; standard output by default.
 
     Example:
-        >>> import io, json, tempfile, pathlib
-        >>> logger = MetricsLogger(pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl")
+        >>> import json, pathlib, tempfile, torch
+        >>> from loom import Trainer
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
+        >>> model = torch.nn.Linear(2, 2)
+        >>> trainer = Trainer(
+        ...     model, [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))], max_duration="2ep",
+        ...     optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+        ...     callbacks=[MetricsLogger(path, console=False)],
+        ... )
+        >>> _ = trainer.fit()
+        >>> [sorted(json.loads(line)) for line in path.read_text().splitlines()][0]
+        ['batch', 'epoch', 'samples', 'time', 'train/loss']
     """
 
     def __init__(

@@ -27,8 +27,17 @@ class ProgressBar(Callback):
         stream: Where to write; standard error by default.
 
     Example:
-        >>> import io
-        >>> bar = ProgressBar(every_n_batches=100, stream=io.StringIO())
+        >>> import io, torch
+        >>> from loom import Trainer
+        >>> model, stream = torch.nn.Linear(2, 2), io.StringIO()
+        >>> trainer = Trainer(
+        ...     model, [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))], max_duration="1ba",
+        ...     optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+        ...     callbacks=[ProgressBar(every_n_batches=1, stream=stream)],
+        ... )
+        >>> _ = trainer.fit()
+        >>> stream.getvalue().split(" loss ")[0]  # then the loss and the throughput
+        'epoch 1 [########################] 1/1'
     """
 
     def __init__(self, every_n_batches: int | None = None, stream: TextIO | None = None):

@@ -81,10 +81,6 @@ class Timestamp:
     batch_in_epoch: int = 0
     samples: int = 0
 
-    def count(self, unit: TimeUnit) -> int:
-        """The completed count in ``unit``: epochs, batches or samples."""
-        return getattr(self, _CLOCK_FIELDS[unit])
-
     def reached(self, duration: Duration) -> bool:
         """Whether at least ``duration`` has elapsed since the start of training."""
         return getattr(self, duration.clock_field) >= duration.value

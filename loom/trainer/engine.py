@@ -101,11 +101,6 @@ class Engine:
         for event in Event:
             setattr(self.hooks, event.value, self._hooks_for(event))
 
-    @property
-    def plugins(self) -> list[Plugin]:
-        """Every registered plugin: algorithms first, then callbacks."""
-        return [*self.algorithms, *self.callbacks]
-
     def run(self, event: Event, state: Any) -> None:
         """Runs every hook registered for ``event``."""
         fire(self.hooks[event], state)

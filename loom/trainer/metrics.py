@@ -12,7 +12,7 @@ ECE_BINS = 15
 IGNORE_INDEX = -100
 
 # Layout of the packed accumulator: a few totals, then the calibration bins. One
-# buffer means one host transfer per evaluation (and, distributed, one all-reduce).
+# buffer means one host transfer per evaluation.
 _LOSS, _COUNT, _TOP1, _TOP5, _NLL = range(5)
 _BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (5 + i * ECE_BINS for i in range(3))
 
@@ -99,18 +99,9 @@ class EvalMetrics:
         self._totals = totals if self._totals is None else self._totals.add_(totals)
         self._num_classes = num_classes
 
-    def packed(self) -> torch.Tensor | None:
-        """The accumulated totals as one float64 tensor (for reduction across processes)."""
-        return self._totals
-
-    def compute(self, totals: torch.Tensor | None = None) -> dict[str, float]:
-        """The metrics over everything added since the last :meth:`reset`.
-
-        Args:
-            totals: Packed totals to read instead of this object's own, e.g.
-                after summing :meth:`packed` across processes.
-        """
-        totals = self._totals if totals is None else totals
+    def compute(self) -> dict[str, float]:
+        """The metrics over everything added since the last :meth:`reset`."""
+        totals = self._totals
         if totals is None:
             return {}
         values = totals.tolist()  # the one host transfer of an evaluation

@@ -236,7 +236,7 @@ class Trainer:
             self._train_batch(batch)
             if evaluates_in_batches and self._eval_due(timestamp.batch):
                 self.eval()
-            if state.stop_reason is not None or timestamp.reached(state.max_duration):
+            if self._should_stop():
                 if timestamp.batch_in_epoch != _length_or_none(state.train_dataloader):
                     return  # stopped mid-epoch: the epoch did not end
                 break

@@ -1,7 +1,5 @@
 """End-to-end Trainer runs on tiny data: it learns, matches a plain loop, checks its arguments."""
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
 from loom.trainer import Algorithm, Callback
-from tests.conftest import LossRecorder, plain_sgd_run, separable_data
+from tests.conftest import LossRecorder, one_batch, plain_sgd_run, separable_data
 
 
 def fit(model, loaders, optimizer, **kwargs):
@@ -42,40 +40,20 @@ def test_the_trainer_follows_a_plain_loop_exactly(model, loaders):
 
 
 def test_gradient_accumulation_equals_the_large_batch(model):
-    inputs, targets = separable_data(num_samples=30)
-    batches = [(inputs, targets)]
-    gradients = {}
-    for grad_accum in (1, 4):  # 30 samples in 4 microbatches: 8, 8, 7, 7
-        candidate = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(candidate.parameters(), lr=0.0)
-        Trainer(
-            candidate,
-            batches,
-            optimizers=optimizer,
-            max_duration="1ba",
-            device="cpu",
-            grad_accum=grad_accum,
-        ).fit()
-        gradients[grad_accum] = [parameter.grad for parameter in candidate.parameters()]
+    batch = separable_data(num_samples=30)
+    gradients = {  # 30 samples in 4 microbatches: 8, 8, 7, 7
+        grad_accum: one_batch(model, batch, grad_accum=grad_accum)[0] for grad_accum in (1, 4)
+    }
     for whole, accumulated in zip(gradients[1], gradients[4], strict=True):
         torch.testing.assert_close(accumulated, whole, rtol=1e-5, atol=1e-7)
 
 
 def test_gradient_accumulation_reports_the_whole_batch_loss(model):
-    inputs, targets = separable_data(num_samples=30)
-    losses = {}
-    for grad_accum in (1, 3):
-        candidate = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(candidate.parameters(), lr=0.0)
-        trainer = Trainer(
-            candidate,
-            [(inputs, targets)],
-            optimizers=optimizer,
-            max_duration="1ba",
-            device="cpu",
-            grad_accum=grad_accum,
-        )
-        losses[grad_accum] = trainer.fit()["train/loss"]
+    batch = separable_data(num_samples=30)
+    losses = {
+        grad_accum: one_batch(model, batch, grad_accum=grad_accum)[1]["train/loss"]
+        for grad_accum in (1, 3)
+    }
     assert losses[3] == pytest.approx(losses[1], rel=1e-5)
 
 
