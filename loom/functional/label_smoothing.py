@@ -78,7 +78,7 @@ def smooth_labels(
     on_value = 1 - smoothing + off_value
     if every_index_is_a_class(target, num_classes, ignore_index):
         # The common case, told apart by one min/max pass: no row is ignored.
-        targets = torch.full(logits.shape, off_value, dtype=dtype)
+        targets = torch.full(logits.shape, off_value, dtype=dtype, device=logits.device)
         return targets.scatter_(1, target.long().unsqueeze(1), on_value)
     kept = target != ignore_index
     check_class_indices(target, kept, num_classes, ignore_index)

@@ -30,6 +30,10 @@ __all__ = [
 
 BatchKey = int | str | tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]
 
+# Built once: written inline, `tuple | list` would build a union object on every call,
+# and get_batch_item runs several times per training step.
+_SEQUENCES = (tuple, list)
+
 
 def get_batch_item(batch: Any, key: BatchKey) -> Any:
     """Returns the item of ``batch`` at ``key``.
@@ -49,7 +53,7 @@ def get_batch_item(batch: Any, key: BatchKey) -> Any:
     """
     key_type = type(key)
     if key_type is int:
-        if isinstance(batch, tuple | list):
+        if isinstance(batch, _SEQUENCES):
             if -len(batch) <= key < len(batch):
                 return batch[key]
             raise IndexError(_out_of_range(batch, key))
@@ -88,7 +92,7 @@ def set_batch_item(batch: Any, key: BatchKey, value: Any) -> Any:
     """
     key_type = type(key)
     if key_type is int:
-        if isinstance(batch, tuple | list):
+        if isinstance(batch, _SEQUENCES):
             if not -len(batch) <= key < len(batch):
                 raise IndexError(_out_of_range(batch, key))
             items = list(batch)
@@ -151,7 +155,7 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
         if batch.device == device:
             return batch
         return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple | list):
+    if isinstance(batch, _SEQUENCES):
         moved = [move_to_device(item, device) for item in batch]
         if isinstance(batch, tuple) and hasattr(batch, "_fields"):
             return type(batch)(*moved)
@@ -193,7 +197,7 @@ def split_batch(batch: Any, num_chunks: int) -> list[Any]:
                 f"grad_accum={num_chunks} microbatches: it has fewer samples than that."
             )
         return list(batch.tensor_split(num_chunks))
-    if isinstance(batch, tuple | list):
+    if isinstance(batch, _SEQUENCES):
         columns = [split_batch(item, num_chunks) for item in batch]
         named = isinstance(batch, tuple) and hasattr(batch, "_fields")
         rows = [[column[i] for column in columns] for i in range(num_chunks)]

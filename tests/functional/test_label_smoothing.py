@@ -134,3 +134,12 @@ def test_an_ignore_index_inside_the_class_range_is_still_ignored():
 
 def test_no_index_at_all():
     assert smooth_labels(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)).shape == (0, 3)
+
+
+def test_the_output_lives_on_the_logits_device_whatever_the_default_device():
+    torch.set_default_device("meta")  # anything but the logits' device
+    try:
+        logits, labels = torch.zeros(2, 3, device="cpu"), torch.tensor([0, 2], device="cpu")
+        assert smooth_labels(logits, labels).device.type == "cpu"
+    finally:
+        torch.set_default_device(None)
