@@ -1,38 +1,122 @@
-"""The ``loom`` command."""
+"""The ``loom`` command: train, validate, list, compare, events."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import loom
-from loom.trainer.engine import Engine
 
 __all__ = ["main"]
+
+_EPILOG = "Run `loom COMMAND --help` for a command's options. Docs: docs/cli.md."
+
+
+class CommandError(Exception):
+    """A mistake in the command line or a job file: one message, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``loom`` command with ``argv`` (default: the process arguments).
 
     Returns:
-        The exit status.
+        The exit status: 0, or 2 after a usage or job-file error (printed as one
+        line on standard error, without a traceback).
     """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return args.run(args)
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"loom {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loom",
         description="loom: a small, fast, event-driven PyTorch trainer whose methods are plugins.",
+        epilog=_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"loom {loom.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="run a YAML job",
+        description="Train the job in CONFIG, writing a run directory "
+        "(config.yaml, metrics.jsonl, summary.json, model.pt, plots).",
+    )
+    _add_job_arguments(train)
+    train.add_argument(
+        "--print-config", action="store_true", help="print the resolved job and exit"
+    )
+    train.add_argument(
+        "--dry-run",
+        type=int,
+        metavar="N",
+        help="run N train and N eval batches through every part of the job, "
+        "writing into a temporary directory, then exit",
+    )
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where the run's files go (default: runs/<config name>-<timestamp>)",
+    )
+    train.set_defaults(run=_train)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a job file without training",
+        description="Check CONFIG (and overrides): every key, type and name, without "
+        "loading data or building anything.",
+    )
+    _add_job_arguments(validate)
+    validate.set_defaults(run=_validate)
+
+    listing = commands.add_parser(
+        "list",
+        help="show every registered name with its arguments",
+        description="Show the names a job file can use, with their arguments and defaults.",
+    )
+    listing.add_argument(
+        "kind",
+        nargs="?",
+        help="only this kind: model, dataset, optimizer, scheduler, algorithm or callback",
+    )
+    listing.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so its registered names show",
+    )
+    listing.set_defaults(run=_list)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare finished runs in one table and one plot",
+        description="Print final and best accuracy, NLL, ECE and time of each run, and "
+        "plot their curves side by side.",
+    )
+    compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    compare.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("compare.png"),
+        help="the plot's file (default: compare.png)",
+    )
+    compare.set_defaults(run=_compare)
+
     events = commands.add_parser(
         "events", help="print the training loop with every event at its place"
     )
@@ -40,10 +124,129 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, metavar="CONFIG", help="the YAML job file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY.PATH=VALUE",
+        help="set a value of the job, e.g. optimizer.lr=0.05 algorithms.0.alpha=0.3",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable), so the components it registers can be named",
+    )
+
+
+def _resolved_job(args: argparse.Namespace) -> dict[str, Any]:
+    from loom.config import ConfigError
+    from loom.config.job import resolve_job
+    from loom.config.job_file import apply_overrides, read_job_file
+
+    _import_modules(args.imports)
+    try:
+        return resolve_job(apply_overrides(read_job_file(args.config), list(args.overrides)))
+    except ConfigError as error:
+        raise CommandError(f"{args.config}{_overrides_note(args.overrides)}: {error}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from loom.config import ConfigError
+    from loom.config.job import dump_job
+    from loom.runs import new_run_dir
+    from loom.runs.train import dry_run_job, train_job
+
+    job = _resolved_job(args)
+    if args.print_config:
+        print(dump_job(job), end="")
+        return 0
+    try:
+        if args.dry_run is not None:
+            if args.dry_run < 1:
+                raise CommandError(f"--dry-run {args.dry_run}: give a number of batches >= 1.")
+            files = dry_run_job(job, args.dry_run)
+            print(
+                f"dry run passed: {args.dry_run} train and eval batches; the run wrote "
+                f"{', '.join(files)} (into a temporary directory, now removed)."
+            )
+            return 0
+        run_dir = args.run_dir or new_run_dir(args.config.stem)
+        print(f"run directory: {run_dir}")
+        metrics = train_job(job, run_dir)
+    except ConfigError as error:
+        raise CommandError(f"{args.config}: {error}") from None
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+    print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    _resolved_job(args)
+    print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from loom.config import REGISTRIES
+
+    _import_modules(args.imports)
+    kinds = list(REGISTRIES)
+    if args.kind is not None:
+        kind = args.kind.removesuffix("s")
+        if kind not in REGISTRIES:
+            raise CommandError(f"unknown kind {args.kind!r}; one of {', '.join(kinds)}.")
+        kinds = [kind]
+    blocks = []
+    for kind in kinds:
+        registry = REGISTRIES[kind]
+        lines = [f"{kind}s:"]
+        for name in registry:
+            lines.append(f"  {name}: {registry.summary(name)}")
+            lines += [f"      {parameter.describe()}" for parameter in registry.parameters(name)]
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from loom.runs import compare_runs, load_run
+
+    try:
+        runs = [load_run(run_dir) for run_dir in args.run_dirs]
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
+    print(compare_runs(runs, args.plot))
+    print(f"curves side by side: {args.plot}")
+    return 0
+
+
 def _print_events(args: argparse.Namespace) -> int:
+    from loom.trainer.engine import Engine
+
     del args
     print(Engine().schedule())
     return 0
+
+
+def _import_modules(modules: Sequence[str]) -> None:
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules next to the job
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise CommandError(
+                f"--import {module}: {error}. Give an importable module name "
+                "(on sys.path, e.g. my_package.components), not a file path."
+            ) from None
+
+
+def _overrides_note(overrides: Sequence[str]) -> str:
+    return f" (with {' '.join(overrides)})" if overrides else ""
 
 
 if __name__ == "__main__":

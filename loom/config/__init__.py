@@ -1,5 +1,25 @@
-"""The configuration layer: names for components, for YAML jobs."""
+"""The configuration layer: registries of named components, job files, and building jobs."""
 
-from loom.config.registry import ALGORITHMS, Registry
+from loom.config.registries import (
+    ALGORITHMS,
+    CALLBACKS,
+    DATASETS,
+    MODELS,
+    OPTIMIZERS,
+    REGISTRIES,
+    SCHEDULERS,
+)
+from loom.config.registry import Registry
+from loom.config.schema import ConfigError
 
-__all__ = ["ALGORITHMS", "Registry"]
+__all__ = [
+    "ALGORITHMS",
+    "CALLBACKS",
+    "DATASETS",
+    "MODELS",
+    "OPTIMIZERS",
+    "REGISTRIES",
+    "SCHEDULERS",
+    "ConfigError",
+    "Registry",
+]

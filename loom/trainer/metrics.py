@@ -58,6 +58,9 @@ class EvalMetrics:
     def __init__(self) -> None:
         self._totals: torch.Tensor | None = None
         self._num_classes = 0
+        self.reliability: dict[str, list[float]] | None = None
+        """After :meth:`compute`: per confidence bin, its ``count``, mean
+        ``confidence`` and ``accuracy`` (0 where empty): a reliability diagram."""
 
     def reset(self) -> None:
         self._totals = None
@@ -119,4 +122,14 @@ class EvalMetrics:
             metrics["eval/top5_accuracy"] = values[_TOP5] / count
         metrics["eval/nll"] = values[_NLL] / count
         metrics["eval/ece"] = sum(bin_gaps) / count
+        counts = values[_BIN_COUNT : _BIN_COUNT + ECE_BINS]
+        self.reliability = {
+            "count": counts,
+            "confidence": _per_sample(values[_BIN_CONFIDENCE : _BIN_CONFIDENCE + ECE_BINS], counts),
+            "accuracy": _per_sample(values[_BIN_CORRECT : _BIN_CORRECT + ECE_BINS], counts),
+        }
         return metrics
+
+
+def _per_sample(sums: list[float], counts: list[float]) -> list[float]:
+    return [total / count if count else 0.0 for total, count in zip(sums, counts, strict=True)]

@@ -44,6 +44,10 @@ class State:
             ``backward``; an algorithm may replace it at ``before_backward``.
         metrics: The latest value of every metric, e.g. ``"train/loss"`` at
             ``epoch_end`` and ``"eval/accuracy"`` at ``eval_end``.
+        reliability: The latest evaluation's calibration, for a reliability
+            diagram: per equal-width confidence bin (``ECE_BINS`` of them), the
+            sample ``count``, mean ``confidence`` and ``accuracy``. None before
+            the first evaluation.
         grad_scaler: The fp16 gradient scaler, or None.
         stop_reason: Why training was asked to stop, or None; see :meth:`request_stop`.
     """
@@ -65,6 +69,7 @@ class State:
     outputs: Any = None
     loss: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    reliability: dict[str, list[float]] | None = None
     grad_scaler: torch.amp.GradScaler | None = None
     stop_reason: str | None = None
 

@@ -219,6 +219,7 @@ class Trainer:
                 fire(hooks.eval_batch_end, state)
         results = metrics.compute()
         state.metrics.update(results)
+        state.reliability = metrics.reliability
         self._last_eval_batch = state.timestamp.batch
         fire(hooks.eval_end, state)
         state.batch = state.outputs = None

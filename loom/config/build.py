@@ -1,0 +1,201 @@
+"""Building a resolved job: datasets, loaders, model, optimizer, schedule, plugins, Trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from loom.config.loaders import FirstBatches, eval_loader, train_loader
+from loom.config.registries import (
+    ALGORITHMS,
+    CALLBACKS,
+    DATASETS,
+    MODELS,
+    OPTIMIZERS,
+    SCHEDULERS,
+)
+from loom.config.registry import Registry
+from loom.config.schema import ConfigError, parameters_of
+from loom.trainer import Algorithm, Callback, Duration, TimeUnit, Trainer, seed_everything
+
+__all__ = ["JobParts", "build_job"]
+
+
+@dataclass
+class JobParts:
+    """Everything a resolved job builds; :meth:`trainer` puts it together."""
+
+    model: torch.nn.Module
+    train_loader: Any
+    eval_loader: Any
+    optimizer: torch.optim.Optimizer
+    schedulers: list[Any]
+    algorithms: list[Algorithm]
+    callbacks: list[Callback]
+    classes: list[str] | None
+    """The training dataset's class names, when it has them."""
+    seed: int | None
+    trainer_arguments: dict[str, Any]
+
+    def trainer(self, extra_callbacks: Sequence[Callback] = ()) -> Trainer:
+        """The job's Trainer, with ``extra_callbacks`` after the job's own."""
+        with _section("trainer"):
+            return Trainer(
+                self.model,
+                self.train_loader,
+                self.eval_loader,
+                optimizers=self.optimizer,
+                schedulers=self.schedulers,
+                algorithms=self.algorithms,
+                callbacks=[*self.callbacks, *extra_callbacks],
+                seed=self.seed,
+                **self.trainer_arguments,
+            )
+
+
+def build_job(job: Mapping[str, Any], *, limit_batches: int | None = None) -> JobParts:
+    """Builds the parts of a job that :func:`~loom.config.job.resolve_job` returned.
+
+    Arguments a model or algorithm takes but the job left out (``num_classes``,
+    ``in_channels``, ``in_features``, ``n_classes``) are taken from the training
+    dataset.
+
+    Args:
+        job: A resolved job.
+        limit_batches: Cut each loader to its first batches (a dry run).
+
+    Raises:
+        ConfigError: A component refused its arguments or could not be built;
+            the message names the section.
+
+    Example:
+        >>> from loom.config.job import resolve_job
+        >>> job = resolve_job({
+        ...     "model": {"name": "mlp", "hidden_sizes": [16]},
+        ...     "data": {"train": {"name": "synthetic", "num_samples": 64, "shape": [4]}},
+        ...     "optimizer": {"name": "sgd", "lr": 0.1},
+        ...     "trainer": {"max_duration": "2ep", "device": "cpu"},
+        ... })
+        >>> metrics = build_job(job).trainer().fit()
+        >>> sorted(metrics)
+        ['train/loss']
+    """
+    if job["seed"] is not None:
+        seed_everything(job["seed"])  # before the model, so its initial weights repeat
+    data = job["data"]
+    train_set = _build(DATASETS, data["train"], "data.train", drop=_loader_keys(train_loader))
+    train = _loader(train_loader, train_set, data["train"], limit_batches)
+    evaluation = None
+    if data["eval"] is not None:
+        eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_loader_keys(eval_loader))
+        evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
+    facts = _dataset_facts(train_set)
+
+    model = _build(MODELS, job["model"], "model", facts=facts)
+    optimizer = _build(OPTIMIZERS, job["optimizer"], "optimizer", positional=model.parameters())
+    schedulers = []
+    if job["scheduler"] is not None:
+        timing = {
+            "batches_per_epoch": len(train),
+            "total_batches": _total_batches(job, len(train)),
+        }
+        schedulers.append(
+            _build(SCHEDULERS, job["scheduler"], "scheduler", positional=optimizer, facts=timing)
+        )
+    return JobParts(
+        model=model,
+        train_loader=train,
+        eval_loader=evaluation,
+        optimizer=optimizer,
+        schedulers=schedulers,
+        algorithms=[
+            _build(ALGORITHMS, spec, f"algorithms.{index}", facts=facts)
+            for index, spec in enumerate(job["algorithms"])
+        ],
+        callbacks=[
+            _build(CALLBACKS, spec, f"callbacks.{index}")
+            for index, spec in enumerate(job["callbacks"])
+        ],
+        classes=facts["classes"],
+        seed=job["seed"],
+        trainer_arguments=dict(job["trainer"]),
+    )
+
+
+def _build(
+    registry: Registry,
+    spec: Mapping[str, Any],
+    path: str,
+    *,
+    positional: Any = None,
+    facts: Mapping[str, Any] | None = None,
+    drop: frozenset[str] = frozenset(),
+) -> Any:
+    component = registry.get(spec["name"], f"{path}.name")
+    arguments = {k: v for k, v in spec.items() if k != "name" and k not in drop}
+    accepted = inspect.signature(component).parameters
+    for name, value in (facts or {}).items():
+        if name in accepted and name not in arguments:
+            if value is None:
+                raise ConfigError(
+                    f"{path}.{name}: missing, and the training dataset cannot tell it; set it."
+                )
+            arguments[name] = value
+    with _section(f"{path} ({spec['name']})"):
+        if positional is not None:
+            return component(positional, **arguments)
+        return component(**arguments)
+
+
+def _loader(factory: Any, dataset: Any, spec: Mapping[str, Any], limit: int | None) -> Any:
+    keys = _loader_keys(factory)
+    loader = factory(dataset, **{k: v for k, v in spec.items() if k in keys})
+    return loader if limit is None else FirstBatches(loader, limit)
+
+
+def _loader_keys(factory: Any) -> frozenset[str]:
+    return frozenset(parameter.name for parameter in parameters_of(factory, skip={"dataset"}))
+
+
+def _dataset_facts(dataset: Any) -> dict[str, Any]:
+    """What the model and algorithms may need to know about the training data."""
+    classes = getattr(dataset, "classes", None)
+    num_classes = len(classes) if classes is not None else None
+    try:
+        inputs = dataset[0][0]
+    except Exception as error:
+        raise ConfigError(f"data.train: reading the first example failed: {error}") from error
+    shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else None
+    return {
+        "classes": list(classes) if classes is not None else None,
+        "num_classes": num_classes,
+        "n_classes": num_classes,
+        "in_channels": shape[0] if shape else None,
+        "in_features": math.prod(shape) if shape else None,
+    }
+
+
+def _total_batches(job: Mapping[str, Any], batches_per_epoch: int) -> int:
+    duration = Duration.parse(job["trainer"]["max_duration"], name="trainer.max_duration")
+    if duration.unit is TimeUnit.EPOCH:
+        return duration.value * batches_per_epoch
+    if duration.unit is TimeUnit.BATCH:
+        return duration.value
+    return math.ceil(duration.value / job["data"]["train"]["batch_size"])
+
+
+@contextlib.contextmanager
+def _section(where: str) -> Iterator[None]:
+    """Turns a constructor's complaint into a ConfigError that says which section."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        raise ConfigError(f"{where}: {error}") from error

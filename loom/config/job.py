@@ -1,0 +1,180 @@
+"""A job: a validated job file, every default filled in, ready to build or print."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from loom.config.loaders import eval_loader, train_loader
+from loom.config.registries import (
+    ALGORITHMS,
+    CALLBACKS,
+    DATASETS,
+    MODELS,
+    OPTIMIZERS,
+    SCHEDULERS,
+)
+from loom.config.registry import Registry
+from loom.config.schema import (
+    ConfigError,
+    coerce,
+    did_you_mean,
+    parameters_of,
+    resolve_arguments,
+)
+from loom.trainer import Trainer
+
+__all__ = ["SECTIONS", "TRAINER_ARGUMENTS_BUILT_BY_JOBS", "dump_job", "resolve_job"]
+
+SECTIONS = ("seed", "model", "data", "optimizer", "scheduler", "algorithms", "callbacks", "trainer")
+"""The top-level keys of a job file, in the order a resolved job prints them."""
+
+TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
+    {
+        "model",
+        "train_dataloader",
+        "eval_dataloader",
+        "optimizers",
+        "schedulers",
+        "algorithms",
+        "callbacks",
+        "loss_fn",
+        "input_key",
+        "target_key",
+        "seed",
+    }
+)
+"""Trainer arguments that come from other sections; the ``trainer`` section sets the rest."""
+
+_REQUIRED_SECTIONS = ("model", "data", "optimizer", "trainer")
+_LOADERS = {"train": train_loader, "eval": eval_loader}
+
+
+def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validates a job file's contents and fills in every default.
+
+    The result holds plain data only, in ``SECTIONS`` order; printed with
+    :func:`dump_job` and read back, it resolves to itself.
+
+    Raises:
+        ConfigError: The first problem found, with the dotted path of the key.
+
+    Example:
+        >>> job = resolve_job({
+        ...     "model": {"name": "mlp", "hidden_sizes": [32]},
+        ...     "data": {"train": {"name": "synthetic", "num_samples": 64}},
+        ...     "optimizer": {"name": "sgd", "lr": "1e-1"},
+        ...     "trainer": {"max_duration": "2ep"},
+        ... })
+        >>> job["optimizer"]["lr"], job["data"]["train"]["batch_size"], job["scheduler"]
+        (0.1, 64, None)
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a job is a mapping of sections, got {type(config).__name__}.")
+    for key in config:
+        if key not in SECTIONS:
+            raise ConfigError(
+                f"{key}: unknown section{did_you_mean(key, SECTIONS)}; "
+                f"a job file has {', '.join(SECTIONS)}."
+            )
+    for section in _REQUIRED_SECTIONS:
+        if config.get(section) is None:
+            raise ConfigError(
+                f"{section}: missing section; every job needs {', '.join(_REQUIRED_SECTIONS)}."
+            )
+    scheduler = config.get("scheduler")
+    return {
+        "seed": coerce(config.get("seed"), int | None, "seed"),
+        "model": _component(config["model"], MODELS, "model"),
+        "data": _data(config["data"]),
+        "optimizer": _component(config["optimizer"], OPTIMIZERS, "optimizer"),
+        "scheduler": None if scheduler is None else _component(scheduler, SCHEDULERS, "scheduler"),
+        "algorithms": _components(config.get("algorithms"), ALGORITHMS, "algorithms"),
+        "callbacks": _components(config.get("callbacks"), CALLBACKS, "callbacks"),
+        "trainer": _trainer(config["trainer"]),
+    }
+
+
+def dump_job(job: Mapping[str, Any]) -> str:
+    """A resolved job as YAML, sections in order."""
+    return yaml.safe_dump(dict(job), sort_keys=False, default_flow_style=None)
+
+
+def _component(spec: Any, registry: Registry, path: str) -> dict[str, Any]:
+    name = _name(spec, registry, path)
+    arguments = {key: value for key, value in spec.items() if key != "name"}
+    resolved = resolve_arguments(
+        registry.get(name), arguments, path, skip=registry.skip, supplied=registry.supplied
+    )
+    return {"name": name, **resolved}
+
+
+def _components(specs: Any, registry: Registry, path: str) -> list[dict[str, Any]]:
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        raise ConfigError(
+            f"{path}: expected a list of {{name: ..., <arguments>}} entries, got {specs!r}."
+        )
+    return [_component(spec, registry, f"{path}.{index}") for index, spec in enumerate(specs)]
+
+
+def _data(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"data: expected a mapping with 'train' and 'eval', got {spec!r}.")
+    for key in spec:
+        if key not in _LOADERS:
+            raise ConfigError(
+                f"data.{key}: unknown key{did_you_mean(key, _LOADERS)}; data has train and eval."
+            )
+    if spec.get("train") is None:
+        raise ConfigError("data.train: missing; name the training dataset, e.g. {name: digits}.")
+    return {
+        split: None if spec.get(split) is None else _dataset(spec[split], f"data.{split}", loader)
+        for split, loader in _LOADERS.items()
+    }
+
+
+def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
+    """A dataset's arguments and its loader's, side by side in one mapping."""
+    name = _name(spec, DATASETS, path)
+    dataset = DATASETS.get(name)
+    loader_keys = {parameter.name for parameter in parameters_of(loader, skip={"dataset"})}
+    dataset_keys = {parameter.name for parameter in DATASETS.parameters(name)}
+    arguments = {key: value for key, value in spec.items() if key != "name"}
+    for key in arguments:
+        if key not in loader_keys | dataset_keys:
+            raise ConfigError(
+                f"{path}.{key}: unknown key{did_you_mean(key, loader_keys | dataset_keys)}; "
+                f"dataset {name!r} takes {', '.join(dataset_keys) or 'no arguments'}, "
+                f"its loader takes {', '.join(sorted(loader_keys))}."
+            )
+    return {
+        "name": name,
+        **resolve_arguments(
+            dataset, {k: v for k, v in arguments.items() if k in dataset_keys}, path
+        ),
+        **resolve_arguments(
+            loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip={"dataset"}
+        ),
+    }
+
+
+def _trainer(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"trainer: expected a mapping of Trainer arguments, got {spec!r}.")
+    return resolve_arguments(Trainer, spec, "trainer", skip=TRAINER_ARGUMENTS_BUILT_BY_JOBS)
+
+
+def _name(spec: Any, registry: Registry, path: str) -> str:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            f"{path}: expected a mapping such as {{name: {next(iter(registry))}, ...}}, "
+            f"got {spec!r}."
+        )
+    if "name" not in spec:
+        raise ConfigError(f"{path}.name: missing; one of {', '.join(registry)}.")
+    registry.get(spec["name"], f"{path}.name")  # unknown names fail here, with a suggestion
+    return spec["name"]

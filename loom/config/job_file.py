@@ -1,0 +1,105 @@
+"""Reading a job file and applying ``key.path=value`` overrides to it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loom.config.schema import ConfigError
+
+__all__ = ["apply_overrides", "read_job_file"]
+
+
+def read_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path``, read with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: The file is missing, empty, not YAML, not a mapping, or uses
+            a tag such as ``!!python/object`` (job files hold plain data only).
+    """
+    path = Path(path)
+    if not path.is_file():
+        where = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"job file {str(path)!r} {where}; give the path of a YAML job file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(
+            f"{path}: {error.problem} {_position(error)}. Job files hold plain data only: "
+            "tags such as !!python/object are refused."
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if config is None:
+        raise ConfigError(f"job file {str(path)!r} is empty; see configs/digits.yaml for one.")
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{path}: a job file is a mapping of sections (model, data, optimizer, trainer, ...), "
+            f"got a {type(config).__name__}."
+        )
+    return config
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``config`` with each ``"key.path=value"`` applied; the value is read as YAML.
+
+    Keys of sections are dotted (``optimizer.lr=0.05``), list items by position
+    (``algorithms.0.alpha=0.3``). A key that is not in the file may be set; the
+    job's validation then decides whether the component takes it.
+
+    Raises:
+        ConfigError: An override without ``=``, a path through a value, or a
+            list position out of range.
+
+    Example:
+        >>> apply_overrides({"optimizer": {"name": "sgd", "lr": 0.1}}, ["optimizer.lr=1e-2"])
+        {'optimizer': {'name': 'sgd', 'lr': '1e-2'}}
+    """
+    for override in overrides:
+        key_path, equals, text = override.partition("=")
+        keys = key_path.split(".")
+        if not equals or not all(keys):
+            raise ConfigError(
+                f"override {override!r} must be key.path=value, e.g. optimizer.lr=0.05."
+            )
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        _set(config, keys, value, override)
+    return config
+
+
+def _set(config: dict[str, Any], keys: list[str], value: Any, override: str) -> None:
+    node: Any = config
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(
+                    f"override {override!r}: {where} is not an item of a list of {len(node)}."
+                )
+            index: Any = int(key)
+        elif isinstance(node, dict):
+            index = key
+        else:
+            parent = ".".join(keys[:depth])
+            raise ConfigError(
+                f"override {override!r}: {parent} holds {node!r}, not a section with keys."
+            )
+        if last:
+            node[index] = value
+        else:
+            if isinstance(node, dict) and node.get(index) is None:
+                node[index] = {}
+            node = node[index]
+
+
+def _position(error: yaml.MarkedYAMLError) -> str:
+    mark = error.problem_mark
+    return f"at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,0 +1,86 @@
+"""Every name a job file can use, one registry per section."""
+
+from __future__ import annotations
+
+import torch
+
+from loom import data, models, optim
+from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
+from loom.callbacks import ProgressBar
+from loom.config.registry import Registry
+
+__all__ = [
+    "ALGORITHMS",
+    "CALLBACKS",
+    "DATASETS",
+    "MODELS",
+    "OPTIMIZERS",
+    "REGISTRIES",
+    "SCHEDULERS",
+]
+
+# Filled from the training dataset when a job leaves them out.
+DATASET_FACTS = ("num_classes", "n_classes", "in_channels", "in_features")
+
+ALGORITHMS = Registry(
+    "algorithm",
+    {"label_smoothing": LabelSmoothing, "online_label_smoothing": OnlineLabelSmoothing},
+    supplied=DATASET_FACTS,
+)
+"""Training methods: the name is the algorithm's folder in loom/algorithms."""
+
+CALLBACKS = Registry("callback", {"progress_bar": ProgressBar})
+"""Observers. Every job also logs metrics to its run directory and the console."""
+
+DATASETS = Registry(
+    "dataset",
+    {
+        "digits": data.digits,
+        "synthetic": data.synthetic,
+        "cifar10": data.cifar10,
+        "cifar100": data.cifar100,
+        "mnist": data.mnist,
+        "fashion_mnist": data.fashion_mnist,
+        "image_folder": data.image_folder,
+    },
+)
+"""Datasets: each yields ``(image, class index)`` and knows its class names."""
+
+MODELS = Registry(
+    "model",
+    {
+        "small_cnn": models.SmallCNN,
+        "mlp": models.MLP,
+        "cifar_resnet": models.CifarResNet,
+        "torchvision": models.torchvision_model,
+    },
+    supplied=DATASET_FACTS,
+)
+"""Models: ``num_classes``, ``in_channels`` and ``in_features`` come from the dataset."""
+
+OPTIMIZERS = Registry(
+    "optimizer", {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}, skip={"params"}
+)
+"""torch's optimizers, built on the model's parameters: their signatures are the schema."""
+
+SCHEDULERS = Registry(
+    "scheduler",
+    {
+        "constant": optim.constant,
+        "cosine": optim.cosine,
+        "step": optim.step,
+        "multistep": optim.multistep,
+    },
+    skip={"optimizer", "batches_per_epoch", "total_batches"},
+)
+"""Learning-rate schedules stepped every batch, with times in epochs or batches."""
+
+REGISTRIES = {
+    "model": MODELS,
+    "dataset": DATASETS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "algorithm": ALGORITHMS,
+    "callback": CALLBACKS,
+}
+"""Each registry by the kind of component it holds, in the order of a job file."""

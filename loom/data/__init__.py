@@ -1,0 +1,9 @@
+"""Datasets a job file can name: embedded, synthetic, and torchvision sets from local files."""
+
+from loom.data.cifar import cifar10, cifar100
+from loom.data.digits import digits
+from loom.data.image_folder import image_folder
+from loom.data.mnist import fashion_mnist, mnist
+from loom.data.synthetic import synthetic
+
+__all__ = ["cifar10", "cifar100", "digits", "fashion_mnist", "image_folder", "mnist", "synthetic"]

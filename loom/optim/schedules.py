@@ -1,0 +1,171 @@
+"""Learning-rate schedules stepped once per batch, with times given in epochs or batches.
+
+Each schedule is a ``torch.optim.lr_scheduler.LambdaLR`` whose factor is a
+:class:`LearningRateFactor`: plain data, so the schedule's position and shape go
+into a checkpoint and come back exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from loom.trainer.duration import Duration, TimeUnit
+
+__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "step"]
+
+
+@dataclass
+class LearningRateFactor:
+    """The factor on the base learning rate after ``step`` batches.
+
+    A linear warm-up over the first ``warmup`` batches (from ``1 / warmup`` up to
+    1), then ``kind``: ``"constant"``; ``"cosine"`` (down to ``min_factor`` at
+    ``total``); ``"step"`` (times ``gamma`` every ``step_size`` batches); or
+    ``"multistep"`` (times ``gamma`` at each of ``milestones``).
+
+    Example:
+        >>> factor = LearningRateFactor("multistep", milestones=[2, 4], gamma=0.1)
+        >>> [round(factor(s), 3) for s in range(5)]
+        [1.0, 1.0, 0.1, 0.1, 0.01]
+    """
+
+    kind: str
+    warmup: int = 0
+    total: int = 0
+    step_size: int = 0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_factor: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        if self.kind == "cosine":
+            span = max(1, self.total - self.warmup)
+            progress = min(1.0, max(0.0, (step - self.warmup) / span))
+            decay = self.min_factor + (1 - self.min_factor) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
+        elif self.kind == "step":
+            decay = self.gamma ** (step // self.step_size)
+        elif self.kind == "multistep":
+            decay = self.gamma ** sum(step >= milestone for milestone in self.milestones)
+        else:
+            decay = 1.0
+        return warm * decay
+
+
+def constant(
+    optimizer: torch.optim.Optimizer,
+    batches_per_epoch: int,
+    total_batches: int,
+    warmup: str = "0ba",
+) -> LambdaLR:
+    """The base learning rate throughout, after an optional linear warm-up.
+
+    Args:
+        warmup: Length of the linear warm-up, in epochs (``"5ep"``) or batches (``"500ba"``).
+    """
+    del total_batches
+    warmup_batches = _batches(warmup, "warmup", batches_per_epoch)
+    return LambdaLR(optimizer, LearningRateFactor("constant", warmup=warmup_batches))
+
+
+def cosine(
+    optimizer: torch.optim.Optimizer,
+    batches_per_epoch: int,
+    total_batches: int,
+    warmup: str = "0ba",
+    min_lr_factor: float = 0.0,
+) -> LambdaLR:
+    """Cosine decay from the base learning rate to ``min_lr_factor`` times it at the end.
+
+    Args:
+        warmup: Length of a linear warm-up first, in epochs or batches.
+        min_lr_factor: The final learning rate as a fraction of the base one.
+    """
+    _check_factor(min_lr_factor, "min_lr_factor", upper=1.0)
+    factor = LearningRateFactor(
+        "cosine",
+        warmup=_batches(warmup, "warmup", batches_per_epoch),
+        total=total_batches,
+        min_factor=min_lr_factor,
+    )
+    return LambdaLR(optimizer, factor)
+
+
+def step(
+    optimizer: torch.optim.Optimizer,
+    batches_per_epoch: int,
+    total_batches: int,
+    step_size: str,
+    gamma: float = 0.1,
+    warmup: str = "0ba",
+) -> LambdaLR:
+    """Multiplies the learning rate by ``gamma`` every ``step_size``.
+
+    Args:
+        step_size: The period, in epochs (``"30ep"``) or batches.
+        gamma: The factor at each step.
+        warmup: Length of a linear warm-up first, in epochs or batches.
+    """
+    del total_batches
+    _check_factor(gamma, "gamma")
+    factor = LearningRateFactor(
+        "step",
+        warmup=_batches(warmup, "warmup", batches_per_epoch),
+        step_size=max(1, _batches(step_size, "step_size", batches_per_epoch)),
+        gamma=gamma,
+    )
+    return LambdaLR(optimizer, factor)
+
+
+def multistep(
+    optimizer: torch.optim.Optimizer,
+    batches_per_epoch: int,
+    total_batches: int,
+    milestones: Sequence[str],
+    gamma: float = 0.1,
+    warmup: str = "0ba",
+) -> LambdaLR:
+    """Multiplies the learning rate by ``gamma`` at each milestone.
+
+    Args:
+        milestones: When, counted from the start: ``["150ep", "225ep"]`` decays
+            before the 151st and the 226th epoch.
+        gamma: The factor at each milestone.
+        warmup: Length of a linear warm-up first, in epochs or batches.
+    """
+    del total_batches
+    _check_factor(gamma, "gamma")
+    batches = [
+        _batches(milestone, f"milestones[{i}]", batches_per_epoch)
+        for i, milestone in enumerate(milestones)
+    ]
+    if batches != sorted(batches):
+        raise ValueError(f"milestones={list(milestones)!r} must be in increasing order.")
+    factor = LearningRateFactor(
+        "multistep",
+        warmup=_batches(warmup, "warmup", batches_per_epoch),
+        milestones=batches,
+        gamma=gamma,
+    )
+    return LambdaLR(optimizer, factor)
+
+
+def _batches(duration: str, name: str, batches_per_epoch: int) -> int:
+    if duration in ("0ep", "0ba"):
+        return 0
+    parsed = Duration.parse(duration, name=name)
+    if parsed.unit is TimeUnit.SAMPLE:
+        raise ValueError(f"{name}={duration!r} counts samples; give it in epochs or batches.")
+    return parsed.value * (batches_per_epoch if parsed.unit is TimeUnit.EPOCH else 1)
+
+
+def _check_factor(value: float, name: str, upper: float = math.inf) -> None:
+    if not isinstance(value, int | float) or not 0 <= value <= upper:
+        raise ValueError(f"{name}={value!r} must be a number in [0, {upper}].")
