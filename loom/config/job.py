@@ -99,7 +99,7 @@ def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def dump_job(job: Mapping[str, Any]) -> str:
     """A resolved job as YAML, sections in order."""
-    return yaml.safe_dump(dict(job), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(dict(job), sort_keys=False)
 
 
 def _component(spec: Any, registry: Registry, path: str) -> dict[str, Any]:

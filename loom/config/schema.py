@@ -18,6 +18,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loom.trainer.duration import Duration
+
 __all__ = [
     "REQUIRED",
     "ConfigError",
@@ -158,6 +160,7 @@ def coerce(value: Any, annotation: Any, path: str) -> Any:
         Traceback (most recent call last):
         loom.config.schema.ConfigError: optimizer.lr: expected float, got 'fast' (str).
     """
+    annotation = _plain_form(annotation) or annotation
     result = _coerce(value, annotation, path)
     if result is _NO_MATCH:
         raise ConfigError(
@@ -170,6 +173,8 @@ def type_name(annotation: Any) -> str:
     """A readable name for a plain-data annotation: ``float | None``, ``list[int]``."""
     if annotation is Any:
         return "any"
+    if annotation is Duration:
+        return "duration ('10ep', '500ba' or '20000sp')"
     if annotation is type(None):
         return "None"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -221,6 +226,11 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
 
 
 def _coerce_scalar(value: Any, annotation: type) -> Any:
+    if annotation is Duration:
+        try:
+            return str(Duration.parse(value))
+        except ValueError:
+            return _NO_MATCH
     if isinstance(value, bool):  # True is an int to Python, never to a job file
         return value if annotation is bool else _NO_MATCH
     if annotation is bool or annotation is str:
@@ -263,10 +273,14 @@ def _plain_form(annotation: Any) -> Any:
     """The plain-data part of ``annotation``, or None where it has none."""
     if annotation is Any or annotation is type(None) or annotation in _SCALARS:
         return annotation
+    if annotation is Duration:
+        return Duration  # written as a string such as "10ep", checked as a duration
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         return annotation if all(isinstance(a, _SCALARS) for a in args) else None
     if origin in (typing.Union, types.UnionType):
+        if Duration in args:  # `str | Duration`: the string must spell a duration
+            args = tuple(arg for arg in args if arg is not str)
         plain = [form for form in map(_plain_form, args) if form is not None]
         if not plain or plain == [type(None)]:
             return None

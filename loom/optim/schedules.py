@@ -63,12 +63,13 @@ def constant(
     optimizer: torch.optim.Optimizer,
     batches_per_epoch: int,
     total_batches: int,
-    warmup: str = "0ba",
+    warmup: str | Duration | None = None,
 ) -> LambdaLR:
     """The base learning rate throughout, after an optional linear warm-up.
 
     Args:
-        warmup: Length of the linear warm-up, in epochs (``"5ep"``) or batches (``"500ba"``).
+        warmup: Length of a linear warm-up, in epochs (``"5ep"``) or batches
+            (``"500ba"``); None for none.
     """
     del total_batches
     warmup_batches = _batches(warmup, "warmup", batches_per_epoch)
@@ -79,13 +80,13 @@ def cosine(
     optimizer: torch.optim.Optimizer,
     batches_per_epoch: int,
     total_batches: int,
-    warmup: str = "0ba",
+    warmup: str | Duration | None = None,
     min_lr_factor: float = 0.0,
 ) -> LambdaLR:
     """Cosine decay from the base learning rate to ``min_lr_factor`` times it at the end.
 
     Args:
-        warmup: Length of a linear warm-up first, in epochs or batches.
+        warmup: Length of a linear warm-up first, in epochs or batches; None for none.
         min_lr_factor: The final learning rate as a fraction of the base one.
     """
     _check_factor(min_lr_factor, "min_lr_factor", upper=1.0)
@@ -102,16 +103,16 @@ def step(
     optimizer: torch.optim.Optimizer,
     batches_per_epoch: int,
     total_batches: int,
-    step_size: str,
+    step_size: str | Duration,
     gamma: float = 0.1,
-    warmup: str = "0ba",
+    warmup: str | Duration | None = None,
 ) -> LambdaLR:
     """Multiplies the learning rate by ``gamma`` every ``step_size``.
 
     Args:
         step_size: The period, in epochs (``"30ep"``) or batches.
         gamma: The factor at each step.
-        warmup: Length of a linear warm-up first, in epochs or batches.
+        warmup: Length of a linear warm-up first, in epochs or batches; None for none.
     """
     del total_batches
     _check_factor(gamma, "gamma")
@@ -128,9 +129,9 @@ def multistep(
     optimizer: torch.optim.Optimizer,
     batches_per_epoch: int,
     total_batches: int,
-    milestones: Sequence[str],
+    milestones: Sequence[str | Duration],
     gamma: float = 0.1,
-    warmup: str = "0ba",
+    warmup: str | Duration | None = None,
 ) -> LambdaLR:
     """Multiplies the learning rate by ``gamma`` at each milestone.
 
@@ -138,7 +139,7 @@ def multistep(
         milestones: When, counted from the start: ``["150ep", "225ep"]`` decays
             before the 151st and the 226th epoch.
         gamma: The factor at each milestone.
-        warmup: Length of a linear warm-up first, in epochs or batches.
+        warmup: Length of a linear warm-up first, in epochs or batches; None for none.
     """
     del total_batches
     _check_factor(gamma, "gamma")
@@ -157,8 +158,8 @@ def multistep(
     return LambdaLR(optimizer, factor)
 
 
-def _batches(duration: str, name: str, batches_per_epoch: int) -> int:
-    if duration in ("0ep", "0ba"):
+def _batches(duration: str | Duration | None, name: str, batches_per_epoch: int) -> int:
+    if duration is None:
         return 0
     parsed = Duration.parse(duration, name=name)
     if parsed.unit is TimeUnit.SAMPLE:

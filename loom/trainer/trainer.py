@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -106,7 +106,7 @@ class Trainer:
         input_key: BatchKey = 0,
         target_key: BatchKey = 1,
         device: str | torch.device = "auto",
-        precision: str = "fp32",
+        precision: Literal["fp32", "bf16", "fp16"] = "fp32",
         grad_accum: int = 1,
         grad_clip_norm: float | None = None,
         eval_interval: str | Duration = "1ep",

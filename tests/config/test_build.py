@@ -1,0 +1,104 @@
+import copy
+import functools
+
+import pytest
+
+from loom.algorithms import OnlineLabelSmoothing
+from loom.config import DATASETS
+from loom.config.build import build_job
+from loom.config.job import resolve_job
+from loom.config.schema import ConfigError
+from loom.data import synthetic
+
+JOB = {
+    "seed": 0,
+    "model": {"name": "small_cnn", "width": 4},
+    "data": {
+        "train": {
+            "name": "synthetic",
+            "num_samples": 40,
+            "num_classes": 3,
+            "shape": [2, 4, 4],
+            "batch_size": 16,
+        },
+        "eval": {
+            "name": "synthetic",
+            "split": "test",
+            "num_samples": 20,
+            "num_classes": 3,
+            "shape": [2, 4, 4],
+        },
+    },
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "scheduler": {"name": "multistep", "milestones": ["1ep", "5ba"]},
+    "algorithms": [{"name": "online_label_smoothing"}],
+    "trainer": {"max_duration": "2ep", "device": "cpu"},
+}
+
+
+def build(**changes):
+    job = copy.deepcopy(JOB)
+    for section, value in changes.items():
+        job[section] = value
+    return build_job(resolve_job(job))
+
+
+def test_dataset_facts_fill_what_the_job_left_out():
+    parts = build()
+    assert parts.model.features[0].in_channels == 2
+    assert parts.model.classifier[-1].out_features == 3
+    (algorithm,) = parts.algorithms
+    assert isinstance(algorithm, OnlineLabelSmoothing)
+    assert algorithm.matrix.shape == (3, 3)
+    assert parts.classes == ["class_0", "class_1", "class_2"]
+    assert len(parts.train_loader) == 3  # 40 samples in batches of 16
+
+
+def test_the_schedule_counts_epochs_in_batches():
+    parts = build()
+    (scheduler,) = parts.schedulers
+    assert scheduler.lr_lambdas[0].milestones == [3, 5]
+
+
+def test_the_job_trains_and_repeats_exactly():
+    first = build().trainer().fit()
+    second = build().trainer().fit()
+    assert first == second
+    assert set(first) >= {"train/loss", "eval/accuracy"}
+
+
+def test_an_explicit_fact_wins():
+    parts = build(model={"name": "mlp", "num_classes": 5, "hidden_sizes": []}, algorithms=[])
+    assert parts.model.layers[-1].out_features == 5
+    assert parts.model.layers[-1].in_features == 32  # 2 * 4 * 4, from the dataset
+
+
+def test_constructor_errors_name_the_section():
+    with pytest.raises(ConfigError, match=r"^model \(small_cnn\): dropout=1\.5 must be"):
+        build(model={"name": "small_cnn", "dropout": 1.5})
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train \(cifar10\): dataset 'cifar10': "
+        r"cifar-10-batches-py/data_batch_1, .* not found under root",
+    ):
+        build(data={"train": {"name": "cifar10", "root": "/nonexistent"}})
+    with pytest.raises(ConfigError, match=r"^trainer: grad_accum=0 must be an int >= 1"):
+        build(trainer={"max_duration": "1ep", "device": "cpu", "grad_accum": 0}).trainer()
+    with pytest.raises(ConfigError, match=r"^trainer\.precision: expected 'fp32' \| 'bf16'"):
+        build(trainer={"max_duration": "1ep", "precision": "fp64"})
+
+
+def test_a_dataset_without_class_names_needs_num_classes(monkeypatch):
+    @functools.wraps(synthetic)  # the same signature, so the same schema
+    def unnamed(**arguments):
+        dataset = synthetic(**arguments)
+        del dataset.classes
+        return dataset
+
+    monkeypatch.setitem(DATASETS._entries, "synthetic", unnamed)
+    with pytest.raises(
+        ConfigError,
+        match=r"^model\.num_classes: missing, and the training "
+        r"dataset cannot tell it; set it\.",
+    ):
+        build(algorithms=[])

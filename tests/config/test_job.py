@@ -1,0 +1,90 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loom.config.job import SECTIONS, dump_job, resolve_job
+from loom.config.job_file import read_job_file
+from loom.config.schema import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+MINIMAL = {
+    "model": {"name": "mlp"},
+    "data": {"train": {"name": "synthetic"}},
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "trainer": {"max_duration": "1ep"},
+}
+
+
+def with_(path, value):
+    """MINIMAL with the dotted ``path`` set to ``value``."""
+    config = copy.deepcopy(MINIMAL)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_every_config_resolves_and_prints_back_to_itself(path):
+    job = resolve_job(read_job_file(path))
+    assert list(job) == list(SECTIONS)
+    assert resolve_job(yaml.safe_load(dump_job(job))) == job
+
+
+def test_defaults_are_filled_and_dataset_facts_left_to_the_builder():
+    job = resolve_job(MINIMAL)
+    assert job["model"] == {"name": "mlp", "hidden_sizes": [256, 256], "dropout": 0.0}
+    assert job["data"]["train"]["shuffle"] is True
+    assert job["data"]["eval"] is None
+    assert job["trainer"]["precision"] == "fp32"
+    assert job["algorithms"] == []
+    assert job["callbacks"] == []
+    assert job["seed"] is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            with_("data.train.batchsize", 32),
+            r"^data\.train\.batchsize: unknown key "
+            r"\(did you mean 'batch_size'\?\); dataset 'synthetic' takes .*its loader takes "
+            r"batch_size, drop_last, num_workers, shuffle\.$",
+        ),
+        (
+            with_("algorithms", [{"name": "label_smoothing", "smoothing": 0.1, "smoothin": 0.2}]),
+            r"^algorithms\.0\.smoothin: unknown key \(did you mean 'smoothing'\?\)",
+        ),
+        (
+            with_("model.name", "small_cn"),
+            r"^model\.name: unknown model 'small_cn' \(did you mean 'small_cnn'\?\); known: ",
+        ),
+        (with_("optimizer.lr", "fast"), r"^optimizer\.lr: expected float, got 'fast' \(str\)\.$"),
+        (
+            with_("scheduler", {"name": "step"}),
+            r"^scheduler\.step_size: missing required argument \(step_size: duration",
+        ),
+        (
+            with_("model", {"name": "torchvision"}),
+            r"^model\.architecture: missing required argument \(architecture: str\)",
+        ),
+        (with_("trainr", {}), r"^trainr: unknown section \(did you mean 'trainer'\?\)"),
+        ({k: v for k, v in MINIMAL.items() if k != "optimizer"}, r"^optimizer: missing section"),
+        (with_("data.train", None), r"^data\.train: missing"),
+        (with_("data.test", {"name": "digits"}), r"^data\.test: unknown key"),
+        (with_("model", "mlp"), r"^model: expected a mapping such as \{name: "),
+        (with_("model", {"width": 3}), r"^model\.name: missing; one of cifar_resnet, mlp"),
+        (with_("algorithms", {"name": "label_smoothing"}), r"^algorithms: expected a list of"),
+        (with_("trainer.max_duration", 10), r"^trainer\.max_duration: expected duration"),
+        (with_("trainer.loss_fn", "mse"), r"^trainer\.loss_fn: unknown key"),
+        (with_("seed", "zero"), r"^seed: expected int \| None, got 'zero'"),
+    ],
+)
+def test_each_mistake_is_one_error_naming_its_path(config, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_job(config)

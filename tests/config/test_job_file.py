@@ -1,0 +1,80 @@
+import pytest
+
+from loom.config.job_file import apply_overrides, read_job_file
+from loom.config.schema import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_reads_a_mapping(tmp_path):
+    assert read_job_file(write(tmp_path, "seed: 1\nmodel: {name: mlp}\n")) == {
+        "seed": 1,
+        "model": {"name": "mlp"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"job file '.*job\.yaml' is empty"),
+        ("# only a comment\n", r"is empty"),
+        ("- a\n- b\n", r"a job file is a mapping of sections .*got a list"),
+        ("model: {name: mlp\n", r"is not valid YAML"),
+        (
+            "model: !!python/object/apply:os.system ['echo hacked']\n",
+            r"could not determine a constructor for the tag "
+            r"'tag:yaml\.org,2002:python/object/apply:os\.system' at line 1, column 8\. "
+            r"Job files hold plain data only",
+        ),
+    ],
+)
+def test_bad_files_give_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        read_job_file(write(tmp_path, text))
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match=r"job file '.*nope\.yaml' does not exist"):
+        read_job_file(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"is a directory"):
+        read_job_file(tmp_path)
+
+
+def test_overrides_set_values_read_as_yaml():
+    config = {"optimizer": {"lr": 0.1}, "algorithms": [{"name": "a", "alpha": 0.5}]}
+    apply_overrides(
+        config,
+        [
+            "optimizer.lr=0.05",
+            "algorithms.0.alpha=0.3",
+            "scheduler.name=cosine",  # a section the file leaves out
+            "scheduler.milestones=[150ep, 225ep]",
+            "seed=",
+        ],
+    )
+    assert config == {
+        "optimizer": {"lr": 0.05},
+        "algorithms": [{"name": "a", "alpha": 0.3}],
+        "scheduler": {"name": "cosine", "milestones": ["150ep", "225ep"]},
+        "seed": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr", r"override 'optimizer\.lr' must be key\.path=value"),
+        ("optimizer..lr=1", r"must be key\.path=value"),
+        ("algorithms.1.alpha=0.3", r"algorithms\.1 is not an item of a list of 1"),
+        ("algorithms.x=0.3", r"algorithms\.x is not an item of a list of 1"),
+        ("optimizer.lr.value=1", r"optimizer\.lr holds 0\.1, not a section with keys"),
+    ],
+)
+def test_bad_overrides(override, message):
+    config = {"optimizer": {"lr": 0.1}, "algorithms": [{"name": "a"}]}
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(config, [override])
