@@ -1,10 +1,22 @@
+import json
+import pickle
+import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import yaml
 
 import loom
 from loom.cli import main
+from loom.config import MODELS, REGISTRIES
+from loom.config.job import resolve_job
+from loom.config.job_file import read_job_file
+from loom.models import SmallCNN
 from loom.trainer import Event
 
 
@@ -28,3 +40,256 @@ def test_python_dash_m_loom_is_the_same_command():
         [sys.executable, "-m", "loom", "events"], capture_output=True, text=True, check=True
     )
     assert result.stdout.splitlines()[0] == "init"
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def run_loom(capsys, *arguments):
+    status = main([str(argument) for argument in arguments])
+    output = capsys.readouterr()
+    return status, output.out, output.err
+
+
+@pytest.mark.parametrize("command", ["train", "validate", "list", "compare", "events"])
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: loom " + command in capsys.readouterr().out
+
+
+def test_train_digits_end_to_end(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status, out, _ = run_loom(capsys, "train", CONFIGS / "digits.yaml", "--run-dir", run_dir)
+    assert status == 0
+    assert f"run directory: {run_dir}" in out
+    files = {path.name for path in run_dir.iterdir()}
+    assert files == {
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "model.pt",
+        "curves.png",
+        "reliability.png",
+        "soft_labels.png",
+    }
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 30
+    assert summary["metrics"]["eval/accuracy"] > 0.9  # 97% and more is the benchmark's bar
+    saved = resolve_job(read_job_file(run_dir / "config.yaml"))
+    assert saved == resolve_job(read_job_file(CONFIGS / "digits.yaml"))
+    weights = torch.load(run_dir / "model.pt", weights_only=True)
+    assert set(weights) == set(SmallCNN(num_classes=10, in_channels=1).state_dict())
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in epochs if "eval/accuracy" in r] == list(range(1, 31))
+
+
+def write_cifar_like(root):
+    """Tiny stand-ins for the CIFAR archives, so the CIFAR jobs can dry-run."""
+    for folder, files, labels, names, meta in (
+        (
+            "cifar-10-batches-py",
+            [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"],
+            b"labels",
+            b"label_names",
+            "batches.meta",
+        ),
+        ("cifar-100-python", ["train", "test"], b"fine_labels", b"fine_label_names", "meta"),
+    ):
+        (root / folder).mkdir(parents=True)
+        for name in files:
+            batch = {b"data": np.zeros((8, 3072), dtype=np.uint8), labels: [0, 1] * 4}
+            (root / folder / name).write_bytes(pickle.dumps(batch))
+        (root / folder / meta).write_bytes(pickle.dumps({names: [b"a", b"b"]}))
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
+    status, out, _ = run_loom(capsys, "validate", path)
+    assert status == 0
+    assert out.strip() == f"{path}: valid job."
+    overrides = []
+    if "cifar" in path.name:  # stand-in files, a narrow net, no worker processes
+        write_cifar_like(tmp_path)
+        overrides = [
+            f"data.{split}.{key}={value}"
+            for split in ("train", "eval")
+            for key, value in (("root", tmp_path), ("num_workers", 0))
+        ]
+        overrides += ["model.width=2", "data.train.batch_size=4", "trainer.device=cpu"]
+    status, out, _ = run_loom(capsys, "train", path, *overrides, "--dry-run", 2)
+    assert status == 0
+    assert out.splitlines()[-1].startswith(
+        "dry run passed: 2 train and eval batches; the run wrote config.yaml, "
+        "curves.png, metrics.jsonl, model.pt, reliability.png"
+    )
+    assert list(Path(tempfile.gettempdir()).glob("loom-dry-run-*")) == []
+
+
+def test_print_config_reloads_to_the_same_job(tmp_path, capsys):
+    status, out, _ = run_loom(
+        capsys,
+        "train",
+        CONFIGS / "digits.yaml",
+        "optimizer.lr=1e-2",
+        "algorithms.0.alpha=0.3",
+        "--print-config",
+    )
+    assert status == 0
+    (tmp_path / "printed.yaml").write_text(out)
+    status, again, _ = run_loom(capsys, "train", tmp_path / "printed.yaml", "--print-config")
+    assert again == out
+    job = yaml.safe_load(out)
+    assert job["optimizer"]["lr"] == 0.01
+    assert job["algorithms"][0]["alpha"] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (
+            None,
+            ["model.widht=3"],
+            r"model\.widht: unknown key \(did you mean "
+            r"'width'\?\)",
+        ),
+        ("", [], r"is empty"),
+        (
+            "model: !!python/object/apply:os.system [ls]",
+            [],
+            r"tags such as !!python/object are "
+            r"refused",
+        ),
+        (
+            None,
+            ["optimizer.lr=fast"],
+            r"\(with optimizer\.lr=fast\): optimizer\.lr: expected "
+            r"float, got 'fast' \(str\)\.",
+        ),
+        (
+            None,
+            ["optimizer.momentun=0.5"],
+            r"optimizer\.momentun: unknown key \(did you mean "
+            r"'momentum'\?\)",
+        ),
+        (None, ["model.name=resnet"], r"model\.name: unknown model 'resnet'"),
+        (None, ["scheduler.name=step"], r"scheduler\.step_size: missing required argument"),
+        (
+            None,
+            ["trainer.max_duration"],
+            r"override 'trainer\.max_duration' must be "
+            r"key\.path=value",
+        ),
+    ],
+)
+def test_job_errors_are_one_line_and_exit_2(tmp_path, capsys, text, overrides, message):
+    path = CONFIGS / "digits.yaml"
+    if text is not None:
+        path = tmp_path / "job.yaml"
+        path.write_text(text)
+    for command in ("validate", "train"):
+        status, out, err = run_loom(capsys, command, path, *overrides)
+        assert status == 2
+        assert out == ""
+        assert err.startswith(f"loom {command}: error: {path}")
+        assert re.search(message, err), err
+        assert len(err.strip().splitlines()) == 1
+        assert "Traceback" not in err
+
+
+def test_a_missing_file_and_a_missing_dataset(tmp_path, capsys):
+    status, _, err = run_loom(capsys, "validate", tmp_path / "nope.yaml")
+    assert status == 2
+    assert "does not exist" in err
+    status, _, err = run_loom(
+        capsys,
+        "train",
+        CONFIGS / "cifar10_resnet18.yaml",
+        f"data.train.root={tmp_path}",
+        "--dry-run",
+        "1",
+    )
+    assert status == 2
+    assert re.search(r"data\.train \(cifar10\): dataset 'cifar10': .* not found under root", err)
+
+
+def test_list_shows_every_name_with_its_arguments(capsys):
+    status, out, _ = run_loom(capsys, "list")
+    assert status == 0
+    for registry in REGISTRIES.values():
+        for name in registry:
+            assert f"  {name}: " in out
+    assert "      milestones: list[duration" in out
+    status, out, _ = run_loom(capsys, "list", "models")
+    assert out.startswith("models:\n  cifar_resnet: ")
+    assert "schedulers:" not in out
+    status, _, err = run_loom(capsys, "list", "widgets")
+    assert status == 2
+    assert "unknown kind 'widgets'; one of model, dataset" in err
+
+
+def test_import_registers_user_components(tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_components.py").write_text(
+        "import torch\n"
+        "from loom.config import MODELS\n\n"
+        "@MODELS.register('tiny_linear')\n"
+        "class TinyLinear(torch.nn.Sequential):\n"
+        "    '''One linear layer.'''\n"
+        "    def __init__(self, num_classes: int, in_features: int, bias: bool = True):\n"
+        "        super().__init__(torch.nn.Flatten(), torch.nn.Linear(in_features, num_classes))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(MODELS._entries, "tiny_linear", raising=False)
+    try:
+        status, _, err = run_loom(
+            capsys, "validate", CONFIGS / "digits_baseline.yaml", "model={name: tiny_linear}"
+        )
+        assert status == 2
+        assert "unknown model 'tiny_linear'" in err
+        status, out, _ = run_loom(
+            capsys,
+            "train",
+            CONFIGS / "digits_baseline.yaml",
+            "model={name: tiny_linear}",
+            "--import",
+            "my_components",
+            "--dry-run",
+            "1",
+        )
+        assert status == 0, out
+        status, _, err = run_loom(capsys, "list", "--import", "not_a_module")
+        assert status == 2
+        assert "--import not_a_module: No module named 'not_a_module'" in err
+    finally:
+        MODELS._entries.pop("tiny_linear", None)
+        sys.modules.pop("my_components", None)
+
+
+def test_compare_prints_a_table_and_plots_the_runs(tmp_path, capsys):
+    for name, algorithm in (("ols", "online_label_smoothing"), ("ls", "label_smoothing")):
+        status, _, _ = run_loom(
+            capsys,
+            "train",
+            CONFIGS / "digits.yaml",
+            f"algorithms.0={{name: {algorithm}}}",
+            "trainer.max_duration=2ep",
+            "--run-dir",
+            tmp_path / name,
+        )
+        assert status == 0
+    plot = tmp_path / "compare.png"
+    status, out, _ = run_loom(capsys, "compare", tmp_path / "ols", tmp_path / "ls", "--plot", plot)
+    assert status == 0
+    header, *rows = out.splitlines()[:3]
+    assert header.split() == ["run", "accuracy", "best", "acc", "nll", "ece", "epochs", "seconds"]
+    assert [row.split()[0] for row in rows] == ["ols", "ls"]
+    for row, name in zip(rows, ("ols", "ls"), strict=True):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert row.split()[1] == f"{summary['metrics']['eval/accuracy']:.4f}"
+        assert row.split()[5] == "2"
+    assert plot.stat().st_size > 0
+    status, _, err = run_loom(capsys, "compare", tmp_path)
+    assert status == 2
+    assert "is not a finished run: it has no summary.json" in err

@@ -81,3 +81,29 @@ def test_the_readme_quickstart_example_trains(tmp_path, monkeypatch, capsys):
     assert metrics["eval/accuracy"] > 0.8
     assert (tmp_path / "runs" / "quickstart" / "metrics.jsonl").exists()
     assert "final eval accuracy" in capsys.readouterr().out
+
+
+def test_the_configuration_reference_covers_every_name_and_key():
+    from loom.config import REGISTRIES
+    from loom.config.job import SECTIONS
+
+    reference = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f"### `{section}`" in reference, section
+    entries = reference.split("\n#### ")
+    for kind, registry in REGISTRIES.items():
+        for name in registry:
+            (entry,) = [e for e in entries if e.startswith(f"`{name}`")] or [""]
+            assert entry, f"docs/config.md has no entry for {kind} {name!r}"
+            for parameter in registry.parameters(name):
+                assert f"| `{parameter.name}` |" in entry, f"{kind} {name}: {parameter.name}"
+
+
+def test_the_readme_starts_with_the_main_job_and_the_tests():
+    commands = re.findall(r"```bash\n(?:#.*\n)?(.*)\n```", (ROOT / "README.md").read_text())[:2]
+    assert commands == [
+        'python3 -m pip install -e ".[digits]" && loom train configs/digits.yaml',
+        'python3 -m pip install -e ".[test]" && python3 -m pytest',
+    ]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in ci
