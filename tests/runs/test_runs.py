@@ -19,17 +19,26 @@ def test_new_run_dirs_never_collide(tmp_path):
 
 
 def test_only_the_main_process_writes(tmp_path):
-    job = resolve_job({
-        "model": {"name": "mlp"},
-        "data": {"train": {"name": "synthetic"}},
-        "optimizer": {"name": "sgd", "lr": 0.1},
-        "trainer": {"max_duration": "1ep"},
-    })
+    job = resolve_job(
+        {
+            "model": {"name": "mlp"},
+            "data": {"train": {"name": "synthetic"}},
+            "optimizer": {"name": "sgd", "lr": 0.1},
+            "trainer": {"max_duration": "1ep"},
+        }
+    )
     model = torch.nn.Linear(2, 2)
     state = State(
-        model=model, optimizers=[], schedulers=[], max_duration=Duration.parse("1ep"),
-        train_dataloader=[], eval_dataloader=None, device=torch.device("cpu"),
-        precision="fp32", rank=1, world_size=2,
+        model=model,
+        optimizers=[],
+        schedulers=[],
+        max_duration=Duration.parse("1ep"),
+        train_dataloader=[],
+        eval_dataloader=None,
+        device=torch.device("cpu"),
+        precision="fp32",
+        rank=1,
+        world_size=2,
     )
     recorder = RunRecorder(tmp_path / "run", job)
     recorder.fit_start(state)
