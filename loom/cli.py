@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--dry-run",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="run N train and N eval batches through every part of the job, "
         "writing into a temporary directory, then exit",
@@ -166,8 +166,6 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.dry_run is not None:
-            if args.dry_run < 1:
-                raise CommandError(f"--dry-run {args.dry_run}: give a number of batches >= 1.")
             files = dry_run_job(job, args.dry_run)
             print(
                 f"dry run passed: {args.dry_run} train and eval batches; the run wrote "
@@ -243,6 +241,12 @@ def _import_modules(modules: Sequence[str]) -> None:
                 f"--import {module}: {error}. Give an importable module name "
                 "(on sys.path, e.g. my_package.components), not a file path."
             ) from None
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of batches >= 1")
+    return int(text)
 
 
 def _overrides_note(overrides: Sequence[str]) -> str:

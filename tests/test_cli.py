@@ -293,3 +293,10 @@ def test_compare_prints_a_table_and_plots_the_runs(tmp_path, capsys):
     status, _, err = run_loom(capsys, "compare", tmp_path)
     assert status == 2
     assert "is not a finished run: it has no summary.json" in err
+
+
+def test_dry_run_needs_a_positive_batch_count(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(CONFIGS / "digits.yaml"), "--dry-run", "0"])
+    assert exit_.value.code == 2
+    assert "--dry-run: '0' is not a number of batches >= 1" in capsys.readouterr().err

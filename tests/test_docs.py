@@ -107,3 +107,26 @@ def test_the_readme_starts_with_the_main_job_and_the_tests():
     ]
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci
+
+
+_YAML_BLOCK = re.compile(r"\n```yaml\n(?P<code>.*?)\n```", re.DOTALL)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_yaml_job_fragment_on_the_page_is_valid(page):
+    """A YAML block of job sections, laid over a minimal job, resolves."""
+    import yaml
+
+    from loom.config.job import SECTIONS, resolve_job
+
+    minimal = {
+        "model": {"name": "mlp"},
+        "data": {"train": {"name": "synthetic"}},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "trainer": {"max_duration": "1ep"},
+    }
+    for match in _YAML_BLOCK.finditer("\n" + page.read_text(encoding="utf-8")):
+        fragment = yaml.safe_load(match.group("code"))
+        assert isinstance(fragment, dict)
+        assert set(fragment) <= set(SECTIONS), f"{page.name}: {sorted(fragment)}"
+        resolve_job({**minimal, **fragment})

@@ -39,8 +39,8 @@ def plot_comparison(
     """The curves of several runs (name -> metrics records), side by side."""
     figure = _figure(1, 2)
     loss_axes, accuracy_axes = figure.axes
-    for name, records in runs.items():
-        _draw_run(loss_axes, accuracy_axes, records, label=name)
+    for index, (name, records) in enumerate(runs.items()):
+        _draw_run(loss_axes, accuracy_axes, records, label=name, color=f"C{index % 10}")
     loss_axes.legend(fontsize="small")
     accuracy_axes.legend(fontsize="small")
     _save(figure, output)
@@ -105,17 +105,24 @@ def plot_soft_labels(
 
 
 def _draw_run(
-    loss_axes: Any, accuracy_axes: Any, records: Sequence[Mapping[str, Any]], label: str | None
+    loss_axes: Any,
+    accuracy_axes: Any,
+    records: Sequence[Mapping[str, Any]],
+    label: str | None,
+    color: str | None = None,
 ) -> None:
+    """One run's curves: training loss solid, evaluation loss dashed, in one color."""
     train = [(r["epoch"], r["train/loss"]) for r in records if "train/loss" in r]
     evals = [r for r in records if "eval/accuracy" in r]
     prefix = f"{label}: " if label else ""
     if train:
-        loss_axes.plot(*zip(*train, strict=True), label=f"{prefix}train")
+        loss_axes.plot(*zip(*train, strict=True), color=color, label=f"{prefix}train")
     if evals:
         epochs = [r["epoch"] for r in evals]
-        loss_axes.plot(epochs, [r["eval/loss"] for r in evals], "--", label=f"{prefix}eval")
-        accuracy_axes.plot(epochs, [r["eval/accuracy"] for r in evals], marker=".", label=label)
+        eval_losses = [r["eval/loss"] for r in evals]
+        loss_axes.plot(epochs, eval_losses, "--", color=color, label=f"{prefix}eval")
+        accuracies = [r["eval/accuracy"] for r in evals]
+        accuracy_axes.plot(epochs, accuracies, marker=".", color=color, label=label)
     loss_axes.set(xlabel="epoch", ylabel="loss", title="loss")
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="eval accuracy")
     if label is None and train:
