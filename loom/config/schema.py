@@ -113,8 +113,9 @@ def resolve_arguments(
         arguments: The job file's keyword arguments for it.
         path: Where ``arguments`` sit in the job file, for error messages ("model").
         skip: Parameters the builder always passes itself; a job may not set them.
-        supplied: Parameters the builder fills when the job leaves them out (a
-            model's ``num_classes`` from the dataset).
+        supplied: Parameters the builder fills when the job leaves them out,
+            over any default (a model's ``num_classes`` and ``in_channels``,
+            from the dataset).
 
     Returns:
         Every configurable argument: the given ones coerced, then the defaults.

@@ -89,7 +89,7 @@ class RunRecorder(Callback):
     def _summary(self, state: State) -> dict[str, Any]:
         timestamp = state.timestamp
         return {
-            "job": self.run_dir.name,
+            "run": self.run_dir.name,
             "metrics": dict(state.metrics),
             "best_eval_accuracy": _best_accuracy(self.run_dir / "metrics.jsonl"),
             "epochs": timestamp.epoch,
