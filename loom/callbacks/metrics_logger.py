@@ -23,7 +23,8 @@ class MetricsLogger(Callback):
     evaluation that followed it. The JSON-lines file gets one record per
     ``epoch_end`` and per ``eval_end``, each with the clock (``epoch``, ``batch``,
     ``samples``), seconds since the start of ``fit``, and the metrics. A run
-    that starts at batch 0 starts the file afresh; a resumed run appends to it.
+    that starts at batch 0 starts the file afresh; a resumed run appends to it, after
+    dropping the records of what came after its checkpoint (it logs those again).
     Only the main process writes.
 
     Args:
@@ -63,9 +64,35 @@ class MetricsLogger(Callback):
 
     def fit_start(self, state: State) -> None:
         self._started = time.perf_counter()
-        if self.path is not None and state.is_main_process and state.timestamp.batch == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path is None or not state.is_main_process:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if state.timestamp.batch == 0:
             self.path.write_text("")
+        elif self.path.exists():
+            self._drop_records_after_the_checkpoint(state)
+
+    def _drop_records_after_the_checkpoint(self, state: State) -> None:
+        """A resumed run logs again what came after its checkpoint; the first run's
+        records of that stretch (written before it was killed) go."""
+        timestamp = state.timestamp
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["batch"] < timestamp.batch:
+                kept.append(line)
+            elif record["batch"] == timestamp.batch:
+                is_eval = any(key.startswith("eval/") for key in record)
+                done = (
+                    state.last_eval_batch == timestamp.batch
+                    if is_eval
+                    else (
+                        timestamp.batch_in_epoch == 0  # the epoch ended before the checkpoint
+                    )
+                )
+                if done:
+                    kept.append(line)
+        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def epoch_start(self, state: State) -> None:
         self._print_pending_row(state)

@@ -26,6 +26,7 @@ class TrainLoss:
 
     def __init__(self) -> None:
         self._losses: list[torch.Tensor] = []
+        self._checked = 0  # losses already known to be finite
 
     def update(self, loss: torch.Tensor) -> None:
         self._losses.append(loss.detach())
@@ -36,7 +37,37 @@ class TrainLoss:
             return None
         mean = torch.stack(self._losses).float().mean().item()
         self._losses.clear()
+        self._checked = 0
         return mean
+
+    def first_non_finite(self) -> int | None:
+        """The position (batch of the epoch) of the first NaN or infinite loss not checked
+        before, or None. One read from the device for all the new losses.
+
+        Example:
+            >>> losses = TrainLoss()
+            >>> for value in (0.5, float("nan"), 0.2):
+            ...     losses.update(torch.tensor(value))
+            >>> losses.first_non_finite()
+            1
+        """
+        new = self._losses[self._checked :]
+        if not new:
+            return None
+        finite = torch.stack(new).isfinite()
+        if bool(finite.all()):
+            self._checked = len(self._losses)
+            return None
+        return self._checked + int((~finite).nonzero()[0])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The epoch's losses so far, so a resumed epoch reports the same mean."""
+        losses = torch.stack(self._losses).float().cpu() if self._losses else torch.zeros(0)
+        return {"losses": losses}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._losses = list(state["losses"].unbind())
+        self._checked = 0
 
 
 class EvalMetrics:

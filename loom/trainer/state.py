@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from loom.trainer.duration import Duration, Timestamp
+from loom.trainer.metrics import TrainLoss
 
 __all__ = ["State"]
 
@@ -50,6 +51,19 @@ class State:
             the first evaluation.
         grad_scaler: The fp16 gradient scaler, or None.
         stop_reason: Why training was asked to stop, or None; see :meth:`request_stop`.
+        algorithms: The run's algorithms, in order (read only).
+        callbacks: The run's callbacks, in order (read only).
+        train_losses: The current epoch's training losses, kept on the device and
+            read once at ``epoch_end`` (``train/loss``).
+        last_eval_batch: ``timestamp.batch`` at the latest evaluation, or None.
+        epoch_start_rng: Every generator's state when the current epoch's data
+            iterator was made: a checkpoint holds it, so a run resumed mid-epoch
+            gets the same shuffle.
+        interrupt: The signal (``"SIGTERM"``, ``"SIGINT"``) that interrupted
+            training, or None. Training then stops after the current batch, the
+            plugins' ``fit_end`` runs (a checkpoint callback saves), and ``fit``
+            raises :class:`~loom.trainer.interrupts.TrainingInterrupted`.
+        checkpoint_path: The latest checkpoint a plugin wrote, or None.
     """
 
     model: nn.Module
@@ -72,6 +86,13 @@ class State:
     reliability: dict[str, list[float]] | None = None
     grad_scaler: torch.amp.GradScaler | None = None
     stop_reason: str | None = None
+    algorithms: list[Any] = field(default_factory=list)
+    callbacks: list[Any] = field(default_factory=list)
+    train_losses: TrainLoss = field(default_factory=TrainLoss)
+    last_eval_batch: int | None = None
+    epoch_start_rng: dict[str, Any] | None = None
+    interrupt: str | None = None
+    checkpoint_path: str | None = None
 
     def request_stop(self, reason: str) -> None:
         """Asks the Trainer to end training after the current batch.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -18,14 +19,22 @@ from loom.trainer.batch import (
     split_batch,
     validate_batch_key,
 )
+from loom.trainer.checkpoint import (
+    CheckpointError,
+    check_losses_are_finite,
+    load_checkpoint,
+    restore_checkpoint,
+)
 from loom.trainer.device import resolve_device, seed_everything, use_deterministic_algorithms
 from loom.trainer.duration import Duration, TimeUnit
 from loom.trainer.engine import Engine, fire
 from loom.trainer.errors import add_note
 from loom.trainer.event import Event
-from loom.trainer.metrics import EvalMetrics, TrainLoss
+from loom.trainer.interrupts import TrainingInterrupted, stop_on_signals
+from loom.trainer.metrics import EvalMetrics
 from loom.trainer.plugin import Algorithm, Callback
 from loom.trainer.precision import autocast_context, grad_scaler_for, validate_precision
+from loom.trainer.rng import capture_rng_states, restore_rng_states
 from loom.trainer.state import State
 
 __all__ = ["Trainer"]
@@ -66,6 +75,14 @@ class Trainer:
             Seed before building the model too, with ``loom.seed_everything``,
             for repeatable initial weights.
         deterministic: Makes torch use deterministic kernels (process-wide).
+        load_path: A checkpoint to resume from: training continues where it
+            stopped, and ends as the uninterrupted run would have (bitwise on CPU).
+        load_weights_only: Take only the model's weights from ``load_path``
+            (fine-tuning): the clock, optimizers and plugins start afresh.
+        finite_check_interval: Check the training losses for NaN or infinity
+            every this many batches (one read from the device for all of them),
+            and before every checkpoint; None checks only before checkpoints
+            and at epoch ends.
 
     Raises:
         TypeError, ValueError: An argument is of the wrong type or value; the
@@ -112,6 +129,9 @@ class Trainer:
         eval_interval: str | Duration = "1ep",
         seed: int | None = None,
         deterministic: bool = False,
+        load_path: str | os.PathLike[str] | None = None,
+        load_weights_only: bool = False,
+        finite_check_interval: int | None = 100,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -122,6 +142,12 @@ class Trainer:
         validate_batch_key(target_key, "target_key")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable(outputs, targets), got {loss_fn!r}.")
+        if finite_check_interval is not None and (
+            type(finite_check_interval) is not int or finite_check_interval < 1
+        ):
+            raise ValueError(
+                f"finite_check_interval={finite_check_interval!r} must be an int >= 1 or None."
+            )
         if type(grad_accum) is not int or grad_accum < 1:
             raise ValueError(f"grad_accum={grad_accum!r} must be an int >= 1.")
         if grad_clip_norm is not None and not (
@@ -156,17 +182,31 @@ class Trainer:
             target_key=target_key,
             grad_scaler=grad_scaler_for(precision, resolved_device),
         )
+        self.engine = Engine(algorithms, callbacks)
+        self.state.algorithms = self.engine.algorithms
+        self.state.callbacks = self.engine.callbacks
         self.loss_fn = cross_entropy if loss_fn is None else loss_fn
         self.grad_accum = grad_accum
         self.grad_clip_norm = grad_clip_norm
-        self.engine = Engine(algorithms, callbacks)
+        self.finite_check_interval = finite_check_interval
         self._autocast = autocast_context(precision, resolved_device)
         # A CPU run gets its batches where they already are: walking every batch to
         # find nothing to move would cost a few microseconds a step.
         self._move_batches = resolved_device.type != "cpu"
-        self._train_loss = TrainLoss()
-        self._last_eval_batch: int | None = None
         self.engine.run(Event.INIT, self.state)
+        if load_path is not None:
+            self.load_checkpoint(load_path, weights_only=load_weights_only)
+
+    def load_checkpoint(self, path: str | os.PathLike[str], *, weights_only: bool = False) -> None:
+        """Resumes from the checkpoint at ``path``, or takes its model weights alone.
+
+        Raises:
+            FileNotFoundError: No file at ``path``.
+            CheckpointError: The file is damaged, or was written by another model
+                or another kind of run; the message says which. The run is left
+                as it was.
+        """
+        restore_checkpoint(self.state, load_checkpoint(path), path, weights_only=weights_only)
 
     def schedule(self) -> str:
         """The loop's events with the plugins that run at each, in order."""
@@ -179,18 +219,30 @@ class Trainer:
             The latest metrics (``state.metrics``).
         """
         state = self.state
-        self.engine.run(Event.FIT_START, state)
-        state.model.train()
-        while not self._should_stop():
-            self._train_epoch()
-        if state.eval_dataloader is not None and self._last_eval_batch != state.timestamp.batch:
+        with stop_on_signals(state):
+            self.engine.run(Event.FIT_START, state)
+            state.model.train()
+            if self._eval_pending():  # resumed from a checkpoint taken just before an evaluation
+                self.eval()
+            while not self._should_stop():
+                self._train_epoch()
+            if state.interrupt is None:  # an interrupted run stops as it is, to resume exactly
+                self._conclude()
+            self.engine.run(Event.FIT_END, state)
+            state.batch = state.outputs = state.loss = None  # let go of the last batch's memory
+        if state.interrupt is not None:
+            raise TrainingInterrupted(self._interruption_message(), state.interrupt)
+        return dict(state.metrics)
+
+    def _conclude(self) -> None:
+        """The final evaluation (unless one just ran) and a partial epoch's loss."""
+        state = self.state
+        if state.eval_dataloader is not None and state.last_eval_batch != state.timestamp.batch:
             self.eval()
-        partial_epoch_loss = self._train_loss.compute()
+        check_losses_are_finite(state)
+        partial_epoch_loss = state.train_losses.compute()
         if partial_epoch_loss is not None:
             state.metrics["train/loss"] = partial_epoch_loss
-        self.engine.run(Event.FIT_END, state)
-        state.batch = state.outputs = state.loss = None  # let go of the last batch's memory
-        return dict(state.metrics)
 
     def eval(self, dataloader: Iterable[Any] | None = None) -> dict[str, float]:
         """Evaluates the model on ``dataloader`` (default: the eval dataloader).
@@ -220,7 +272,7 @@ class Trainer:
         results = metrics.compute()
         state.metrics.update(results)
         state.reliability = metrics.reliability
-        self._last_eval_batch = state.timestamp.batch
+        state.last_eval_batch = state.timestamp.batch
         fire(hooks.eval_end, state)
         state.batch = state.outputs = None
         state.model.train(was_training)
@@ -231,9 +283,14 @@ class Trainer:
         sampler = getattr(state.train_dataloader, "sampler", None)
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(timestamp.epoch)  # a new shuffle each epoch, e.g. DistributedSampler
-        fire(hooks.epoch_start, state)
+        if timestamp.batch_in_epoch == 0:
+            fire(hooks.epoch_start, state)
+            state.epoch_start_rng = capture_rng_states()
+            batches = iter(state.train_dataloader)
+        else:  # resumed mid-epoch
+            batches = self._resumed_epoch_batches()
         evaluates_in_batches = self.eval_interval.unit is TimeUnit.BATCH
-        for batch in state.train_dataloader:
+        for batch in batches:
             self._train_batch(batch)
             if evaluates_in_batches and self._eval_due(timestamp.batch):
                 self.eval()
@@ -248,7 +305,8 @@ class Trainer:
             )
         timestamp.epoch += 1
         timestamp.batch_in_epoch = 0
-        state.metrics["train/loss"] = self._train_loss.compute()
+        check_losses_are_finite(state)
+        state.metrics["train/loss"] = state.train_losses.compute()
         fire(hooks.epoch_end, state)
         if self.eval_interval.unit is TimeUnit.EPOCH and self._eval_due(timestamp.epoch):
             self.eval()
@@ -265,13 +323,15 @@ class Trainer:
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
         if self.grad_accum == 1:
-            self._train_loss.update(self._forward_backward(1.0))
+            state.train_losses.update(self._forward_backward(1.0))
         else:
-            self._train_loss.update(self._accumulate_microbatches(num_samples))
+            state.train_losses.update(self._accumulate_microbatches(num_samples))
         self._optimizer_step()
         timestamp.batch += 1
         timestamp.batch_in_epoch += 1
         timestamp.samples += num_samples
+        if self.finite_check_interval and timestamp.batch % self.finite_check_interval == 0:
+            check_losses_are_finite(state)
         if hooks.batch_end:
             fire(hooks.batch_end, state)
 
@@ -362,6 +422,57 @@ class Trainer:
         timestamp = self.state.timestamp
         phase = "in training" if self.state.model.training else "in evaluation"
         return f"{phase} at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"
+
+    def _resumed_epoch_batches(self) -> Iterator[Any]:
+        """The epoch's data iterator, past the batches trained before the checkpoint.
+
+        The iterator is made under the generators' state of the epoch's start, so
+        it shuffles as it did, and the batches already trained are loaded again
+        and dropped; then the generators go back to the checkpoint's state.
+        """
+        state = self.state
+        position = state.timestamp.batch_in_epoch
+        if state.epoch_start_rng is None:
+            raise CheckpointError(
+                f"cannot resume at batch {position} of an epoch: the checkpoint has no "
+                "record of the epoch's start."
+            )
+        now = capture_rng_states()
+        restore_rng_states(state.epoch_start_rng)
+        batches = iter(state.train_dataloader)
+        for skipped in range(position):
+            if next(batches, None) is None:
+                raise CheckpointError(
+                    f"the checkpoint stopped at batch {position} of an epoch, but "
+                    f"train_dataloader yields only {skipped} batches per epoch now."
+                )
+        restore_rng_states(now)
+        return batches
+
+    def _eval_pending(self) -> bool:
+        """Whether an evaluation is due at this clock and has not run (a resumed run)."""
+        state, timestamp = self.state, self.state.timestamp
+        if state.eval_dataloader is None or timestamp.batch == 0:
+            return False
+        if state.last_eval_batch == timestamp.batch:
+            return False
+        if self.eval_interval.unit is TimeUnit.EPOCH:
+            return timestamp.batch_in_epoch == 0 and self._eval_due(timestamp.epoch)
+        return self._eval_due(timestamp.batch)
+
+    def _interruption_message(self) -> str:
+        state, timestamp = self.state, self.state.timestamp
+        where = (
+            f"training stopped on {state.interrupt} at epoch {timestamp.epoch}, batch "
+            f"{timestamp.batch_in_epoch} of the epoch (batch {timestamp.batch} of the run)"
+        )
+        if state.checkpoint_path is None:
+            return f"{where}; no checkpoint was written (add a Checkpoint callback to resume)."
+        return (
+            f"{where}; checkpoint saved to {state.checkpoint_path}. Resume with "
+            f"Trainer(..., load_path={str(state.checkpoint_path)!r}) or "
+            "loom train CONFIG --resume RUN_DIR."
+        )
 
     def _should_stop(self) -> bool:
         state = self.state

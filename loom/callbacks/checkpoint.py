@@ -1,0 +1,146 @@
+"""Checkpoint: saves the run at an interval, keeps the last few and the best one."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from loom.trainer import Callback, Duration, State, TimeUnit
+from loom.trainer.checkpoint import capture_checkpoint, save_checkpoint
+
+__all__ = ["Checkpoint", "latest_checkpoint"]
+
+_NAME = re.compile(r"epoch(\d+)-batch(\d+)\.pt")
+BEST_NAME = "best.pt"
+
+
+class Checkpoint(Callback):
+    """Saves ``<folder>/epoch<E>-batch<B>.pt`` every ``interval``, at the end of training,
+    and when a signal interrupts it; with ``best_metric``, also ``<folder>/best.pt``
+    whenever that evaluation metric improves.
+
+    Each file is written to a temporary name and renamed, so a crash during a save
+    leaves the previous checkpoint whole. A checkpoint is never taken of a run
+    whose loss has become NaN or infinite. Only the main process writes.
+    Resume with ``Trainer(..., load_path=latest_checkpoint(folder))``.
+
+    Args:
+        folder: Where the checkpoints go.
+        interval: How often: in epochs (``"1ep"``) or batches (``"200ba"``).
+        keep_last: How many interval checkpoints to keep (the oldest go first);
+            None keeps all. ``best.pt`` is kept apart.
+        best_metric: An evaluation metric, e.g. ``"eval/accuracy"``, or None.
+        best_mode: ``"max"`` if larger is better, ``"min"`` if smaller is.
+
+    Example:
+        >>> import pathlib, tempfile, torch
+        >>> from loom import Trainer
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> model = torch.nn.Linear(2, 2)
+        >>> batches = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))] * 3
+        >>> trainer = Trainer(
+        ...     model, batches, max_duration="2ep", device="cpu",
+        ...     optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        ...     callbacks=[Checkpoint(folder, interval="1ep", keep_last=1)],
+        ... )
+        >>> _ = trainer.fit()
+        >>> sorted(path.name for path in folder.iterdir()), latest_checkpoint(folder).name
+        (['epoch2-batch6.pt'], 'epoch2-batch6.pt')
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        interval: str | Duration = "1ep",
+        keep_last: int | None = 1,
+        best_metric: str | None = None,
+        best_mode: Literal["max", "min"] = "max",
+    ):
+        if not isinstance(folder, str | os.PathLike):
+            raise TypeError(f"folder={folder!r} must be a path.")
+        self.interval = Duration.parse(interval, name="interval")
+        if self.interval.unit is TimeUnit.SAMPLE:
+            raise ValueError(f"interval={interval!r} counts samples; give epochs or batches.")
+        if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
+            raise ValueError(f"keep_last={keep_last!r} must be an int >= 1 or None.")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode={best_mode!r} must be 'max' or 'min'.")
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+        self.best_value: float | None = None
+        self._saved_at: int | None = None  # the batch of the latest interval checkpoint
+
+    def batch_end(self, state: State) -> None:
+        if (
+            self.interval.unit is TimeUnit.BATCH
+            and state.timestamp.batch % self.interval.value == 0
+        ):
+            self._save(state)
+
+    def epoch_end(self, state: State) -> None:
+        if (
+            self.interval.unit is TimeUnit.EPOCH
+            and state.timestamp.epoch % self.interval.value == 0
+        ):
+            self._save(state)
+
+    def eval_end(self, state: State) -> None:
+        if self.best_metric is None:
+            return
+        value = state.metrics.get(self.best_metric)
+        if value is None:
+            raise KeyError(
+                f"best_metric={self.best_metric!r} is not among the evaluation's metrics: "
+                f"{', '.join(sorted(state.metrics))}."
+            )
+        better = self.best_value is None or (
+            value > self.best_value if self.best_mode == "max" else value < self.best_value
+        )
+        if better:
+            self.best_value = value
+            if state.is_main_process:
+                save_checkpoint(capture_checkpoint(state), self.folder / BEST_NAME)
+
+    def fit_end(self, state: State) -> None:
+        if self._saved_at != state.timestamp.batch:  # the end, or an interruption
+            self._save(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value = state["best_value"]
+
+    def _save(self, state: State) -> None:
+        self._saved_at = state.timestamp.batch
+        if not state.is_main_process:
+            return
+        checkpoint = capture_checkpoint(state)
+        timestamp = state.timestamp
+        path = self.folder / f"epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
+        state.checkpoint_path = str(save_checkpoint(checkpoint, path))
+        if self.keep_last is not None:
+            for old in _interval_checkpoints(self.folder)[: -self.keep_last]:
+                old.unlink()
+
+
+def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """The interval checkpoint in ``folder`` furthest into training, or None."""
+    found = _interval_checkpoints(Path(folder))
+    return found[-1] if found else None
+
+
+def _interval_checkpoints(folder: Path) -> list[Path]:
+    """The interval checkpoints in ``folder``, in the order training wrote them."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _NAME.fullmatch(path.name)
+        if match:
+            found.append(((int(match[2]), int(match[1])), path))
+    return [path for _, path in sorted(found)]
