@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="where the run's files go (default: runs/<config name>-<timestamp>)",
     )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint; it ends as the "
+        "uninterrupted run would have",
+    )
     train.set_defaults(run=_train)
 
     validate = commands.add_parser(
@@ -99,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE",
         help="import MODULE first, so its registered names show",
+    )
+    listing.add_argument(
+        "--markdown", action="store_true", help="print Markdown tables, as in docs/config.md"
     )
     listing.set_defaults(run=_list)
 
@@ -159,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
     from loom.config.job import dump_job
     from loom.runs import new_run_dir
     from loom.runs.train import dry_run_job, train_job
+    from loom.trainer.checkpoint import CheckpointError, NonFiniteLossError
+    from loom.trainer.interrupts import TrainingInterrupted
 
     job = _resolved_job(args)
     if args.print_config:
@@ -172,14 +184,51 @@ def _train(args: argparse.Namespace) -> int:
                 f"{', '.join(files)} (into a temporary directory, now removed)."
             )
             return 0
-        run_dir = args.run_dir or new_run_dir(args.config.stem)
+        if args.resume is not None and args.run_dir is not None:
+            raise CommandError("give --resume RUN_DIR or --run-dir DIR, not both.")
+        run_dir = args.resume or args.run_dir or new_run_dir(args.config.stem)
         print(f"run directory: {run_dir}")
-        metrics = train_job(job, run_dir)
+        if args.resume is not None:
+            _note_changes_since(job, args.resume / "config.yaml")
+        metrics = train_job(job, run_dir, resume=args.resume is not None)
     except ConfigError as error:
         raise CommandError(f"{args.config}: {error}") from None
+    except TrainingInterrupted as interruption:
+        resume = f"loom train {args.config} --resume {run_dir}"
+        print(f"loom train: {interruption}\nresume with: {resume}", file=sys.stderr)
+        return interruption.exit_status
+    except (NonFiniteLossError, CheckpointError, FileNotFoundError) as error:
+        print(f"loom train: error: {error}", file=sys.stderr)
+        return 1
     shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
     print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
     return 0
+
+
+def _note_changes_since(job: dict[str, Any], saved_path: Path) -> None:
+    """Says which keys of the job differ from those the run started with."""
+    import yaml
+
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    changed = sorted(_flatten(job).items() ^ _flatten(saved).items())
+    keys = sorted({key for key, _ in changed})
+    if keys:
+        print(f"resuming with a job that differs from {saved_path} in: {', '.join(keys)}")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(index), item) for index, item in enumerate(value))
+    else:
+        return {prefix: repr(value)}
+    flat: dict[str, str] = {}
+    for key, item in items:
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -198,6 +247,11 @@ def _list(args: argparse.Namespace) -> int:
         if kind not in REGISTRIES:
             raise CommandError(f"unknown kind {args.kind!r}; one of {', '.join(kinds)}.")
         kinds = [kind]
+    if args.markdown:
+        from loom.config.reference import components_markdown
+
+        print(components_markdown(kinds), end="")
+        return 0
     blocks = []
     for kind in kinds:
         registry = REGISTRIES[kind]

@@ -1,9 +1,11 @@
 import json
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,7 @@ def test_train_digits_end_to_end(tmp_path, capsys):
     assert f"run directory: {run_dir}" in out
     files = {path.name for path in run_dir.iterdir()}
     assert files == {
+        "checkpoints",
         "config.yaml",
         "metrics.jsonl",
         "summary.json",
@@ -83,6 +86,8 @@ def test_train_digits_end_to_end(tmp_path, capsys):
     assert set(weights) == set(SmallCNN(num_classes=10, in_channels=1).state_dict())
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if "eval/accuracy" in r] == list(range(1, 31))
+    checkpoints = [path.name for path in (run_dir / "checkpoints").iterdir()]
+    assert checkpoints == ["epoch30-batch690.pt"]  # every epoch, the latest kept
 
 
 def write_cifar_like(root):
@@ -121,7 +126,7 @@ def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
     status, out, _ = run_loom(capsys, "train", path, *overrides, "--dry-run", 2)
     assert status == 0
     assert out.splitlines()[-1].startswith(
-        "dry run passed: 2 train and eval batches; the run wrote config.yaml, "
+        "dry run passed: 2 train and eval batches; the run wrote checkpoints, config.yaml, "
         "curves.png, metrics.jsonl, model.pt, reliability.png"
     )
     assert list(Path(tempfile.gettempdir()).glob("loom-dry-run-*")) == []
@@ -300,3 +305,67 @@ def test_dry_run_needs_a_positive_batch_count(capsys):
         main(["train", str(CONFIGS / "digits.yaml"), "--dry-run", "0"])
     assert exit_.value.code == 2
     assert "--dry-run: '0' is not a number of batches >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_finishes_the_run_exactly(tmp_path):
+    config, epochs = CONFIGS / "digits.yaml", "trainer.max_duration=12ep"
+    command = [sys.executable, "-m", "loom", "train", str(config), epochs, "callbacks=[]"]
+    subprocess.run(
+        [*command, "--run-dir", str(tmp_path / "whole")], check=True, capture_output=True
+    )
+    process = subprocess.Popen(
+        [*command, "--run-dir", str(tmp_path / "cut")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "cut" / "checkpoints").glob("*.pt")):
+            assert time.monotonic() < deadline, "no checkpoint within two minutes"
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert re.search(
+        r"loom train: training stopped on SIGTERM at epoch \d+, batch \d+ of the "
+        r"epoch .*checkpoint saved to .*cut/checkpoints/epoch\d+-batch\d+\.pt",
+        err,
+    )
+    assert f"resume with: loom train {config} --resume {tmp_path / 'cut'}" in err
+
+    result = subprocess.run(
+        [*command, "--resume", str(tmp_path / "cut")], capture_output=True, text=True, check=True
+    )
+    assert "resuming with a job that differs" not in result.stdout
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+
+    def epoch_records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
+
+    assert epoch_records("cut") == epoch_records("whole")
+
+
+def test_resume_needs_a_run_with_a_checkpoint(tmp_path, capsys):
+    status, _, err = run_loom(capsys, "train", CONFIGS / "digits.yaml", "--resume", tmp_path)
+    assert status == 2
+    assert f"--resume {tmp_path}: no checkpoint in {tmp_path / 'checkpoints'}" in err
+    status, _, err = run_loom(
+        capsys, "train", CONFIGS / "digits.yaml", "--resume", tmp_path, "--run-dir", tmp_path
+    )
+    assert status == 2
+    assert "give --resume RUN_DIR or --run-dir DIR, not both" in err
+
+
+def test_list_markdown_is_the_reference_section(capsys):
+    status, out, _ = run_loom(capsys, "list", "--markdown")
+    assert status == 0
+    reference = (CONFIGS.parent / "docs" / "config.md").read_text()
+    assert reference.endswith(out)

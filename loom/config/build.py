@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,13 @@ class JobParts:
     seed: int | None
     trainer_arguments: dict[str, Any]
 
-    def trainer(self, extra_callbacks: Sequence[Callback] = ()) -> Trainer:
-        """The job's Trainer, with ``extra_callbacks`` after the job's own."""
+    def trainer(
+        self,
+        extra_callbacks: Sequence[Callback] = (),
+        load_path: str | os.PathLike[str] | None = None,
+    ) -> Trainer:
+        """The job's Trainer, with ``extra_callbacks`` after the job's own, resuming
+        from the checkpoint at ``load_path`` when given."""
         with _section("trainer"):
             return Trainer(
                 self.model,
@@ -55,11 +61,17 @@ class JobParts:
                 algorithms=self.algorithms,
                 callbacks=[*self.callbacks, *extra_callbacks],
                 seed=self.seed,
+                load_path=load_path,
                 **self.trainer_arguments,
             )
 
 
-def build_job(job: Mapping[str, Any], *, limit_batches: int | None = None) -> JobParts:
+def build_job(
+    job: Mapping[str, Any],
+    *,
+    limit_batches: int | None = None,
+    checkpoint_folder: str | os.PathLike[str] | None = None,
+) -> JobParts:
     """Builds the parts of a job that :func:`~loom.config.job.resolve_job` returned.
 
     Arguments a model or algorithm takes but the job left out (``num_classes``,
@@ -69,6 +81,8 @@ def build_job(job: Mapping[str, Any], *, limit_batches: int | None = None) -> Jo
     Args:
         job: A resolved job.
         limit_batches: Cut each loader to its first batches (a dry run).
+        checkpoint_folder: The ``folder`` of a ``checkpoint`` callback that
+            leaves it out (a run's ``checkpoints/``).
 
     Raises:
         ConfigError: A component refused its arguments or could not be built;
@@ -96,6 +110,7 @@ def build_job(job: Mapping[str, Any], *, limit_batches: int | None = None) -> Jo
         eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_loader_keys(eval_loader))
         evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
     facts = _dataset_facts(train_set)
+    where = {"folder": None if checkpoint_folder is None else str(checkpoint_folder)}
 
     model = _build(MODELS, job["model"], "model", facts=facts)
     optimizer = _build(OPTIMIZERS, job["optimizer"], "optimizer", positional=model.parameters())
@@ -119,7 +134,7 @@ def build_job(job: Mapping[str, Any], *, limit_batches: int | None = None) -> Jo
             for index, spec in enumerate(job["algorithms"])
         ],
         callbacks=[
-            _build(CALLBACKS, spec, f"callbacks.{index}")
+            _build(CALLBACKS, spec, f"callbacks.{index}", facts=where)
             for index, spec in enumerate(job["callbacks"])
         ],
         classes=facts["classes"],
@@ -144,7 +159,7 @@ def _build(
         if name in accepted and name not in arguments:
             if value is None:
                 raise ConfigError(
-                    f"{path}.{name}: missing, and the training dataset cannot tell it; set it."
+                    f"{path}.{name}: missing, and this job cannot fill it in; set it."
                 )
             arguments[name] = value
     with _section(f"{path} ({spec['name']})"):

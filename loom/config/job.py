@@ -44,6 +44,8 @@ TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
         "input_key",
         "target_key",
         "seed",
+        "load_path",
+        "load_weights_only",
     }
 )
 """Trainer arguments that come from other sections; the ``trainer`` section sets the rest."""

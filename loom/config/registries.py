@@ -6,7 +6,7 @@ import torch
 
 from loom import data, models, optim
 from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
-from loom.callbacks import ProgressBar
+from loom.callbacks import Checkpoint, ProgressBar
 from loom.config.registry import Registry
 
 __all__ = [
@@ -29,8 +29,12 @@ ALGORITHMS = Registry(
 )
 """Training methods: the name is the algorithm's folder in loom/algorithms."""
 
-CALLBACKS = Registry("callback", {"progress_bar": ProgressBar})
-"""Observers. Every job also logs metrics to its run directory and the console."""
+CALLBACKS = Registry(
+    "callback", {"progress_bar": ProgressBar, "checkpoint": Checkpoint}, supplied={"folder"}
+)
+"""Observers. Every job also logs metrics to its run directory and the console, and
+checkpoints every epoch into it unless it lists a ``checkpoint`` of its own, whose
+``folder`` is the run directory's ``checkpoints/`` when left out."""
 
 DATASETS = Registry(
     "dataset",

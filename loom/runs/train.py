@@ -8,29 +8,54 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loom.callbacks import MetricsLogger
+from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.config.build import build_job
+from loom.config.schema import ConfigError
 from loom.runs.recorder import RunRecorder
 
-__all__ = ["dry_run_job", "train_job"]
+__all__ = ["CHECKPOINTS", "dry_run_job", "train_job"]
+
+CHECKPOINTS = "checkpoints"
+"""The folder of a run directory that holds its checkpoints."""
 
 
-def train_job(job: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, float]:
+def train_job(
+    job: Mapping[str, Any], run_dir: str | os.PathLike[str], *, resume: bool = False
+) -> dict[str, float]:
     """Builds and trains ``job`` (a resolved job), filling ``run_dir``.
 
     The run directory gets ``config.yaml``, ``metrics.jsonl``, ``summary.json``,
-    ``model.pt`` and the plots (see :class:`RunRecorder`); the console gets the
-    job's callbacks (a progress bar) and a table of metrics per epoch.
+    ``model.pt``, the plots (see :class:`RunRecorder`) and ``checkpoints/`` (every
+    epoch, the latest kept, unless the job lists a ``checkpoint`` callback of its
+    own); the console gets the job's callbacks and a table of metrics per epoch.
+
+    Args:
+        job: A resolved job.
+        run_dir: The run directory.
+        resume: Continue the run in ``run_dir`` from its latest checkpoint.
 
     Returns:
         The final metrics.
+
+    Raises:
+        ConfigError: ``resume`` and ``run_dir`` holds no checkpoint.
     """
-    return _run(job, Path(run_dir), limit_batches=None)
+    run_dir = Path(run_dir)
+    load_path = None
+    if resume:
+        load_path = latest_checkpoint(run_dir / CHECKPOINTS)
+        if load_path is None:
+            raise ConfigError(
+                f"--resume {run_dir}: no checkpoint in {run_dir / CHECKPOINTS}; give the run "
+                "directory of a run that saved one."
+            )
+    return _run(job, run_dir, limit_batches=None, load_path=load_path)
 
 
 def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
     """Runs ``num_batches`` training and evaluation batches of ``job`` through every part
-    of it, loggers and run files included, in a temporary directory then removed.
+    of it, loggers, checkpoints and run files included, in a temporary directory then
+    removed.
 
     Returns:
         The names of the files the run wrote.
@@ -40,12 +65,16 @@ def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
     short = {**job, "trainer": {**job["trainer"], "max_duration": f"{num_batches}ba"}}
     with tempfile.TemporaryDirectory(prefix="loom-dry-run-") as directory:
         run_dir = Path(directory) / "run"
-        _run(short, run_dir, limit_batches=num_batches)
+        _run(short, run_dir, limit_batches=num_batches, load_path=None)
         return sorted(path.name for path in run_dir.iterdir())
 
 
-def _run(job: Mapping[str, Any], run_dir: Path, limit_batches: int | None) -> dict[str, float]:
-    parts = build_job(job, limit_batches=limit_batches)
-    recorder = RunRecorder(run_dir, job, parts.algorithms, parts.classes)
-    trainer = parts.trainer([MetricsLogger(run_dir / "metrics.jsonl"), recorder])
-    return trainer.fit()
+def _run(
+    job: Mapping[str, Any], run_dir: Path, limit_batches: int | None, load_path: Path | None
+) -> dict[str, float]:
+    parts = build_job(job, limit_batches=limit_batches, checkpoint_folder=run_dir / CHECKPOINTS)
+    extra = [MetricsLogger(run_dir / "metrics.jsonl")]
+    if not any(isinstance(callback, Checkpoint) for callback in parts.callbacks):
+        extra.append(Checkpoint(run_dir / CHECKPOINTS, interval="1ep", keep_last=1))
+    extra.append(RunRecorder(run_dir, job, parts.algorithms, parts.classes))
+    return parts.trainer(extra, load_path=load_path).fit()

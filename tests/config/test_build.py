@@ -88,6 +88,15 @@ def test_constructor_errors_name_the_section():
         build(trainer={"max_duration": "1ep", "precision": "fp64"})
 
 
+def test_a_checkpoint_callback_outside_a_run_needs_its_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"^callbacks\.0\.folder: missing"):
+        build(callbacks=[{"name": "checkpoint"}])
+    job = resolve_job({**JOB, "callbacks": [{"name": "checkpoint", "interval": "2ba"}]})
+    (checkpoint,) = build_job(job, checkpoint_folder=tmp_path).callbacks
+    assert checkpoint.folder == tmp_path
+    assert str(checkpoint.interval) == "2ba"
+
+
 def test_a_dataset_without_class_names_needs_num_classes(monkeypatch):
     @functools.wraps(synthetic)  # the same signature, so the same schema
     def unnamed(**arguments):
@@ -98,7 +107,6 @@ def test_a_dataset_without_class_names_needs_num_classes(monkeypatch):
     monkeypatch.setitem(DATASETS._entries, "synthetic", unnamed)
     with pytest.raises(
         ConfigError,
-        match=r"^model\.num_classes: missing, and the training "
-        r"dataset cannot tell it; set it\.",
+        match=r"^model\.num_classes: missing, and this job cannot fill it in; set it\.",
     ):
         build(algorithms=[])
