@@ -6,10 +6,10 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -18,6 +18,7 @@ from loom.algorithms import OnlineLabelSmoothing
 from loom.config.job import dump_job
 from loom.runs import plots
 from loom.trainer import Algorithm, Callback, State
+from loom.trainer.checkpoint import model_state_dict, write_atomically
 
 __all__ = ["RunRecorder", "new_run_dir"]
 
@@ -73,10 +74,9 @@ class RunRecorder(Callback):
             return
         summary = self._summary(state)
         text = json.dumps(summary, indent=2).encode("utf-8")
-        _write_atomically(self.run_dir / "summary.json", lambda file: file.write(text))
-        model = getattr(state.model, "module", state.model)  # unwrapped, e.g. from DDP
-        weights = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-        _write_atomically(self.run_dir / "model.pt", lambda file: torch.save(weights, file))
+        write_atomically(self.run_dir / "summary.json", lambda file: file.write(text))
+        weights = {key: value.cpu() for key, value in model_state_dict(state.model).items()}
+        write_atomically(self.run_dir / "model.pt", lambda file: torch.save(weights, file))
         plots.plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
         if state.reliability is not None:
             plots.plot_reliability(state.reliability, self.run_dir / "reliability.png")
@@ -97,6 +97,7 @@ class RunRecorder(Callback):
             "samples": timestamp.samples,
             "seconds": round(time.perf_counter() - self._started, 3),
             "stop_reason": state.stop_reason,
+            "checkpoint": state.checkpoint_path,
             "parameters": sum(p.numel() for p in state.model.parameters()),
             "device": str(state.device),
             "versions": {
@@ -111,14 +112,3 @@ def _best_accuracy(metrics_path: Path) -> float | None:
     records = plots.read_records(metrics_path)
     accuracies = [r["eval/accuracy"] for r in records if "eval/accuracy" in r]
     return max(accuracies) if accuracies else None
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Writes a temporary file, flushes it to disk, then renames it over ``path``, so a
-    crash mid-write leaves the previous file whole."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
