@@ -20,24 +20,33 @@ _BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (5 + i * ECE_BINS for i in range(3))
 class TrainLoss:
     """Mean training loss over the batches since the last :meth:`compute`.
 
-    Keeps one detached scalar per batch and reads them all at once, so the
+    Keeps every batch's loss on the device and reads them all at once, so the
     training step never waits for the device.
     """
 
+    # Losses arrive still attached to their (already backpropagated) graphs: one
+    # detach per step would cost more than the step's whole bookkeeping. Every
+    # FOLD_EVERY of them are stacked without a graph, which bounds what is held.
+    FOLD_EVERY = 64
+
     def __init__(self) -> None:
-        self._losses: list[torch.Tensor] = []
+        self._folded: list[torch.Tensor] = []  # 1-D, graph-free
+        self._pending: list[torch.Tensor] = []
         self._checked = 0  # losses already known to be finite
 
     def update(self, loss: torch.Tensor) -> None:
-        self._losses.append(loss.detach())
+        pending = self._pending
+        pending.append(loss)
+        if len(pending) == self.FOLD_EVERY:
+            self._fold()
 
     def compute(self) -> float | None:
         """The mean since the last call (None if no batch ran), then starts over."""
-        if not self._losses:
+        losses = self._all()
+        if losses is None:
             return None
-        mean = torch.stack(self._losses).float().mean().item()
-        self._losses.clear()
-        self._checked = 0
+        mean = losses.float().mean().item()
+        self._folded, self._checked = [], 0
         return mean
 
     def first_non_finite(self) -> int | None:
@@ -51,23 +60,37 @@ class TrainLoss:
             >>> losses.first_non_finite()
             1
         """
-        new = self._losses[self._checked :]
-        if not new:
+        losses = self._all()
+        if losses is None or len(losses) == self._checked:
             return None
-        finite = torch.stack(new).isfinite()
+        finite = losses[self._checked :].isfinite()
         if bool(finite.all()):
-            self._checked = len(self._losses)
+            self._checked = len(losses)
             return None
         return self._checked + int((~finite).nonzero()[0])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The epoch's losses so far, so a resumed epoch reports the same mean."""
-        losses = torch.stack(self._losses).float().cpu() if self._losses else torch.zeros(0)
-        return {"losses": losses}
+        losses = self._all()
+        return {"losses": losses.float().cpu() if losses is not None else torch.zeros(0)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._losses = list(state["losses"].unbind())
-        self._checked = 0
+        self._folded, self._pending, self._checked = [state["losses"]], [], 0
+
+    def _fold(self) -> None:
+        with torch.no_grad():
+            self._folded.append(torch.stack(self._pending).reshape(-1))
+        self._pending = []
+
+    def _all(self) -> torch.Tensor | None:
+        """Every loss since the last compute, as one graph-free 1-D tensor."""
+        if self._pending:
+            self._fold()
+        parts = [part for part in self._folded if len(part)]
+        if not parts:
+            return None
+        self._folded = [torch.cat(parts) if len(parts) > 1 else parts[0]]
+        return self._folded[0]
 
 
 class EvalMetrics:

@@ -290,11 +290,13 @@ class Trainer:
         else:  # resumed mid-epoch
             batches = self._resumed_epoch_batches()
         evaluates_in_batches = self.eval_interval.unit is TimeUnit.BATCH
+        # _should_stop() spelled out: this test runs after every batch.
+        clock_field, limit = state.max_duration.clock_field, state.max_duration.value
         for batch in batches:
             self._train_batch(batch)
             if evaluates_in_batches and self._eval_due(timestamp.batch):
                 self.eval()
-            if self._should_stop():
+            if state.stop_reason is not None or getattr(timestamp, clock_field) >= limit:
                 if timestamp.batch_in_epoch != _length_or_none(state.train_dataloader):
                     return  # stopped mid-epoch: the epoch did not end
                 break

@@ -75,3 +75,23 @@ def test_train_loss_is_the_mean_since_the_last_read():
         tracker.update(torch.tensor(value, requires_grad=True) * 1)
     assert tracker.compute() == 3.0
     assert tracker.compute() is None
+
+
+def test_train_loss_folds_graph_attached_losses_and_reads_them_once():
+    weight = torch.ones((), requires_grad=True)
+    losses = TrainLoss()
+    values = [float(i % 7) for i in range(150)]
+    for value in values:
+        loss = weight * value
+        loss.backward()
+        losses.update(loss)  # still attached to its graph
+    assert losses.first_non_finite() is None
+    saved = losses.state_dict()["losses"]
+    assert saved.tolist() == values
+    assert not saved.requires_grad
+    restored = TrainLoss()
+    restored.load_state_dict({"losses": saved})
+    restored.update(torch.tensor(float("inf")))
+    assert restored.first_non_finite() == 150
+    assert losses.compute() == pytest.approx(sum(values) / len(values))
+    assert losses.compute() is None
