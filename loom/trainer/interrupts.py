@@ -11,7 +11,7 @@ from typing import Any
 
 from loom.trainer.state import State
 
-__all__ = ["TrainingInterrupted", "stop_on_signals"]
+__all__ = ["TrainingInterrupted", "interruption_message", "stop_on_signals"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -60,3 +60,19 @@ def stop_on_signals(state: State) -> Iterator[None]:
         yield
     finally:
         restore()
+
+
+def interruption_message(state: State) -> str:
+    """Where training stopped, and where its checkpoint is and how to resume from it."""
+    timestamp = state.timestamp
+    where = (
+        f"training stopped on {state.interrupt} at epoch {timestamp.epoch}, batch "
+        f"{timestamp.batch_in_epoch} of the epoch (batch {timestamp.batch} of the run)"
+    )
+    if state.checkpoint_path is None:
+        return f"{where}; no checkpoint was written (add a Checkpoint callback to resume)."
+    return (
+        f"{where}; checkpoint saved to {state.checkpoint_path}. Resume with "
+        f"Trainer(..., load_path={str(state.checkpoint_path)!r}) or "
+        "loom train CONFIG --resume RUN_DIR."
+    )

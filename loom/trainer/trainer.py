@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from loom.functional import cross_entropy
+from loom.trainer.arguments import check_iterable, checked_optimizers, checked_schedulers
 from loom.trainer.batch import (
     BatchKey,
     batch_size,
@@ -19,22 +20,18 @@ from loom.trainer.batch import (
     split_batch,
     validate_batch_key,
 )
-from loom.trainer.checkpoint import (
-    CheckpointError,
-    check_losses_are_finite,
-    load_checkpoint,
-    restore_checkpoint,
-)
+from loom.trainer.checkpoint import check_losses_are_finite, load_checkpoint, restore_checkpoint
 from loom.trainer.device import resolve_device, seed_everything, use_deterministic_algorithms
 from loom.trainer.duration import Duration, TimeUnit
 from loom.trainer.engine import Engine, fire
 from loom.trainer.errors import add_note
 from loom.trainer.event import Event
-from loom.trainer.interrupts import TrainingInterrupted, stop_on_signals
+from loom.trainer.interrupts import TrainingInterrupted, interruption_message, stop_on_signals
 from loom.trainer.metrics import EvalMetrics
 from loom.trainer.plugin import Algorithm, Callback
 from loom.trainer.precision import autocast_context, grad_scaler_for, validate_precision
-from loom.trainer.rng import capture_rng_states, restore_rng_states
+from loom.trainer.resume import resumed_epoch_batches
+from loom.trainer.rng import capture_rng_states
 from loom.trainer.state import State
 
 __all__ = ["Trainer"]
@@ -135,9 +132,9 @@ class Trainer:
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        _check_iterable(train_dataloader, "train_dataloader")
+        check_iterable(train_dataloader, "train_dataloader")
         if eval_dataloader is not None:
-            _check_iterable(eval_dataloader, "eval_dataloader")
+            check_iterable(eval_dataloader, "eval_dataloader")
         validate_batch_key(input_key, "input_key")
         validate_batch_key(target_key, "target_key")
         if loss_fn is not None and not callable(loss_fn):
@@ -168,11 +165,11 @@ class Trainer:
             use_deterministic_algorithms()
 
         resolved_device = resolve_device(device)
-        optimizers = _checked_optimizers(optimizers, model)
+        optimizers = checked_optimizers(optimizers, model)
         self.state = State(
             model=model.to(resolved_device),
             optimizers=optimizers,
-            schedulers=_checked_schedulers(schedulers),
+            schedulers=checked_schedulers(schedulers),
             max_duration=Duration.parse(max_duration, name="max_duration"),
             train_dataloader=train_dataloader,
             eval_dataloader=eval_dataloader,
@@ -231,7 +228,7 @@ class Trainer:
             self.engine.run(Event.FIT_END, state)
             state.batch = state.outputs = state.loss = None  # let go of the last batch's memory
         if state.interrupt is not None:
-            raise TrainingInterrupted(self._interruption_message(), state.interrupt)
+            raise TrainingInterrupted(interruption_message(state), state.interrupt)
         return dict(state.metrics)
 
     def _conclude(self) -> None:
@@ -288,7 +285,7 @@ class Trainer:
             state.epoch_start_rng = capture_rng_states()
             batches = iter(state.train_dataloader)
         else:  # resumed mid-epoch
-            batches = self._resumed_epoch_batches()
+            batches = resumed_epoch_batches(state)
         evaluates_in_batches = self.eval_interval.unit is TimeUnit.BATCH
         # _should_stop() spelled out: this test runs after every batch.
         clock_field, limit = state.max_duration.clock_field, state.max_duration.value
@@ -425,32 +422,6 @@ class Trainer:
         phase = "in training" if self.state.model.training else "in evaluation"
         return f"{phase} at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"
 
-    def _resumed_epoch_batches(self) -> Iterator[Any]:
-        """The epoch's data iterator, past the batches trained before the checkpoint.
-
-        The iterator is made under the generators' state of the epoch's start, so
-        it shuffles as it did, and the batches already trained are loaded again
-        and dropped; then the generators go back to the checkpoint's state.
-        """
-        state = self.state
-        position = state.timestamp.batch_in_epoch
-        if state.epoch_start_rng is None:
-            raise CheckpointError(
-                f"cannot resume at batch {position} of an epoch: the checkpoint has no "
-                "record of the epoch's start."
-            )
-        now = capture_rng_states()
-        restore_rng_states(state.epoch_start_rng)
-        batches = iter(state.train_dataloader)
-        for skipped in range(position):
-            if next(batches, None) is None:
-                raise CheckpointError(
-                    f"the checkpoint stopped at batch {position} of an epoch, but "
-                    f"train_dataloader yields only {skipped} batches per epoch now."
-                )
-        restore_rng_states(now)
-        return batches
-
     def _eval_pending(self) -> bool:
         """Whether an evaluation is due at this clock and has not run (a resumed run)."""
         state, timestamp = self.state, self.state.timestamp
@@ -462,68 +433,12 @@ class Trainer:
             return timestamp.batch_in_epoch == 0 and self._eval_due(timestamp.epoch)
         return self._eval_due(timestamp.batch)
 
-    def _interruption_message(self) -> str:
-        state, timestamp = self.state, self.state.timestamp
-        where = (
-            f"training stopped on {state.interrupt} at epoch {timestamp.epoch}, batch "
-            f"{timestamp.batch_in_epoch} of the epoch (batch {timestamp.batch} of the run)"
-        )
-        if state.checkpoint_path is None:
-            return f"{where}; no checkpoint was written (add a Checkpoint callback to resume)."
-        return (
-            f"{where}; checkpoint saved to {state.checkpoint_path}. Resume with "
-            f"Trainer(..., load_path={str(state.checkpoint_path)!r}) or "
-            "loom train CONFIG --resume RUN_DIR."
-        )
-
     def _should_stop(self) -> bool:
         state = self.state
         return state.stop_reason is not None or state.timestamp.reached(state.max_duration)
 
     def _eval_due(self, count: int) -> bool:
         return self.state.eval_dataloader is not None and count % self.eval_interval.value == 0
-
-
-def _check_iterable(dataloader: Any, argument: str) -> None:
-    if not isinstance(dataloader, Iterable) or isinstance(dataloader, torch.Tensor | str):
-        raise TypeError(
-            f"{argument} must be an iterable of batches such as a torch DataLoader, "
-            f"got {type(dataloader).__name__}."
-        )
-
-
-def _checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Optimizer]:
-    listed = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else optimizers
-    if not isinstance(listed, Sequence) or not listed:
-        raise TypeError(
-            f"optimizers must be a torch optimizer or a non-empty list of them, got {optimizers!r}."
-        )
-    model_parameters = {id(parameter) for parameter in model.parameters()}
-    for index, optimizer in enumerate(listed):
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizers[{index}] is a {type(optimizer).__name__}, not a torch optimizer."
-            )
-        held = (id(p) for group in optimizer.param_groups for p in group["params"])
-        if not any(parameter in model_parameters for parameter in held):
-            raise ValueError(
-                f"optimizers[{index}] ({type(optimizer).__name__}) holds none of the model's "
-                "parameters; build it from model.parameters() of this model."
-            )
-    return list(listed)
-
-
-def _checked_schedulers(schedulers: Any) -> list[Any]:
-    if schedulers is None:
-        return []
-    listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
-    for index, scheduler in enumerate(listed):
-        if not callable(getattr(scheduler, "step", None)):
-            raise TypeError(
-                f"schedulers[{index}] is a {type(scheduler).__name__}, which has no step(); "
-                "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
-            )
-    return list(listed)
 
 
 def _length_or_none(dataloader: Any) -> int | None:
