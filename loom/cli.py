@@ -170,6 +170,7 @@ def _train(args: argparse.Namespace) -> int:
     from loom.runs import new_run_dir
     from loom.runs.train import dry_run_job, train_job
     from loom.trainer.checkpoint import CheckpointError, NonFiniteLossError
+    from loom.trainer.distributed import destroy_process_group
     from loom.trainer.interrupts import TrainingInterrupted
 
     job = _resolved_job(args)
@@ -179,17 +180,19 @@ def _train(args: argparse.Namespace) -> int:
     try:
         if args.dry_run is not None:
             files = dry_run_job(job, args.dry_run)
-            print(
-                f"dry run passed: {args.dry_run} train and eval batches; the run wrote "
-                f"{', '.join(files)} (into a temporary directory, now removed)."
-            )
+            if _is_main_process():
+                print(
+                    f"dry run passed: {args.dry_run} train and eval batches; the run wrote "
+                    f"{', '.join(files)} (into a temporary directory, now removed)."
+                )
             return 0
         if args.resume is not None and args.run_dir is not None:
             raise CommandError("give --resume RUN_DIR or --run-dir DIR, not both.")
         run_dir = args.resume or args.run_dir or new_run_dir(args.config.stem)
-        print(f"run directory: {run_dir}")
-        if args.resume is not None:
-            _note_changes_since(job, args.resume / "config.yaml")
+        if _is_main_process():
+            print(f"run directory: {run_dir}")
+            if args.resume is not None:
+                _note_changes_since(job, args.resume / "config.yaml")
         metrics = train_job(job, run_dir, resume=args.resume is not None)
     except ConfigError as error:
         raise CommandError(f"{args.config}: {error}") from None
@@ -200,8 +203,11 @@ def _train(args: argparse.Namespace) -> int:
     except (NonFiniteLossError, CheckpointError, FileNotFoundError) as error:
         print(f"loom train: error: {error}", file=sys.stderr)
         return 1
-    shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
-    print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
+    finally:
+        destroy_process_group()  # under torchrun; nothing otherwise
+    if _is_main_process():
+        shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+        print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
     return 0
 
 
@@ -295,6 +301,11 @@ def _import_modules(modules: Sequence[str]) -> None:
                 f"--import {module}: {error}. Give an importable module name "
                 "(on sys.path, e.g. my_package.components), not a file path."
             ) from None
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process: the one that prints."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _positive_int(text: str) -> int:

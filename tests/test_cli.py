@@ -369,3 +369,31 @@ def test_list_markdown_is_the_reference_section(capsys):
     assert status == 0
     reference = (CONFIGS.parent / "docs" / "config.md").read_text()
     assert reference.endswith(out)
+
+
+@pytest.mark.slow
+def test_torchrun_runs_a_job_on_two_processes(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "loom",
+        "train",
+        str(CONFIGS / "digits.yaml"),
+        "trainer.max_duration=2ep",
+        "callbacks=[]",
+        "--run-dir",
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run directory:") == 2  # rank 0 alone prints: start and end
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["batches"] == 2 * 12  # 1437 images, 719 a rank, batches of 64
+    assert summary["metrics"]["eval/accuracy"] > 0.8
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 1, 2, 2]

@@ -4,15 +4,19 @@ This package imports torch and nothing else of loom.
 """
 
 from loom.functional.checks import check_class_indices, check_fraction
+from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
 from loom.functional.cross_entropy import cross_entropy, soft_cross_entropy
 from loom.functional.label_smoothing import smooth_labels
 from loom.functional.online_label_smoothing import OnlineLabelSmoothingLoss
 
 __all__ = [
     "OnlineLabelSmoothingLoss",
+    "all_reduce_max",
+    "all_reduce_sum",
     "check_class_indices",
     "check_fraction",
     "cross_entropy",
+    "is_distributed",
     "smooth_labels",
     "soft_cross_entropy",
 ]

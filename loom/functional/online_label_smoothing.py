@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
+from loom.functional.collectives import all_reduce_sum
 from loom.functional.cross_entropy import soft_cross_entropy
 
 __all__ = ["OnlineLabelSmoothingLoss"]
@@ -118,9 +118,8 @@ class OnlineLabelSmoothingLoss(nn.Module):
         A column with nothing gathered keeps its values. Under ``torch.distributed`` the
         statistics are summed over all processes first; every process must call this.
         """
-        statistics = torch.cat([self.accumulator, self.counts.unsqueeze(0)])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(statistics)  # one packed (C + 1) x C buffer
+        # One packed (C + 1) x C buffer, summed over every process of a torchrun job.
+        statistics = all_reduce_sum(torch.cat([self.accumulator, self.counts.unsqueeze(0)]))
         accumulator, counts = statistics[:-1], statistics[-1]
         means = accumulator / counts.clamp(min=1)
         self.matrix.copy_(torch.where(counts > 0, means, self.matrix))

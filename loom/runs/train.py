@@ -66,6 +66,8 @@ def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="loom-dry-run-") as directory:
         run_dir = Path(directory) / "run"
         _run(short, run_dir, limit_batches=num_batches, load_path=None)
+        if not run_dir.exists():  # a rank other than 0 of a torchrun job writes nothing
+            return []
         return sorted(path.name for path in run_dir.iterdir())
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
+
 __all__ = ["ECE_BINS", "EvalMetrics", "TrainLoss"]
 
 ECE_BINS = 15
@@ -41,11 +43,19 @@ class TrainLoss:
             self._fold()
 
     def compute(self) -> float | None:
-        """The mean since the last call (None if no batch ran), then starts over."""
+        """The mean since the last call (None if no batch ran), then starts over.
+
+        Under torchrun, the mean over every rank's batches (every rank must call it).
+        """
         losses = self._all()
         if losses is None:
             return None
-        mean = losses.float().mean().item()
+        if is_distributed():
+            count = losses.new_tensor(len(losses), dtype=torch.float32)
+            total = all_reduce_sum(torch.stack([losses.float().sum(), count]))
+            mean = (total[0] / total[1]).item()
+        else:
+            mean = losses.float().mean().item()
         self._folded, self._checked = [], 0
         return mean
 
@@ -157,8 +167,18 @@ class EvalMetrics:
         self._num_classes = num_classes
 
     def compute(self) -> dict[str, float]:
-        """The metrics over everything added since the last :meth:`reset`."""
+        """The metrics over everything added since the last :meth:`reset`.
+
+        Under torchrun, over every rank's samples, as one process evaluating all of
+        them would report (every rank must call it, even one that saw no batch).
+        """
         totals = self._totals
+        if is_distributed():
+            if totals is None:
+                totals = torch.zeros(_BIN_CORRECT + ECE_BINS, dtype=torch.float64, device=_device())
+            all_reduce_sum(totals)
+            num_classes = torch.tensor([self._num_classes], device=totals.device)
+            self._num_classes = int(all_reduce_max(num_classes).item())
         if totals is None:
             return {}
         values = totals.tolist()  # the one host transfer of an evaluation
@@ -183,6 +203,13 @@ class EvalMetrics:
             "accuracy": _per_sample(values[_BIN_CORRECT : _BIN_CORRECT + ECE_BINS], counts),
         }
         return metrics
+
+
+def _device() -> torch.device:
+    """Where this process's collectives run: its GPU under NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _per_sample(sums: list[float], counts: list[float]) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +21,21 @@ from loom.trainer.batch import (
     split_batch,
     validate_batch_key,
 )
-from loom.trainer.checkpoint import check_losses_are_finite, load_checkpoint, restore_checkpoint
+from loom.trainer.checkpoint import (
+    check_losses_are_finite,
+    load_checkpoint,
+    restore_checkpoint,
+    unwrap_model,
+)
 from loom.trainer.device import resolve_device, seed_everything, use_deterministic_algorithms
+from loom.trainer.distributed import (
+    broadcast_buffers,
+    join_torchrun_job,
+    shard_eval_loader,
+    shard_train_loader,
+    torchrun_world_size,
+    wrap_model,
+)
 from loom.trainer.duration import Duration, TimeUnit
 from loom.trainer.engine import Engine, fire
 from loom.trainer.errors import add_note
@@ -166,8 +180,19 @@ class Trainer:
 
         resolved_device = resolve_device(device)
         optimizers = checked_optimizers(optimizers, model)
+        model = model.to(resolved_device)
+        rank, world_size = 0, 1
+        if torchrun_world_size() > 1:  # one of several processes started by torchrun
+            if resolved_device.type == "cuda" and resolved_device.index is None:
+                resolved_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                model = model.to(resolved_device)
+            rank, world_size = join_torchrun_job(resolved_device)
+            model = wrap_model(model, resolved_device)
+            train_dataloader = shard_train_loader(train_dataloader, rank, world_size, seed or 0)
+            if eval_dataloader is not None:
+                eval_dataloader = shard_eval_loader(eval_dataloader, rank, world_size)
         self.state = State(
-            model=model.to(resolved_device),
+            model=model,
             optimizers=optimizers,
             schedulers=checked_schedulers(schedulers),
             max_duration=Duration.parse(max_duration, name="max_duration"),
@@ -178,6 +203,8 @@ class Trainer:
             input_key=input_key,
             target_key=target_key,
             grad_scaler=grad_scaler_for(precision, resolved_device),
+            rank=rank,
+            world_size=world_size,
         )
         self.engine = Engine(algorithms, callbacks)
         self.state.algorithms = self.engine.algorithms
@@ -254,6 +281,11 @@ class Trainer:
             raise ValueError("eval() needs a dataloader: pass one, or eval_dataloader to Trainer.")
         was_training = state.model.training
         state.model.eval()
+        # Without DistributedDataParallel's wrapper, whose forward may broadcast buffers:
+        # ranks evaluate different numbers of batches.
+        model = unwrap_model(state.model)
+        if state.world_size > 1:
+            broadcast_buffers(model)
         metrics = EvalMetrics()
         fire(hooks.eval_start, state)
         with torch.no_grad():
@@ -261,7 +293,7 @@ class Trainer:
                 state.batch = move_to_device(batch, state.device) if self._move_batches else batch
                 fire(hooks.eval_batch_start, state)
                 fire(hooks.eval_before_forward, state)
-                state.outputs = self._forward()
+                state.outputs = self._forward(model)
                 fire(hooks.eval_after_forward, state)
                 targets = get_batch_item(state.batch, state.target_key)
                 metrics.update(state.outputs, targets, self._loss(targets))
@@ -339,7 +371,7 @@ class Trainer:
         state, hooks = self.state, self.engine.hooks
         if hooks.before_forward:
             fire(hooks.before_forward, state)
-        state.outputs = self._forward()
+        state.outputs = self._forward(state.model)
         if hooks.after_forward:
             fire(hooks.after_forward, state)
         if hooks.before_loss:
@@ -363,10 +395,15 @@ class Trainer:
         state = self.state
         whole_batch = state.batch
         batch_loss = torch.zeros((), device=state.device)
-        for microbatch in split_batch(whole_batch, self.grad_accum):
+        microbatches = split_batch(whole_batch, self.grad_accum)
+        # Under DistributedDataParallel, gradients are averaged over ranks once, after
+        # the last microbatch's backward, not after each.
+        no_sync = getattr(state.model, "no_sync", contextlib.nullcontext)
+        for index, microbatch in enumerate(microbatches):
             state.batch = microbatch
             weight = batch_size(get_batch_item(microbatch, state.input_key)) / num_samples
-            batch_loss += self._forward_backward(weight).detach() * weight
+            with no_sync() if index < len(microbatches) - 1 else contextlib.nullcontext():
+                batch_loss += self._forward_backward(weight).detach() * weight
         state.batch = whole_batch
         return batch_loss
 
@@ -388,14 +425,14 @@ class Trainer:
         for scheduler in state.schedulers:
             scheduler.step()
 
-    def _forward(self) -> Any:
+    def _forward(self, model: nn.Module) -> Any:
         state = self.state
         inputs = get_batch_item(state.batch, state.input_key)
         try:
             if self._autocast is None:  # fp32: not even a null context on the hot path
-                return state.model(inputs)
+                return model(inputs)
             with self._autocast:
-                return state.model(inputs)
+                return model(inputs)
         except Exception as error:
             add_note(
                 error, f"raised by the model's forward {self._where()}, inputs {_describe(inputs)}"

@@ -1,0 +1,76 @@
+"""A small job run under torchrun by test_distributed.py; each rank saves what it saw.
+
+torchrun --standalone --nproc_per_node 2 tests/trainer/distributed_job.py OUT [FAIL_AT]
+"""
+
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from loom import Trainer
+from loom.algorithms import OnlineLabelSmoothing
+from loom.callbacks import Checkpoint
+from loom.trainer import Callback
+
+
+def datasets():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(90, 6, generator=generator)
+    targets = (inputs[:, :3].argmax(dim=1) + (inputs[:, 3] > 1).long()) % 3
+    return TensorDataset(inputs[:70], targets[:70]), TensorDataset(inputs[70:], targets[70:])
+
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+    )
+
+
+class FailAt(Callback):
+    def __init__(self, batch):
+        self.batch = batch
+
+    def batch_end(self, state):
+        if state.rank == 1 and state.timestamp.batch == self.batch:
+            raise RuntimeError(f"rank 1 fails on purpose at batch {self.batch}")
+
+
+def main():
+    out, fail_at = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None
+    train_set, eval_set = datasets()
+    net = model()
+    trainer = Trainer(
+        net,
+        DataLoader(train_set, batch_size=8, shuffle=True),
+        DataLoader(eval_set, batch_size=8),  # 20 samples: 10 a rank, no padding
+        max_duration="3ep",
+        optimizers=torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        algorithms=[OnlineLabelSmoothing(n_classes=3)],
+        callbacks=[
+            Checkpoint(f"{out}/checkpoints", interval="3ba", keep_last=None),
+            *([FailAt(fail_at)] if fail_at else []),
+        ],
+        device="cpu",
+        seed=0,
+    )
+    metrics = trainer.fit()
+    rank = trainer.state.rank
+    torch.save(
+        {
+            "world_size": trainer.state.world_size,
+            "metrics": metrics,
+            "matrix": trainer.state.algorithms[0].matrix,
+            "batches": trainer.state.timestamp.batch,
+            "model": trainer.state.model.module.state_dict(),
+        },
+        f"{out}/rank{rank}.pt",
+    )
+    torch.distributed.destroy_process_group()
+    print(f"rank {rank} of {os.environ['WORLD_SIZE']} done")
+
+
+if __name__ == "__main__":
+    main()
