@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where the run's files go (default: runs/<config name>-<timestamp>)",
     )
     train.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="S,S,...",
+        help="run the job once per seed, one after another, each in RUN_DIR/seed<S>/ "
+        "(compare them with loom compare RUN_DIR)",
+    )
+    train.add_argument(
         "--resume",
         type=Path,
         metavar="RUN_DIR",
@@ -119,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         "plot their curves side by side.",
     )
     compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    compare.add_argument(
+        "--markdown",
+        type=Path,
+        default=Path("compare.md"),
+        help="where the Markdown table goes (default: compare.md)",
+    )
     compare.add_argument(
         "--plot",
         type=Path,
@@ -189,6 +202,12 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume is not None and args.run_dir is not None:
             raise CommandError("give --resume RUN_DIR or --run-dir DIR, not both.")
         run_dir = args.resume or args.run_dir or new_run_dir(args.config.stem)
+        if args.seeds is not None:
+            if args.resume is not None:
+                raise CommandError(
+                    "--seeds starts new runs; resume each with --resume RUN_DIR/seedS."
+                )
+            return _train_seeds(job, run_dir, args.seeds)
         if _is_main_process():
             print(f"run directory: {run_dir}")
             if args.resume is not None:
@@ -209,6 +228,36 @@ def _train(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
         print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
     return 0
+
+
+def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:
+    """One run per seed in ``parent/seed<S>``, one after another."""
+    from loom.runs.train import train_job
+
+    for seed in seeds:
+        run_dir = parent / f"seed{seed}"
+        if _is_main_process():
+            print(
+                f"run directory: {run_dir} (seed {seed}, {seeds.index(seed) + 1} of {len(seeds)})"
+            )
+        metrics = train_job({**job, "seed": seed}, run_dir)
+        if _is_main_process():
+            print(f"seed {seed} done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if _is_main_process():
+        print(f"all {len(seeds)} seeds done; compare them with: loom compare {parent}")
+    return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of ints"
+        ) from None
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds >= 0")
+    return seeds
 
 
 def _note_changes_since(job: dict[str, Any], saved_path: Path) -> None:
@@ -271,14 +320,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from loom.runs import compare_runs, load_run
+    from loom.runs import compare_runs, find_runs
 
     try:
-        runs = [load_run(run_dir) for run_dir in args.run_dirs]
+        runs = find_runs(args.run_dirs)
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
     print(compare_runs(runs, args.plot))
-    print(f"curves side by side: {args.plot}")
+    args.markdown.write_text(compare_runs(runs, markdown=True) + "\n", encoding="utf-8")
+    print(f"curves side by side: {args.plot}; Markdown table: {args.markdown}")
     return 0
 
 

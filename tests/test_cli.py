@@ -2,6 +2,7 @@ import json
 import pickle
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,7 +110,7 @@ def write_cifar_like(root):
         (root / folder / meta).write_bytes(pickle.dumps({names: [b"a", b"b"]}))
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda path: path.name)
 def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
     status, out, _ = run_loom(capsys, "validate", path)
     assert status == 0
@@ -272,32 +273,54 @@ def test_import_registers_user_components(tmp_path, capsys, monkeypatch):
         sys.modules.pop("my_components", None)
 
 
-def test_compare_prints_a_table_and_plots_the_runs(tmp_path, capsys):
+def test_seeds_make_one_run_each_and_compare_groups_them(tmp_path, capsys):
     for name, algorithm in (("ols", "online_label_smoothing"), ("ls", "label_smoothing")):
-        status, _, _ = run_loom(
+        status, out, _ = run_loom(
             capsys,
             "train",
             CONFIGS / "digits.yaml",
             f"algorithms.0={{name: {algorithm}}}",
-            "trainer.max_duration=2ep",
+            "trainer.max_duration=1ep",
+            "callbacks=[]",
+            "--seeds",
+            "0,1",
             "--run-dir",
             tmp_path / name,
         )
         assert status == 0
-    plot = tmp_path / "compare.png"
-    status, out, _ = run_loom(capsys, "compare", tmp_path / "ols", tmp_path / "ls", "--plot", plot)
+        assert f"compare them with: loom compare {tmp_path / name}" in out
+        assert sorted(path.name for path in (tmp_path / name).iterdir()) == ["seed0", "seed1"]
+        seeds = [
+            yaml.safe_load((tmp_path / name / s / "config.yaml").read_text())["seed"]
+            for s in ("seed0", "seed1")
+        ]
+        assert seeds == [0, 1]
+    plot, markdown = tmp_path / "compare.png", tmp_path / "compare.md"
+    status, out, _ = run_loom(
+        capsys, "compare", tmp_path / "ols", tmp_path / "ls", "--plot", plot, "--markdown", markdown
+    )
     assert status == 0
     header, *rows = out.splitlines()[:3]
-    assert header.split() == ["run", "accuracy", "best", "acc", "nll", "ece", "epochs", "seconds"]
-    assert [row.split()[0] for row in rows] == ["ols", "ls"]
-    for row, name in zip(rows, ("ols", "ls"), strict=True):
-        summary = json.loads((tmp_path / name / "summary.json").read_text())
-        assert row.split()[1] == f"{summary['metrics']['eval/accuracy']:.4f}"
-        assert row.split()[5] == "2"
+    assert header.split()[:3] == ["run", "seeds", "accuracy"]
+    assert [row.split()[:2] for row in rows] == [["ols", "2"], ["ls", "2"]]
+    accuracies = [
+        json.loads((tmp_path / "ols" / s / "summary.json").read_text())["metrics"]["eval/accuracy"]
+        for s in ("seed0", "seed1")
+    ]
+    mean, spread = statistics.fmean(accuracies), statistics.stdev(accuracies)
+    assert f"{mean:.4f} ± {spread:.4f}" in rows[0]
+    assert markdown.read_text().startswith("| run | seeds | accuracy | best acc |")
     assert plot.stat().st_size > 0
-    status, _, err = run_loom(capsys, "compare", tmp_path)
+    status, _, err = run_loom(capsys, "compare", tmp_path / "ols" / "seed0" / "checkpoints")
     assert status == 2
     assert "is not a finished run: it has no summary.json" in err
+
+
+def test_seeds_are_a_list_of_distinct_ints(capsys):
+    for bad in ("1,x", "1,1", "-1"):
+        with pytest.raises(SystemExit):
+            main(["train", str(CONFIGS / "digits.yaml"), "--seeds", bad])
+        assert "--seeds" in capsys.readouterr().err
 
 
 def test_dry_run_needs_a_positive_batch_count(capsys):

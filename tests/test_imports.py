@@ -19,7 +19,7 @@ ALLOWED = {
     "models": set(),
     "optim": {"trainer"},
     "config": {"trainer", "functional", "algorithms", "callbacks", "data", "models", "optim"},
-    "runs": {"trainer", "algorithms", "callbacks", "config"},
+    "runs": {"trainer", "algorithms", "callbacks", "config", "data"},
 }
 
 

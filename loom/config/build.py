@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from loom.config.job import LABEL_NOISE
 from loom.config.loaders import FirstBatches, eval_loader, train_loader
 from loom.config.registries import (
     ALGORITHMS,
@@ -23,6 +24,7 @@ from loom.config.registries import (
 )
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError, parameters_of
+from loom.data import NoisyLabels
 from loom.trainer import Algorithm, Callback, Duration, TimeUnit, Trainer, seed_everything
 
 __all__ = ["JobParts", "build_job"]
@@ -41,6 +43,8 @@ class JobParts:
     callbacks: list[Callback]
     classes: list[str] | None
     """The training dataset's class names, when it has them."""
+    noisy_labels: NoisyLabels | None
+    """The training set, when the job adds label noise to it."""
     seed: int | None
     trainer_arguments: dict[str, Any]
 
@@ -103,11 +107,15 @@ def build_job(
     if job["seed"] is not None:
         seed_everything(job["seed"])  # before the model, so its initial weights repeat
     data = job["data"]
-    train_set = _build(DATASETS, data["train"], "data.train", drop=_loader_keys(train_loader))
+    train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_loader))
+    noisy = None
+    if data["train"].get(LABEL_NOISE) is not None:
+        with _section(f"data.train.{LABEL_NOISE}"):
+            train_set = noisy = NoisyLabels(train_set, **data["train"][LABEL_NOISE])
     train = _loader(train_loader, train_set, data["train"], limit_batches)
     evaluation = None
     if data["eval"] is not None:
-        eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_loader_keys(eval_loader))
+        eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_loader))
         evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
     facts = _dataset_facts(train_set)
     where = {"folder": None if checkpoint_folder is None else str(checkpoint_folder)}
@@ -138,6 +146,7 @@ def build_job(
             for index, spec in enumerate(job["callbacks"])
         ],
         classes=facts["classes"],
+        noisy_labels=noisy,
         seed=job["seed"],
         trainer_arguments=dict(job["trainer"]),
     )
@@ -176,6 +185,11 @@ def _loader(factory: Any, dataset: Any, spec: Mapping[str, Any], limit: int | No
 
 def _loader_keys(factory: Any) -> frozenset[str]:
     return frozenset(parameter.name for parameter in parameters_of(factory, skip={"dataset"}))
+
+
+def _not_dataset_keys(factory: Any) -> frozenset[str]:
+    """The keys of a data section that are not the dataset's own arguments."""
+    return _loader_keys(factory) | {LABEL_NOISE}
 
 
 def _dataset_facts(dataset: Any) -> dict[str, Any]:

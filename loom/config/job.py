@@ -24,6 +24,7 @@ from loom.config.schema import (
     parameters_of,
     resolve_arguments,
 )
+from loom.data import NoisyLabels
 from loom.trainer import Trainer
 
 __all__ = ["SECTIONS", "TRAINER_ARGUMENTS_BUILT_BY_JOBS", "dump_job", "resolve_job"]
@@ -49,6 +50,9 @@ TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
     }
 )
 """Trainer arguments that come from other sections; the ``trainer`` section sets the rest."""
+
+LABEL_NOISE = "label_noise"
+"""The key of a data section that makes a share of its labels wrong (``NoisyLabels``)."""
 
 _REQUIRED_SECTIONS = ("model", "data", "optimizer", "trainer")
 _LOADERS = {"train": train_loader, "eval": eval_loader}
@@ -133,10 +137,16 @@ def _data(spec: Any) -> dict[str, Any]:
             )
     if spec.get("train") is None:
         raise ConfigError("data.train: missing; name the training dataset, e.g. {name: digits}.")
-    return {
+    resolved = {
         split: None if spec.get(split) is None else _dataset(spec[split], f"data.{split}", loader)
         for split, loader in _LOADERS.items()
     }
+    if resolved["eval"] is not None and resolved["eval"].pop("label_noise") is not None:
+        raise ConfigError(
+            "data.eval.label_noise: noise goes on the training labels only; evaluation "
+            "measures against the true ones."
+        )
+    return resolved
 
 
 def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
@@ -145,7 +155,7 @@ def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
     dataset = DATASETS.get(name)
     loader_keys = {parameter.name for parameter in parameters_of(loader, skip={"dataset"})}
     dataset_keys = {parameter.name for parameter in DATASETS.parameters(name)}
-    arguments = {key: value for key, value in spec.items() if key != "name"}
+    arguments = {key: value for key, value in spec.items() if key not in ("name", LABEL_NOISE)}
     for key in arguments:
         if key not in loader_keys | dataset_keys:
             raise ConfigError(
@@ -161,7 +171,16 @@ def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
         **resolve_arguments(
             loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip={"dataset"}
         ),
+        LABEL_NOISE: _label_noise(spec.get(LABEL_NOISE), f"{path}.{LABEL_NOISE}"),
     }
+
+
+def _label_noise(spec: Any, path: str) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{path}: expected a mapping such as {{rate: 0.4}}, got {spec!r}.")
+    return resolve_arguments(NoisyLabels, spec, path, skip={"dataset", "num_classes"})
 
 
 def _trainer(spec: Any) -> dict[str, Any]:

@@ -3,7 +3,17 @@
 from loom.data.cifar import cifar10, cifar100
 from loom.data.digits import digits
 from loom.data.image_folder import image_folder
+from loom.data.label_noise import NoisyLabels
 from loom.data.mnist import fashion_mnist, mnist
 from loom.data.synthetic import synthetic
 
-__all__ = ["cifar10", "cifar100", "digits", "fashion_mnist", "image_folder", "mnist", "synthetic"]
+__all__ = [
+    "NoisyLabels",
+    "cifar10",
+    "cifar100",
+    "digits",
+    "fashion_mnist",
+    "image_folder",
+    "mnist",
+    "synthetic",
+]

@@ -1,14 +1,19 @@
 """Run directories: running a job into one, its plots, and comparing runs."""
 
-from loom.runs.compare import RunResults, compare_runs, load_run
+from loom.runs.compare import RunGroup, RunResults, compare_runs, find_runs, group_runs, load_run
+from loom.runs.noise import NoiseMemorization
 from loom.runs.recorder import RunRecorder, new_run_dir
 from loom.runs.train import dry_run_job, train_job
 
 __all__ = [
+    "NoiseMemorization",
+    "RunGroup",
     "RunRecorder",
     "RunResults",
     "compare_runs",
     "dry_run_job",
+    "find_runs",
+    "group_runs",
     "load_run",
     "new_run_dir",
     "train_job",

@@ -1,30 +1,63 @@
-"""``loom compare``: the results of several runs in one table and one plot."""
+"""``loom compare``: runs grouped by configuration, mean and spread over seeds, one plot."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from loom.runs.plots import plot_comparison, read_records
 
-__all__ = ["RunResults", "compare_runs", "load_run"]
+__all__ = ["RunGroup", "RunResults", "compare_runs", "find_runs", "group_runs", "load_run"]
+
+# (column, where the value is: summary["metrics"][key] or summary[key], digits, show spread)
+_COLUMNS = (
+    ("accuracy", ("metrics", "eval/accuracy"), 4, True),
+    ("best acc", ("best_eval_accuracy",), 4, True),
+    ("nll", ("metrics", "eval/nll"), 4, True),
+    ("ece", ("metrics", "eval/ece"), 4, True),
+    ("epochs", ("epochs",), 0, False),
+    ("seconds", ("seconds",), 1, False),
+)
 
 
 @dataclass
 class RunResults:
-    """What a finished run left: its summary and its metrics records."""
+    """What a finished run left: its summary, its metrics records and its job."""
 
     name: str
     summary: dict[str, Any]
     records: list[dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+@dataclass
+class RunGroup:
+    """Runs of one job that differ only in their seed."""
+
+    name: str
+    runs: list[RunResults]
+
+    def values(self, location: tuple[str, ...]) -> list[float]:
+        found = []
+        for run in self.runs:
+            value: Any = run.summary
+            for key in location:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, int | float):
+                found.append(float(value))
+        return found
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
-    """Reads ``summary.json`` and ``metrics.jsonl`` of a run directory.
+    """Reads ``summary.json``, ``metrics.jsonl`` and ``config.yaml`` of a run directory.
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no ``summary.json`` (not a run, or
@@ -38,43 +71,119 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
             "(a run writes it when training ends)."
         )
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    return RunResults(run_dir.name, summary, read_records(run_dir / "metrics.jsonl"))
+    config_path = run_dir / "config.yaml"
+    config = (
+        yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    )
+    records = read_records(run_dir / "metrics.jsonl")
+    return RunResults(run_dir.name, summary, records, config or {}, run_dir)
+
+
+def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunResults]:
+    """The runs at ``paths``: run directories, or directories of runs (``--seeds``).
+
+    Raises:
+        FileNotFoundError: A path is neither a finished run nor holds any.
+    """
+    runs = []
+    for path in map(Path, paths):
+        if (path / "summary.json").is_file() or not path.is_dir():
+            runs.append(load_run(path))
+            continue
+        inside = sorted(child for child in path.iterdir() if (child / "summary.json").is_file())
+        if not inside:
+            load_run(path)  # raises, naming the path
+        runs.extend(load_run(child) for child in inside)
+    return runs
+
+
+def group_runs(runs: Sequence[RunResults]) -> list[RunGroup]:
+    """Runs whose jobs are equal but for the seed, together, in order of appearance.
+
+    A group is named after the folder that holds its runs when they sit in one
+    (``loom train --seeds`` makes one), else after its first run.
+    """
+    groups: dict[str, list[RunResults]] = {}
+    for run in runs:
+        job = {key: value for key, value in run.config.items() if key != "seed"}
+        key = yaml.safe_dump(job, sort_keys=True) if job else f"unknown job {run.path}"
+        groups.setdefault(key, []).append(run)
+    named = []
+    for members in groups.values():
+        parents = {run.path.parent if run.path else None for run in members}
+        name = members[0].name
+        if len(members) > 1 and len(parents) == 1 and None not in parents:
+            name = next(iter(parents)).name
+        named.append(RunGroup(name, members))
+    return named
 
 
 def compare_runs(
-    runs: Sequence[RunResults], plot_path: str | os.PathLike[str] | None = None
+    runs: Sequence[RunResults],
+    plot_path: str | os.PathLike[str] | None = None,
+    markdown: bool = False,
 ) -> str:
-    """One row per run: final and best accuracy, NLL, ECE and training time.
+    """One row per group of runs: final and best accuracy, NLL and ECE as mean ± standard
+    deviation over the group's seeds, and the mean epochs and seconds.
 
-    Writes the runs' curves side by side to ``plot_path`` when given.
+    Writes the groups' mean curves side by side to ``plot_path`` when given.
+
+    Args:
+        runs: The runs, grouped by :func:`group_runs`.
+        plot_path: Where to draw the curves, or None.
+        markdown: A Markdown table instead of aligned columns.
     """
-    header = ("run", "accuracy", "best acc", "nll", "ece", "epochs", "seconds")
-    rows = []
-    for run in runs:
-        metrics = run.summary.get("metrics", {})
-        rows.append(
-            (
-                run.name,
-                _number(metrics.get("eval/accuracy")),
-                _number(run.summary.get("best_eval_accuracy")),
-                _number(metrics.get("eval/nll")),
-                _number(metrics.get("eval/ece")),
-                str(run.summary.get("epochs", "-")),
-                _number(run.summary.get("seconds"), digits=1),
-            )
+    groups = group_runs(runs)
+    header = ("run", "seeds", *(column for column, *_ in _COLUMNS))
+    rows = [
+        (
+            group.name,
+            str(len(group.runs)),
+            *(
+                _summarize(group.values(where), digits, spread)
+                for _, where, digits, spread in _COLUMNS
+            ),
         )
+        for group in groups
+    ]
     if plot_path is not None:
-        plot_comparison({run.name: run.records for run in runs}, plot_path)
+        plot_comparison({group.name: _mean_records(group) for group in groups}, plot_path)
+    if markdown:
+        lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
+        lines += [f"| {' | '.join(row)} |" for row in rows]
+        return "\n".join(lines)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
+    return "\n".join(
         "  ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         )
         for row in [header, *rows]
-    ]
-    return "\n".join(lines)
+    )
 
 
-def _number(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _summarize(values: list[float], digits: int, spread: bool) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1 or not spread:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _mean_records(group: RunGroup) -> list[dict[str, Any]]:
+    """Each epoch's metrics averaged over the group's runs (a curve per group)."""
+    by_epoch: dict[tuple[int, bool], list[dict[str, Any]]] = {}
+    for run in group.runs:
+        for record in run.records:
+            by_epoch.setdefault((record["epoch"], "eval/accuracy" in record), []).append(record)
+    merged = []
+    for (epoch, _), records in sorted(by_epoch.items()):
+        keys = set.intersection(*(set(record) for record in records))
+        mean = {
+            key: statistics.fmean(record[key] for record in records)
+            for key in keys
+            if key.startswith(("train/", "eval/"))
+        }
+        merged.append({"epoch": epoch, **mean})
+    return merged

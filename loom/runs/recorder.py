@@ -48,6 +48,7 @@ class RunRecorder(Callback):
         job: The resolved job, saved as ``config.yaml``.
         algorithms: The job's algorithms, to plot what they learned.
         classes: The class names, for the soft-label plot.
+        label_noise: What noise the training labels got, for the summary.
     """
 
     def __init__(
@@ -56,11 +57,13 @@ class RunRecorder(Callback):
         job: Mapping[str, Any],
         algorithms: Sequence[Algorithm] = (),
         classes: Sequence[str] | None = None,
+        label_noise: Mapping[str, Any] | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.job = job
         self.algorithms = list(algorithms)
         self.classes = list(classes) if classes is not None else None
+        self.label_noise = dict(label_noise) if label_noise is not None else None
         self._started = 0.0
 
     def fit_start(self, state: State) -> None:
@@ -98,6 +101,7 @@ class RunRecorder(Callback):
             "seconds": round(time.perf_counter() - self._started, 3),
             "stop_reason": state.stop_reason,
             "checkpoint": state.checkpoint_path,
+            "label_noise": self.label_noise,
             "parameters": sum(p.numel() for p in state.model.parameters()),
             "device": str(state.device),
             "versions": {

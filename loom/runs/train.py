@@ -11,6 +11,7 @@ from typing import Any
 from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.config.build import build_job
 from loom.config.schema import ConfigError
+from loom.runs.noise import NoiseMemorization
 from loom.runs.recorder import RunRecorder
 
 __all__ = ["CHECKPOINTS", "dry_run_job", "train_job"]
@@ -78,5 +79,14 @@ def _run(
     extra = [MetricsLogger(run_dir / "metrics.jsonl")]
     if not any(isinstance(callback, Checkpoint) for callback in parts.callbacks):
         extra.append(Checkpoint(run_dir / CHECKPOINTS, interval="1ep", keep_last=1))
-    extra.append(RunRecorder(run_dir, job, parts.algorithms, parts.classes))
+    noisy = parts.noisy_labels
+    noise = noisy.describe() if noisy is not None else None
+    extra.append(RunRecorder(run_dir, job, parts.algorithms, parts.classes, noise))
+    if noisy is not None:
+        extra.append(NoiseMemorization(noisy))  # last: at *_end it runs first, before logging
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(
+                f"label noise: {noise['flipped']} of {len(noisy)} training labels flipped "
+                f"({noise['flipped_fraction']:.1%}, {noise['kind']}, seed {noise['seed']})"
+            )
     return parts.trainer(extra, load_path=load_path).fit()

@@ -8,7 +8,7 @@ from loom.config.job import SECTIONS, dump_job, resolve_job
 from loom.config.job_file import read_job_file
 from loom.config.schema import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
 MINIMAL = {
     "model": {"name": "mlp"},
