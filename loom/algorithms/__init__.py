@@ -4,6 +4,7 @@ The folder's name is the name a YAML job gives the algorithm.
 """
 
 from loom.algorithms.label_smoothing import LabelSmoothing
+from loom.algorithms.mixup import MixUp
 from loom.algorithms.online_label_smoothing import OnlineLabelSmoothing
 
-__all__ = ["LabelSmoothing", "OnlineLabelSmoothing"]
+__all__ = ["LabelSmoothing", "MixUp", "OnlineLabelSmoothing"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from loom import data, models, optim
-from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
+from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
 from loom.callbacks import Checkpoint, ProgressBar
 from loom.config.registry import Registry
 
@@ -24,7 +24,11 @@ DATASET_FACTS = ("num_classes", "n_classes", "in_channels", "in_features")
 
 ALGORITHMS = Registry(
     "algorithm",
-    {"label_smoothing": LabelSmoothing, "online_label_smoothing": OnlineLabelSmoothing},
+    {
+        "label_smoothing": LabelSmoothing,
+        "mixup": MixUp,
+        "online_label_smoothing": OnlineLabelSmoothing,
+    },
     supplied=DATASET_FACTS,
 )
 """Training methods: the name is the algorithm's folder in loom/algorithms."""

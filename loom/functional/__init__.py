@@ -7,6 +7,7 @@ from loom.functional.checks import check_class_indices, check_fraction
 from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
 from loom.functional.cross_entropy import cross_entropy, soft_cross_entropy
 from loom.functional.label_smoothing import smooth_labels
+from loom.functional.mixup import mix, mix_targets
 from loom.functional.online_label_smoothing import OnlineLabelSmoothingLoss
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "check_fraction",
     "cross_entropy",
     "is_distributed",
+    "mix",
+    "mix_targets",
     "smooth_labels",
     "soft_cross_entropy",
 ]
