@@ -1,6 +1,6 @@
 """loom: a small, fast, event-driven PyTorch trainer in which training methods are plugins.
 
-Example:
+Examples:
     >>> from loom import Event, Trainer
     >>> Event.BEFORE_LOSS.value
     'before_loss'

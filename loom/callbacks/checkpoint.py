@@ -34,7 +34,7 @@ class Checkpoint(Callback):
         best_metric: An evaluation metric, e.g. ``"eval/accuracy"``, or None.
         best_mode: ``"max"`` if larger is better, ``"min"`` if smaller is.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile, torch
         >>> from loom import Trainer
         >>> folder = pathlib.Path(tempfile.mkdtemp())

@@ -32,7 +32,7 @@ class MetricsLogger(Callback):
         console: Whether to print the per-epoch table.
         stream: Where the table goes; standard output by default.
 
-    Example:
+    Examples:
         >>> import json, pathlib, tempfile, torch
         >>> from loom import Trainer
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"

@@ -26,7 +26,7 @@ class ProgressBar(Callback):
         every_n_batches: Batches between plain lines when not on a terminal.
         stream: Where to write; standard error by default.
 
-    Example:
+    Examples:
         >>> import io, torch
         >>> from loom import Trainer
         >>> model, stream = torch.nn.Linear(2, 2), io.StringIO()

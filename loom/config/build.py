@@ -92,7 +92,7 @@ def build_job(
         ConfigError: A component refused its arguments or could not be built;
             the message names the section.
 
-    Example:
+    Examples:
         >>> from loom.config.job import resolve_job
         >>> job = resolve_job({
         ...     "model": {"name": "mlp", "hidden_sizes": [16]},

@@ -67,7 +67,7 @@ def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: The first problem found, with the dotted path of the key.
 
-    Example:
+    Examples:
         >>> job = resolve_job({
         ...     "model": {"name": "mlp", "hidden_sizes": [32]},
         ...     "data": {"train": {"name": "synthetic", "num_samples": 64}},

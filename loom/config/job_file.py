@@ -55,7 +55,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
         ConfigError: An override without ``=``, a path through a value, or a
             list position out of range.
 
-    Example:
+    Examples:
         >>> apply_overrides({"optimizer": {"name": "sgd", "lr": 0.1}}, ["optimizer.lr=1e-2"])
         {'optimizer': {'name': 'sgd', 'lr': '1e-2'}}
     """

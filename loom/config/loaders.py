@@ -49,7 +49,7 @@ def eval_loader(dataset: Dataset, batch_size: int = 256, num_workers: int = 0) -
 class FirstBatches:
     """The first ``limit`` batches of ``loader``: a dry run's whole epoch.
 
-    Example:
+    Examples:
         >>> list(FirstBatches([1, 2, 3], 2)), len(FirstBatches([1, 2, 3], 2))
         ([1, 2], 2)
     """

@@ -13,7 +13,7 @@ __all__ = ["components_markdown", "parameters_table"]
 def components_markdown(kinds: Sequence[str] = tuple(REGISTRIES)) -> str:
     """A ``###`` heading per kind, a ``####`` entry per name with its summary and arguments.
 
-    Example:
+    Examples:
         >>> print(components_markdown(["callback"]).splitlines()[0])
         ### callbacks
     """

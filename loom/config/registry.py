@@ -22,7 +22,7 @@ class Registry:
         supplied: Arguments the builder fills from the dataset when a job file
             leaves them out (``num_classes``).
 
-    Example:
+    Examples:
         >>> from loom.algorithms import LabelSmoothing
         >>> registry = Registry("algorithm", {"label_smoothing": LabelSmoothing})
         >>> registry.get("label_smoothing").__name__

@@ -69,7 +69,7 @@ def parameters_of(component: Callable[..., Any], *, skip: Collection[str] = ()) 
     optimizer's ``params``), ``*args``/``**kwargs``, and parameters whose type has
     no plain-data form (a stream, a module) are left out.
 
-    Example:
+    Examples:
         >>> def sgd(params, lr: float, momentum: float = 0.0): ...
         >>> [p.describe() for p in parameters_of(sgd, skip={"params"})]
         ['lr: float', 'momentum: float = 0.0']
@@ -154,7 +154,7 @@ def coerce(value: Any, annotation: Any, path: str) -> Any:
     Strings that spell a number become numbers where a number is expected (YAML
     reads ``1e-3`` as a string); whole floats become ints; nothing else is guessed.
 
-    Example:
+    Examples:
         >>> coerce("1e-3", float, "optimizer.lr")
         0.001
         >>> coerce("fast", float, "optimizer.lr")

@@ -30,7 +30,7 @@ def digits(split: Literal["train", "test"] = "train") -> LabelledTensors:
     Raises:
         ImportError: scikit-learn is not installed; the message says how to get it.
 
-    Example:
+    Examples:
         >>> train = digits("train")
         >>> len(train), tuple(train[0][0].shape), train.classes[:3]
         (1437, (1, 8, 8), ['0', '1', '2'])

@@ -27,7 +27,7 @@ class NoisyLabels(Dataset):
         seed: Seeds which samples change and to what.
         num_classes: The number of classes; by default ``len(dataset.classes)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from loom.data import synthetic
         >>> noisy = NoisyLabels(synthetic(num_samples=100, num_classes=4), rate=0.2)

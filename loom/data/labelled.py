@@ -18,7 +18,7 @@ class LabelledTensors(Dataset):
         targets: Class indices, one per example.
         classes: The name of each class, indexed by target.
 
-    Example:
+    Examples:
         >>> import torch
         >>> data = LabelledTensors(torch.zeros(3, 2), torch.tensor([0, 1, 1]), ["a", "b"])
         >>> len(data), data[1][1].item(), data.classes

@@ -34,7 +34,7 @@ def synthetic(
             are standard normal), so larger means harder.
         seed: Seeds the centers and the samples.
 
-    Example:
+    Examples:
         >>> data = synthetic(num_samples=8, num_classes=2, shape=[1, 4, 4])
         >>> len(data), tuple(data[0][0].shape), data.classes
         (8, (1, 4, 4), ['class_0', 'class_1'])

@@ -17,7 +17,7 @@ def check_fraction(value: object, name: str) -> float:
         TypeError: ``value`` is not a real number.
         ValueError: ``value`` is outside [0, 1] or NaN.
 
-    Example:
+    Examples:
         >>> check_fraction(0.1, "smoothing")
         0.1
     """

@@ -24,7 +24,7 @@ def is_distributed() -> bool:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sums ``tensor`` over all processes, in place; returns it. Alone: returns it as is.
 
-    Example:
+    Examples:
         >>> import torch
         >>> all_reduce_sum(torch.tensor([1.0, 2.0]))  # one process: unchanged
         tensor([1., 2.])

@@ -28,7 +28,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     Raises:
         ValueError: ``targets`` does not have the shape of ``logits``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
         >>> targets = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # second row ignored
@@ -56,7 +56,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     shape of ``logits`` are distributions, handled by :func:`soft_cross_entropy`.
     Either way the mean is over the positions that are not ignored.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.0]])
         >>> hard = cross_entropy(logits, torch.tensor([0]))

@@ -42,7 +42,7 @@ def smooth_labels(
             class index is out of range (checked eagerly on the CPU; on CUDA by an
             asynchronous device assertion, so that no call waits for the device).
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.zeros(2, 4)
         >>> smooth_labels(logits, torch.tensor([1, -100]), smoothing=0.2)

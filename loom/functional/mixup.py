@@ -12,7 +12,7 @@ __all__ = ["mix", "mix_targets"]
 def mix(tensor: torch.Tensor, permutation: torch.Tensor, weight: float) -> torch.Tensor:
     """``weight * tensor + (1 - weight) * tensor[permutation]``, along the first dimension.
 
-    Example:
+    Examples:
         >>> import torch
         >>> mix(torch.tensor([[0.0], [10.0]]), torch.tensor([1, 0]), 0.75)
         tensor([[2.5000],
@@ -44,7 +44,7 @@ def mix_targets(
         permutation: The order the examples were mixed with, ``(N,)``.
         weight: The weight of each example itself, in [0, 1].
 
-    Example:
+    Examples:
         >>> import torch
         >>> mix_targets(torch.zeros(2, 3), torch.tensor([0, 2]), torch.tensor([1, 0]), 0.75)
         tensor([[0.7500, 0.0000, 0.2500],

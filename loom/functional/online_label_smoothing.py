@@ -47,7 +47,7 @@ class OnlineLabelSmoothingLoss(nn.Module):
         smoothing: The first epoch's label smoothing, in [0, 1].
         ignore_index: Target positions equal to it count in neither loss nor statistics.
 
-    Example:
+    Examples:
         >>> import torch
         >>> criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=3, smoothing=0.1)
         >>> logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])

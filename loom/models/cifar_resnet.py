@@ -79,7 +79,7 @@ class CifarResNet(nn.Module):
         in_channels: Channels of the input images (filled from the dataset).
         width: Channels of the first stage; each later stage doubles them.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = CifarResNet(num_classes=10, depth=18, width=8)
         >>> model(torch.zeros(2, 3, 32, 32)).shape

@@ -21,7 +21,7 @@ class MLP(nn.Module):
         hidden_sizes: Width of each hidden layer, in order.
         dropout: Dropout probability after each hidden layer.
 
-    Example:
+    Examples:
         >>> import torch
         >>> MLP(num_classes=10, in_features=64, hidden_sizes=[32])(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])

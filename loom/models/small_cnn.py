@@ -20,7 +20,7 @@ class SmallCNN(nn.Module):
         width: Channels of the first stage; the later stages have 2x and 4x.
         dropout: Dropout probability before the classifier.
 
-    Example:
+    Examples:
         >>> import torch
         >>> SmallCNN(num_classes=10, in_channels=1)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])

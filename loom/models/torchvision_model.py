@@ -24,7 +24,7 @@ def torchvision_model(architecture: str, num_classes: int) -> nn.Module:
         ValueError: ``architecture`` is not a torchvision classification model; the
             message suggests the closest names.
 
-    Example:
+    Examples:
         >>> torchvision_model("resnet18", num_classes=10).fc.out_features
         10
     """

@@ -28,7 +28,7 @@ class LearningRateFactor:
     ``total``); ``"step"`` (times ``gamma`` every ``step_size`` batches); or
     ``"multistep"`` (times ``gamma`` at each of ``milestones``).
 
-    Example:
+    Examples:
         >>> factor = LearningRateFactor("multistep", milestones=[2, 4], gamma=0.1)
         >>> [round(factor(s), 3) for s in range(5)]
         [1.0, 1.0, 0.1, 0.1, 0.01]

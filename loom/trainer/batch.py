@@ -43,7 +43,7 @@ def get_batch_item(batch: Any, key: BatchKey) -> Any:
         IndexError: an ``int`` key is out of range.
         KeyError: a ``str`` key names no mapping key or attribute.
 
-    Example:
+    Examples:
         >>> get_batch_item(("inputs", "targets"), 1)
         'targets'
         >>> get_batch_item({"image": 1, "label": 2}, "label")
@@ -84,7 +84,7 @@ def set_batch_item(batch: Any, key: BatchKey, value: Any) -> Any:
         IndexError: an ``int`` key is out of range.
         KeyError: a ``str`` key names no mapping key or attribute.
 
-    Example:
+    Examples:
         >>> set_batch_item(("inputs", "targets"), 1, "smoothed")
         ('inputs', 'smoothed')
         >>> set_batch_item({"image": 1, "label": 2}, "label", 0)
@@ -184,7 +184,7 @@ def split_batch(batch: Any, num_chunks: int) -> list[Any]:
         TypeError: The batch holds something other than tensors and containers of them.
         ValueError: A tensor has fewer samples than ``num_chunks``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> parts = split_batch((torch.arange(4), torch.arange(4) * 10), 2)
         >>> [tuple(part[1].tolist()) for part in parts]

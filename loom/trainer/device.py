@@ -43,7 +43,7 @@ def seed_everything(seed: int) -> None:
 
     Call it before building the model so that its initial weights are repeatable.
 
-    Example:
+    Examples:
         >>> import torch
         >>> seed_everything(0); a = torch.rand(2)
         >>> seed_everything(0); b = torch.rand(2)

@@ -30,7 +30,7 @@ _CLOCK_FIELDS = {TimeUnit.EPOCH: "epoch", TimeUnit.BATCH: "batch", TimeUnit.SAMP
 class Duration:
     """A length of training: a positive count of epochs, batches or samples.
 
-    Example:
+    Examples:
         >>> Duration.parse("10ep")
         Duration(value=10, unit=<TimeUnit.EPOCH: 'ep'>)
         >>> str(Duration.parse("500ba"))

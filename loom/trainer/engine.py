@@ -81,7 +81,7 @@ class Engine:
         TypeError: An entry is not of the kind its list holds.
         ValueError: The same plugin object is registered twice.
 
-    Example:
+    Examples:
         >>> from loom.trainer import Callback, Engine, Event
         >>> class Announce(Callback):
         ...     def fit_start(self, state):
@@ -108,7 +108,7 @@ class Engine:
     def schedule(self) -> str:
         """The loop with each event at its place and the plugins that run there, in order.
 
-        Example:
+        Examples:
             >>> from loom.trainer import Algorithm, Engine
             >>> class Noop(Algorithm):
             ...     def before_loss(self, state):

@@ -8,7 +8,7 @@ __all__ = ["add_note"]
 def add_note(error: BaseException, note: str) -> None:
     """Attaches ``note`` to ``error`` (printed under its traceback), keeping its type.
 
-    Example:
+    Examples:
         >>> error = ValueError("bad value")
         >>> add_note(error, "raised by algorithm Example at event 'before_loss'")
         >>> error.__notes__

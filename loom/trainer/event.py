@@ -57,7 +57,7 @@ class Event(str, Enum):
     events each group runs in reverse order, so paired changes unwind like a
     stack: the algorithm that changed the batch first restores it last.
 
-    Example:
+    Examples:
         >>> Event.BEFORE_LOSS.value
         'before_loss'
         >>> Event.AFTER_LOSS.runs_in_reverse, Event.BEFORE_LOSS.runs_in_reverse

@@ -63,7 +63,7 @@ class TrainLoss:
         """The position (batch of the epoch) of the first NaN or infinite loss not checked
         before, or None. One read from the device for all the new losses.
 
-        Example:
+        Examples:
             >>> losses = TrainLoss()
             >>> for value in (0.5, float("nan"), 0.2):
             ...     losses.update(torch.tensor(value))
@@ -110,7 +110,7 @@ class EvalMetrics:
     class indices (positions equal to -100 are skipped) or dense distributions
     (whose argmax is the label).
 
-    Example:
+    Examples:
         >>> import torch
         >>> metrics = EvalMetrics()
         >>> logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])

@@ -39,7 +39,7 @@ class Algorithm(Plugin):
     ``after_*`` and ``*_end`` events, so an algorithm that changes something at
     a ``before_*`` event restores it at the matching ``after_*`` event.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from loom.trainer import Algorithm
         >>> class ScaleLoss(Algorithm):
@@ -53,7 +53,7 @@ class Algorithm(Plugin):
 class Callback(Plugin):
     """An observer: it reads the state to log, save or stop, and changes nothing else.
 
-    Example:
+    Examples:
         >>> from loom.trainer import Callback
         >>> class PrintEpoch(Callback):
         ...     def epoch_end(self, state):

@@ -16,7 +16,7 @@ def capture_rng_states() -> dict[str, Any]:
 
     Tensors, ints and lists only, so the snapshot loads with ``weights_only=True``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> states = capture_rng_states(); first = torch.rand(3)
         >>> restore_rng_states(states); torch.equal(torch.rand(3), first)

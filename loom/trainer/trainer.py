@@ -99,7 +99,7 @@ class Trainer:
         TypeError, ValueError: An argument is of the wrong type or value; the
             message names it.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> from loom import Trainer

@@ -30,7 +30,7 @@ class LabelSmoothing(Algorithm):
         target_key: Where the targets are in a batch: an int, a str, or a
             ``(getter, setter)`` pair (see ``loom.trainer.get_batch_item``).
 
-    Example:
+    Examples:
         >>> from loom.algorithms import LabelSmoothing
         >>> LabelSmoothing(smoothing=0.1)
         LabelSmoothing(smoothing=0.1, target_key=1)

@@ -39,7 +39,7 @@ class MixUp(Algorithm):
         input_key: Where the inputs are in a batch (int, str or (getter, setter)).
         target_key: Where the targets are in a batch, in the same forms.
 
-    Example:
+    Examples:
         >>> from loom.algorithms import MixUp
         >>> MixUp(alpha=0.2)
         MixUp(alpha=0.2, input_key=0, target_key=1)

@@ -36,7 +36,7 @@ class OnlineLabelSmoothing(Algorithm):
         smoothing: The first epoch's label smoothing, in [0, 1].
         target_key: Where the targets are in a batch (int, str or (getter, setter)).
 
-    Example:
+    Examples:
         >>> from loom.algorithms import OnlineLabelSmoothing
         >>> algorithm = OnlineLabelSmoothing(n_classes=3, alpha=0.5)
         >>> algorithm.matrix.shape
