@@ -106,14 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         help="only this kind: model, dataset, optimizer, scheduler, algorithm or callback",
     )
-    listing.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first, so its registered names show",
-    )
+    _add_import_argument(listing)
     listing.add_argument(
         "--markdown", action="store_true", help="print Markdown tables, as in docs/config.md"
     )
@@ -155,6 +148,10 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY.PATH=VALUE",
         help="set a value of the job, e.g. optimizer.lr=0.05 algorithms.0.alpha=0.3",
     )
+    _add_import_argument(parser)
+
+
+def _add_import_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--import",
         dest="imports",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -98,3 +99,14 @@ def one_batch(model, batch, **trainer_kwargs):
     )
     metrics = trainer.fit()
     return [parameter.grad for parameter in model.parameters()], metrics
+
+
+TWO_PROCESS_TORCHRUN = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
+    "2",
+]
+"""The start of a command that runs a script (or ``-m module``) as two torchrun processes."""

@@ -21,6 +21,7 @@ from loom.config.job import resolve_job
 from loom.config.job_file import read_job_file
 from loom.models import SmallCNN
 from loom.trainer import Event
+from tests.conftest import TWO_PROCESS_TORCHRUN
 
 
 def test_version_and_help(capsys):
@@ -397,12 +398,7 @@ def test_list_markdown_is_the_reference_section(capsys):
 @pytest.mark.slow
 def test_torchrun_runs_a_job_on_two_processes(tmp_path):
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *TWO_PROCESS_TORCHRUN,
         "-m",
         "loom",
         "train",

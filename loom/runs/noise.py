@@ -17,8 +17,10 @@ class NoiseMemorization(Callback):
     label: the model resisted the noise) and ``train/noisy_memorized`` (it is the wrong,
     training label: the model memorised it).
 
-    Register it after the callbacks that log metrics: at ``*_end`` events callbacks run
-    in reverse order, so it then runs before them.
+    The samples are read through the training set, so with a random augmentation in its
+    transform they are classified augmented, as the model trains on them. Register it
+    after the callbacks that log metrics: at ``*_end`` events callbacks run in reverse
+    order, so it then runs before them.
 
     Args:
         noisy: The noisy training set.

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
 from loom.callbacks import latest_checkpoint
+from tests.conftest import TWO_PROCESS_TORCHRUN
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_job
@@ -21,16 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def torchrun(*arguments, timeout=180):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(SCRIPT),
-        *map(str, arguments),
-    ]
+    command = [*TWO_PROCESS_TORCHRUN, str(SCRIPT), *map(str, arguments)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
