@@ -416,3 +416,7 @@ def test_torchrun_runs_a_job_on_two_processes(tmp_path):
     assert summary["metrics"]["eval/accuracy"] > 0.8
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 1, 2, 2]
+    dry_run = [*command[: command.index("--run-dir")], "--dry-run", "2"]
+    result = subprocess.run(dry_run, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("dry run passed") == 1  # rank 0 alone prints

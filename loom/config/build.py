@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from loom.config.job import LABEL_NOISE
-from loom.config.loaders import FirstBatches, eval_loader, train_loader
+from loom.config.loaders import eval_loader, train_loader
 from loom.config.registries import (
     ALGORITHMS,
     CALLBACKS,
@@ -84,7 +85,8 @@ def build_job(
 
     Args:
         job: A resolved job.
-        limit_batches: Cut each loader to its first batches (a dry run).
+        limit_batches: Give each loader only this many batches' worth of samples (a
+            dry run).
         checkpoint_folder: The ``folder`` of a ``checkpoint`` callback that
             leaves it out (a run's ``checkpoints/``).
 
@@ -178,9 +180,12 @@ def _build(
 
 
 def _loader(factory: Any, dataset: Any, spec: Mapping[str, Any], limit: int | None) -> Any:
-    keys = _loader_keys(factory)
-    loader = factory(dataset, **{k: v for k, v in spec.items() if k in keys})
-    return loader if limit is None else FirstBatches(loader, limit)
+    arguments = {k: v for k, v in spec.items() if k in _loader_keys(factory)}
+    if limit is not None:
+        # The first `limit` batches' worth of samples: still a plain DataLoader, so a
+        # dry run under torchrun shards it like the real run.
+        dataset = Subset(dataset, range(min(len(dataset), limit * arguments["batch_size"])))
+    return factory(dataset, **arguments)
 
 
 def _loader_keys(factory: Any) -> frozenset[str]:

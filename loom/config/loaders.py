@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import islice
-from typing import Any
-
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["FirstBatches", "eval_loader", "train_loader"]
+__all__ = ["eval_loader", "train_loader"]
 
 
 def train_loader(
@@ -44,22 +40,3 @@ def eval_loader(dataset: Dataset, batch_size: int = 256, num_workers: int = 0) -
         num_workers: Worker processes loading batches; 0 loads in the training process.
     """
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-
-
-class FirstBatches:
-    """The first ``limit`` batches of ``loader``: a dry run's whole epoch.
-
-    Examples:
-        >>> list(FirstBatches([1, 2, 3], 2)), len(FirstBatches([1, 2, 3], 2))
-        ([1, 2], 2)
-    """
-
-    def __init__(self, loader: Any, limit: int):
-        self.loader = loader
-        self.limit = limit
-
-    def __iter__(self) -> Iterator[Any]:
-        return islice(self.loader, self.limit)
-
-    def __len__(self) -> int:
-        return min(self.limit, len(self.loader))
