@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import loom
+from loom.trainer.distributed import is_main_process
 
 __all__ = ["main"]
 
@@ -190,7 +191,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         if args.dry_run is not None:
             files = dry_run_job(job, args.dry_run)
-            if _is_main_process():
+            if is_main_process():
                 print(
                     f"dry run passed: {args.dry_run} train and eval batches; the run wrote "
                     f"{', '.join(files)} (into a temporary directory, now removed)."
@@ -205,7 +206,7 @@ def _train(args: argparse.Namespace) -> int:
                     "--seeds starts new runs; resume each with --resume RUN_DIR/seedS."
                 )
             return _train_seeds(job, run_dir, args.seeds)
-        if _is_main_process():
+        if is_main_process():
             print(f"run directory: {run_dir}")
             if args.resume is not None:
                 _note_changes_since(job, args.resume / "config.yaml")
@@ -221,7 +222,7 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     finally:
         destroy_process_group()  # under torchrun; nothing otherwise
-    if _is_main_process():
+    if is_main_process():
         shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
         print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
     return 0
@@ -233,14 +234,14 @@ def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:
 
     for seed in seeds:
         run_dir = parent / f"seed{seed}"
-        if _is_main_process():
+        if is_main_process():
             print(
                 f"run directory: {run_dir} (seed {seed}, {seeds.index(seed) + 1} of {len(seeds)})"
             )
         metrics = train_job({**job, "seed": seed}, run_dir)
-        if _is_main_process():
+        if is_main_process():
             print(f"seed {seed} done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    if _is_main_process():
+    if is_main_process():
         print(f"all {len(seeds)} seeds done; compare them with: loom compare {parent}")
     return 0
 
@@ -348,11 +349,6 @@ def _import_modules(modules: Sequence[str]) -> None:
                 f"--import {module}: {error}. Give an importable module name "
                 "(on sys.path, e.g. my_package.components), not a file path."
             ) from None
-
-
-def _is_main_process() -> bool:
-    """Rank 0 of a torchrun job, or the only process: the one that prints."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _positive_int(text: str) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loom.trainer import Callback, State
+from loom.trainer.checkpoint import write_atomically
 
 __all__ = ["MetricsLogger"]
 
@@ -92,7 +93,8 @@ class MetricsLogger(Callback):
                 )
                 if done:
                     kept.append(line)
-        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        text = "".join(f"{line}\n" for line in kept).encode("utf-8")
+        write_atomically(self.path, lambda file: file.write(text))
 
     def epoch_start(self, state: State) -> None:
         self._print_pending_row(state)

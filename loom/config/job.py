@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import yaml
@@ -79,12 +79,9 @@ def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(config, Mapping):
         raise ConfigError(f"a job is a mapping of sections, got {type(config).__name__}.")
-    for key in config:
-        if key not in SECTIONS:
-            raise ConfigError(
-                f"{key}: unknown section{did_you_mean(key, SECTIONS)}; "
-                f"a job file has {', '.join(SECTIONS)}."
-            )
+    _refuse_unknown_keys(
+        config, SECTIONS, "", f"a job file has {', '.join(SECTIONS)}", what="section"
+    )
     for section in _REQUIRED_SECTIONS:
         if config.get(section) is None:
             raise ConfigError(
@@ -130,11 +127,7 @@ def _components(specs: Any, registry: Registry, path: str) -> list[dict[str, Any
 def _data(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"data: expected a mapping with 'train' and 'eval', got {spec!r}.")
-    for key in spec:
-        if key not in _LOADERS:
-            raise ConfigError(
-                f"data.{key}: unknown key{did_you_mean(key, _LOADERS)}; data has train and eval."
-            )
+    _refuse_unknown_keys(spec, _LOADERS, "data.", "data has train and eval")
     if spec.get("train") is None:
         raise ConfigError("data.train: missing; name the training dataset, e.g. {name: digits}.")
     resolved = {
@@ -156,13 +149,13 @@ def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
     loader_keys = {parameter.name for parameter in parameters_of(loader, skip={"dataset"})}
     dataset_keys = {parameter.name for parameter in DATASETS.parameters(name)}
     arguments = {key: value for key, value in spec.items() if key not in ("name", LABEL_NOISE)}
-    for key in arguments:
-        if key not in loader_keys | dataset_keys:
-            raise ConfigError(
-                f"{path}.{key}: unknown key{did_you_mean(key, loader_keys | dataset_keys)}; "
-                f"dataset {name!r} takes {', '.join(dataset_keys) or 'no arguments'}, "
-                f"its loader takes {', '.join(sorted(loader_keys))}."
-            )
+    _refuse_unknown_keys(
+        arguments,
+        loader_keys | dataset_keys,
+        f"{path}.",
+        f"dataset {name!r} takes {', '.join(dataset_keys) or 'no arguments'}, "
+        f"its loader takes {', '.join(sorted(loader_keys))}",
+    )
     return {
         "name": name,
         **resolve_arguments(
@@ -199,3 +192,13 @@ def _name(spec: Any, registry: Registry, path: str) -> str:
         raise ConfigError(f"{path}.name: missing; one of {', '.join(registry)}.")
     registry.get(spec["name"], f"{path}.name")  # unknown names fail here, with a suggestion
     return spec["name"]
+
+
+def _refuse_unknown_keys(
+    spec: Any, known: Collection[str], prefix: str, listing: str, what: str = "key"
+) -> None:
+    """A ConfigError for the first key of ``spec`` not in ``known``, with a suggestion."""
+    for key in spec:
+        if key not in known:
+            hint = did_you_mean(key, known)
+            raise ConfigError(f"{prefix}{key}: unknown {what}{hint}; {listing}.")

@@ -13,6 +13,7 @@ from loom.config.build import build_job
 from loom.config.schema import ConfigError
 from loom.runs.noise import NoiseMemorization
 from loom.runs.recorder import RunRecorder
+from loom.trainer.distributed import is_main_process
 
 __all__ = ["CHECKPOINTS", "dry_run_job", "train_job"]
 
@@ -84,7 +85,7 @@ def _run(
     extra.append(RunRecorder(run_dir, job, parts.algorithms, parts.classes, noise))
     if noisy is not None:
         extra.append(NoiseMemorization(noisy))  # last: at *_end it runs first, before logging
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main_process():
             print(
                 f"label noise: {noise['flipped']} of {len(noisy)} training labels flipped "
                 f"({noise['flipped_fraction']:.1%}, {noise['kind']}, seed {noise['seed']})"

@@ -14,8 +14,8 @@ __all__ = ["resolve_device", "seed_everything", "use_deterministic_algorithms"]
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turns ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a device into a device.
 
-    ``"auto"`` is CUDA when available (this process's ``LOCAL_RANK`` GPU under
-    torchrun), else the CPU.
+    ``"auto"`` is CUDA when available, else the CPU. Under torchrun, ``"auto"`` and
+    ``"cuda"`` mean this process's GPU, ``cuda:LOCAL_RANK``.
 
     Raises:
         ValueError: The name is not a device, or CUDA was asked for but is not available.
@@ -25,7 +25,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        resolved = torch.device("cuda")
     else:
         try:
             resolved = torch.device(device)
@@ -35,6 +35,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
             ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asks for CUDA, which is not available here.")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return resolved
 
 

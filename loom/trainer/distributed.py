@@ -29,6 +29,7 @@ __all__ = [
     "EvalShardSampler",
     "broadcast_buffers",
     "destroy_process_group",
+    "is_main_process",
     "join_torchrun_job",
     "shard_eval_loader",
     "shard_train_loader",
@@ -44,6 +45,14 @@ def torchrun_world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process, before or after the group starts:
+    the one process that prints and writes files."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def join_torchrun_job(device: torch.device) -> tuple[int, int]:

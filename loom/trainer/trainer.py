@@ -183,9 +183,6 @@ class Trainer:
         model = model.to(resolved_device)
         rank, world_size = 0, 1
         if torchrun_world_size() > 1:  # one of several processes started by torchrun
-            if resolved_device.type == "cuda" and resolved_device.index is None:
-                resolved_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                model = model.to(resolved_device)
             rank, world_size = join_torchrun_job(resolved_device)
             model = wrap_model(model, resolved_device)
             train_dataloader = shard_train_loader(train_dataloader, rank, world_size, seed or 0)
@@ -319,13 +316,11 @@ class Trainer:
         else:  # resumed mid-epoch
             batches = resumed_epoch_batches(state)
         evaluates_in_batches = self.eval_interval.unit is TimeUnit.BATCH
-        # _should_stop() spelled out: this test runs after every batch.
-        clock_field, limit = state.max_duration.clock_field, state.max_duration.value
         for batch in batches:
             self._train_batch(batch)
             if evaluates_in_batches and self._eval_due(timestamp.batch):
                 self.eval()
-            if state.stop_reason is not None or getattr(timestamp, clock_field) >= limit:
+            if self._should_stop():
                 if timestamp.batch_in_epoch != _length_or_none(state.train_dataloader):
                     return  # stopped mid-epoch: the epoch did not end
                 break

@@ -70,3 +70,22 @@ def test_a_world_without_torchrun_is_refused(monkeypatch):
             optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
             device="cpu",
         )
+
+
+def test_the_main_process_is_rank_0_of_the_environment(monkeypatch):
+    from loom.trainer.distributed import is_main_process
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_main_process()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+
+
+@pytest.mark.gpu
+def test_cuda_means_this_ranks_gpu_under_torchrun(monkeypatch):
+    from loom.trainer import resolve_device
+
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count() - 1))
+    expected = torch.device("cuda", torch.cuda.device_count() - 1)
+    assert resolve_device("cuda") == resolve_device("auto") == expected
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
