@@ -64,6 +64,6 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         >>> bool(torch.isclose(hard, soft))
         True
     """
-    if targets.is_floating_point():
+    if targets.dtype.is_floating_point:  # the dtype's flag: no call into torch's dispatcher
         return soft_cross_entropy(logits, targets)
     return F.cross_entropy(logits, targets)

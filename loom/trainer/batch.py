@@ -54,9 +54,10 @@ def get_batch_item(batch: Any, key: BatchKey) -> Any:
     key_type = type(key)
     if key_type is int:
         if isinstance(batch, _SEQUENCES):
-            if -len(batch) <= key < len(batch):
+            try:
                 return batch[key]
-            raise IndexError(_out_of_range(batch, key))
+            except IndexError:
+                raise IndexError(_out_of_range(batch, key)) from None
         raise TypeError(_position_needs_sequence(batch, key))
     if key_type is str:
         if isinstance(batch, Mapping):
@@ -169,7 +170,10 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 def batch_size(item: Any) -> int:
     """The number of samples in a batch item: its first dimension, or its length."""
     if isinstance(item, torch.Tensor):
-        return item.shape[0] if item.dim() > 0 else 1
+        try:
+            return item.shape[0]
+        except IndexError:  # a 0-d tensor: one sample
+            return 1
     return len(item)
 
 

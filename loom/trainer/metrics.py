@@ -23,24 +23,25 @@ class TrainLoss:
     """Mean training loss over the batches since the last :meth:`compute`.
 
     Keeps every batch's loss on the device and reads them all at once, so the
-    training step never waits for the device.
+    training step never waits for the device. ``update(loss)`` adds one batch's
+    loss: a scalar tensor, detached from its graph, so that no spent graph
+    outlives its step.
+
+    Examples:
+        >>> losses = TrainLoss()
+        >>> for value in (0.5, 0.25):
+        ...     losses.update(torch.tensor(value))
+        >>> losses.compute()
+        0.375
     """
 
-    # Losses arrive still attached to their (already backpropagated) graphs: one
-    # detach per step would cost more than the step's whole bookkeeping. Every
-    # FOLD_EVERY of them are stacked without a graph, which bounds what is held.
-    FOLD_EVERY = 64
-
     def __init__(self) -> None:
-        self._folded: list[torch.Tensor] = []  # 1-D, graph-free
-        self._pending: list[torch.Tensor] = []
+        self._folded: list[torch.Tensor] = []  # 1-D
+        self._pending: list[torch.Tensor] = []  # 0-D, one per batch
         self._checked = 0  # losses already known to be finite
-
-    def update(self, loss: torch.Tensor) -> None:
-        pending = self._pending
-        pending.append(loss)
-        if len(pending) == self.FOLD_EVERY:
-            self._fold()
+        # The list's own append, bound once: a Python method around it would cost
+        # the training step more than the append itself.
+        self.update = self._pending.append
 
     def compute(self) -> float | None:
         """The mean since the last call (None if no batch ran), then starts over.
@@ -85,17 +86,14 @@ class TrainLoss:
         return {"losses": losses.float().cpu() if losses is not None else torch.zeros(0)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._folded, self._pending, self._checked = [state["losses"]], [], 0
-
-    def _fold(self) -> None:
-        with torch.no_grad():
-            self._folded.append(torch.stack(self._pending).reshape(-1))
-        self._pending = []
+        self._folded, self._checked = [state["losses"]], 0
+        self._pending.clear()
 
     def _all(self) -> torch.Tensor | None:
-        """Every loss since the last compute, as one graph-free 1-D tensor."""
+        """Every loss since the last compute, as one 1-D tensor."""
         if self._pending:
-            self._fold()
+            self._folded.append(torch.stack(self._pending).reshape(-1))
+            self._pending.clear()
         parts = [part for part in self._folded if len(part)]
         if not parts:
             return None

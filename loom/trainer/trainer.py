@@ -290,7 +290,7 @@ class Trainer:
                 state.batch = move_to_device(batch, state.device) if self._move_batches else batch
                 fire(hooks.eval_batch_start, state)
                 fire(hooks.eval_before_forward, state)
-                state.outputs = self._forward(model)
+                state.outputs = self._forward(model, get_batch_item(state.batch, state.input_key))
                 fire(hooks.eval_after_forward, state)
                 targets = get_batch_item(state.batch, state.target_key)
                 metrics.update(state.outputs, targets, self._loss(targets))
@@ -345,14 +345,23 @@ class Trainer:
         state.batch = move_to_device(batch, state.device) if self._move_batches else batch
         if hooks.batch_start:
             fire(hooks.batch_start, state)
-        num_samples = batch_size(get_batch_item(state.batch, state.input_key))
+        inputs = get_batch_item(state.batch, state.input_key)
+        num_samples = batch_size(inputs)
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
         if self.grad_accum == 1:
-            state.train_losses.update(self._forward_backward(1.0))
+            loss = self._forward_backward(inputs, 1.0)
         else:
-            state.train_losses.update(self._accumulate_microbatches(num_samples))
-        self._optimizer_step()
+            loss = self._accumulate_microbatches(num_samples)
+        # Detached, so the spent graph goes now: kept, it would slow every allocation.
+        state.train_losses.update(loss.detach())
+        if state.grad_scaler is None and self.grad_clip_norm is None:
+            for optimizer in state.optimizers:
+                optimizer.step()
+        else:
+            self._scaled_or_clipped_step()
+        for scheduler in state.schedulers:
+            scheduler.step()
         timestamp.batch += 1
         timestamp.batch_in_epoch += 1
         timestamp.samples += num_samples
@@ -361,12 +370,13 @@ class Trainer:
         if hooks.batch_end:
             fire(hooks.batch_end, state)
 
-    def _forward_backward(self, loss_weight: float) -> torch.Tensor:
+    def _forward_backward(self, inputs: Any, loss_weight: float) -> torch.Tensor:
         """Forward, loss and backward of one (micro)batch; returns the loss, unweighted."""
         state, hooks = self.state, self.engine.hooks
         if hooks.before_forward:
             fire(hooks.before_forward, state)
-        state.outputs = self._forward(state.model)
+            inputs = get_batch_item(state.batch, state.input_key)  # the hooks may change them
+        state.outputs = self._forward(state.model, inputs)
         if hooks.after_forward:
             fire(hooks.after_forward, state)
         if hooks.before_loss:
@@ -377,7 +387,7 @@ class Trainer:
         if hooks.before_backward:
             fire(hooks.before_backward, state)
         loss = state.loss
-        scaled = loss * loss_weight if loss_weight != 1.0 else loss
+        scaled = loss if loss_weight == 1.0 else loss * loss_weight
         if state.grad_scaler is not None:
             scaled = state.grad_scaler.scale(scaled)
         scaled.backward()
@@ -396,13 +406,15 @@ class Trainer:
         no_sync = getattr(state.model, "no_sync", contextlib.nullcontext)
         for index, microbatch in enumerate(microbatches):
             state.batch = microbatch
-            weight = batch_size(get_batch_item(microbatch, state.input_key)) / num_samples
+            inputs = get_batch_item(microbatch, state.input_key)
+            weight = batch_size(inputs) / num_samples
             with no_sync() if index < len(microbatches) - 1 else contextlib.nullcontext():
-                batch_loss += self._forward_backward(weight).detach() * weight
+                batch_loss += self._forward_backward(inputs, weight).detach() * weight
         state.batch = whole_batch
         return batch_loss
 
-    def _optimizer_step(self) -> None:
+    def _scaled_or_clipped_step(self) -> None:
+        """The optimizer step with fp16 loss scaling or gradient clipping, or both."""
         state = self.state
         scaler = state.grad_scaler
         if self.grad_clip_norm is not None:
@@ -417,12 +429,8 @@ class Trainer:
                 scaler.step(optimizer)
         if scaler is not None:
             scaler.update()
-        for scheduler in state.schedulers:
-            scheduler.step()
 
-    def _forward(self, model: nn.Module) -> Any:
-        state = self.state
-        inputs = get_batch_item(state.batch, state.input_key)
+    def _forward(self, model: nn.Module, inputs: Any) -> Any:
         try:
             if self._autocast is None:  # fp32: not even a null context on the hot path
                 return model(inputs)

@@ -39,6 +39,17 @@ def test_the_trainer_follows_a_plain_loop_exactly(model, loaders):
         assert torch.equal(trained, plain)
 
 
+def test_no_spent_graph_outlives_its_step(model, loaders, optimizer):
+    # The epoch's losses are kept for train/loss; kept with their graphs, every later
+    # allocation of the run would pay for the memory they pin.
+    trainer = Trainer(model, loaders[0], optimizers=optimizer, max_duration="1ep", device="cpu")
+    kept, keep = [], trainer.state.train_losses.update
+    trainer.state.train_losses.update = lambda loss: (kept.append(loss), keep(loss))
+    trainer.fit()
+    assert len(kept) == len(loaders[0])
+    assert all(loss.grad_fn is None and not loss.requires_grad for loss in kept)
+
+
 def test_gradient_accumulation_equals_the_large_batch(model):
     batch = separable_data(num_samples=30)
     gradients = {  # 30 samples in 4 microbatches: 8, 8, 7, 7
