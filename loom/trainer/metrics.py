@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
@@ -36,9 +38,9 @@ class TrainLoss:
     """
 
     def __init__(self) -> None:
-        self._folded: list[torch.Tensor] = []  # 1-D
+        self._checked: list[torch.Tensor] = []  # 1-D chunks, known to be finite
+        self._unchecked: torch.Tensor | None = None  # 1-D, stacked but not yet found finite
         self._pending: list[torch.Tensor] = []  # 0-D, one per batch
-        self._checked = 0  # losses already known to be finite
         # The list's own append, bound once: a Python method around it would cost
         # the training step more than the append itself.
         self.update = self._pending.append
@@ -57,7 +59,7 @@ class TrainLoss:
             mean = (total[0] / total[1]).item()
         else:
             mean = losses.float().mean().item()
-        self._folded, self._checked = [], 0
+        self._checked, self._unchecked = [], None
         return mean
 
     def first_non_finite(self) -> int | None:
@@ -71,14 +73,18 @@ class TrainLoss:
             >>> losses.first_non_finite()
             1
         """
-        losses = self._all()
-        if losses is None or len(losses) == self._checked:
+        new = self._stack_pending()
+        if new is None:
             return None
-        finite = losses[self._checked :].isfinite()
-        if bool(finite.all()):
-            self._checked = len(losses)
+        # The sum is finite when every loss is, so the common case costs one reduction
+        # and one read; only a sum that overflowed or met a NaN looks loss by loss.
+        if math.isfinite(new.sum(dtype=torch.float32).item()) or bool(new.isfinite().all()):
+            self._checked.append(new)
+            self._unchecked = None
             return None
-        return self._checked + int((~finite).nonzero()[0])
+        self._unchecked = new  # checked again next time: the run should stop on it
+        already_checked = sum(len(chunk) for chunk in self._checked)
+        return already_checked + int((~new.isfinite()).nonzero()[0])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The epoch's losses so far, so a resumed epoch reports the same mean."""
@@ -86,19 +92,29 @@ class TrainLoss:
         return {"losses": losses.float().cpu() if losses is not None else torch.zeros(0)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._folded, self._checked = [state["losses"]], 0
+        self._checked, self._unchecked = [], state["losses"]
         self._pending.clear()
 
-    def _all(self) -> torch.Tensor | None:
-        """Every loss since the last compute, as one 1-D tensor."""
+    def _stack_pending(self) -> torch.Tensor | None:
+        """The losses not yet found finite, as one 1-D tensor (None if there are none)."""
+        parts = [] if self._unchecked is None else [self._unchecked]
         if self._pending:
-            self._folded.append(torch.stack(self._pending).reshape(-1))
+            parts.append(torch.stack(self._pending).reshape(-1))
             self._pending.clear()
-        parts = [part for part in self._folded if len(part)]
+        parts = [part for part in parts if len(part)]
+        if not parts:
+            self._unchecked = None
+            return None
+        self._unchecked = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self._unchecked
+
+    def _all(self) -> torch.Tensor | None:
+        """Every loss since the last compute, as one 1-D tensor, in batch order."""
+        unchecked = self._stack_pending()
+        parts = self._checked if unchecked is None else [*self._checked, unchecked]
         if not parts:
             return None
-        self._folded = [torch.cat(parts) if len(parts) > 1 else parts[0]]
-        return self._folded[0]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class EvalMetrics:

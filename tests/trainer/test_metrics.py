@@ -91,3 +91,27 @@ def test_train_loss_holds_many_losses_and_reads_them_once():
     assert restored.first_non_finite() == 150
     assert losses.compute() == pytest.approx(sum(values) / len(values))
     assert losses.compute() is None
+
+
+def test_finite_losses_whose_sum_overflows_are_not_reported():
+    losses = TrainLoss()
+    for _ in range(3):
+        losses.update(torch.tensor(3e38))  # each finite; their float32 sum is not
+    assert losses.first_non_finite() is None
+    assert losses.state_dict()["losses"].tolist() == pytest.approx([3e38] * 3)
+
+
+def test_a_non_finite_loss_is_reported_until_the_epoch_is_read():
+    losses = TrainLoss()
+    for value in (0.5, 0.25):
+        losses.update(torch.tensor(value))
+    assert losses.first_non_finite() is None  # these two are now known finite
+    for value in (1.0, float("-inf"), float("nan")):
+        losses.update(torch.tensor(value))
+    assert losses.first_non_finite() == 3
+    losses.update(torch.tensor(2.0))
+    assert losses.first_non_finite() == 3  # still there, at the same batch
+    assert losses.state_dict()["losses"].tolist()[:3] == [0.5, 0.25, 1.0]
+    losses.compute()
+    losses.update(torch.tensor(2.0))
+    assert losses.first_non_finite() is None
