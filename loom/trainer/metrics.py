@@ -73,18 +73,19 @@ class TrainLoss:
             >>> losses.first_non_finite()
             1
         """
-        new = self._stack_pending()
+        new = self._unchecked_losses()
         if new is None:
             return None
         # The sum is finite when every loss is, so the common case costs one reduction
         # and one read; only a sum that overflowed or met a NaN looks loss by loss.
-        if math.isfinite(new.sum(dtype=torch.float32).item()) or bool(new.isfinite().all()):
-            self._checked.append(new)
-            self._unchecked = None
-            return None
-        self._unchecked = new  # checked again next time: the run should stop on it
-        already_checked = sum(len(chunk) for chunk in self._checked)
-        return already_checked + int((~new.isfinite()).nonzero()[0])
+        if not math.isfinite(new.sum(dtype=torch.float32).item()):
+            finite = new.isfinite()
+            if not bool(finite.all()):  # left unchecked: reported again until compute()
+                already_checked = sum(len(chunk) for chunk in self._checked)
+                return already_checked + int((~finite).nonzero()[0])
+        self._checked.append(new)
+        self._unchecked = None
+        return None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The epoch's losses so far, so a resumed epoch reports the same mean."""
@@ -95,7 +96,7 @@ class TrainLoss:
         self._checked, self._unchecked = [], state["losses"]
         self._pending.clear()
 
-    def _stack_pending(self) -> torch.Tensor | None:
+    def _unchecked_losses(self) -> torch.Tensor | None:
         """The losses not yet found finite, as one 1-D tensor (None if there are none)."""
         parts = [] if self._unchecked is None else [self._unchecked]
         if self._pending:
@@ -110,7 +111,7 @@ class TrainLoss:
 
     def _all(self) -> torch.Tensor | None:
         """Every loss since the last compute, as one 1-D tensor, in batch order."""
-        unchecked = self._stack_pending()
+        unchecked = self._unchecked_losses()
         parts = self._checked if unchecked is None else [*self._checked, unchecked]
         if not parts:
             return None
