@@ -24,8 +24,9 @@ _BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (5 + i * ECE_BINS for i in range(3))
 class TrainLoss:
     """Mean training loss over the batches since the last :meth:`compute`.
 
-    Keeps every batch's loss on the device and reads them all at once, so the
-    training step never waits for the device. ``update(loss)`` adds one batch's
+    Keeps every batch's loss on the device and reads them only when asked (one
+    number per :meth:`first_non_finite`, one per :meth:`compute`), so the training
+    step never waits for the device. ``update(loss)`` adds one batch's
     loss: a scalar tensor, detached from its graph, so that no spent graph
     outlives its step.
 

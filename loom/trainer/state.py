@@ -53,8 +53,8 @@ class State:
         stop_reason: Why training was asked to stop, or None; see :meth:`request_stop`.
         algorithms: The run's algorithms, in order (read only).
         callbacks: The run's callbacks, in order (read only).
-        train_losses: The current epoch's training losses, kept on the device and
-            read once at ``epoch_end`` (``train/loss``).
+        train_losses: The current epoch's training losses, kept on the device, read
+            by each finite-loss check and once at ``epoch_end`` (``train/loss``).
         last_eval_batch: ``timestamp.batch`` at the latest evaluation, or None.
         epoch_start_rng: Every generator's state when the current epoch's data
             iterator was made: a checkpoint holds it, so a run resumed mid-epoch
