@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
+from loom.callbacks import Checkpoint
 from loom.trainer import Callback
 
 
@@ -99,6 +100,27 @@ def one_batch(model, batch, **trainer_kwargs):
     )
     metrics = trainer.fit()
     return [parameter.grad for parameter in model.parameters()], metrics
+
+
+def tiny_trainer(
+    folder=None, model=None, load_path=None, weights_only=False, loss_fn=None, max_duration="2ep"
+):
+    """Three fixed batches of 8, a 4-8-2 MLP, SGD with momentum; a checkpoint every batch
+    (the last two kept) when ``folder`` is given."""
+    torch.manual_seed(0)
+    model = model or nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    return Trainer(
+        model,
+        batches,
+        max_duration=max_duration,
+        device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        callbacks=[Checkpoint(folder, interval="1ba", keep_last=2)] if folder else [],
+        load_path=load_path,
+        load_weights_only=weights_only,
+        loss_fn=loss_fn,
+    )
 
 
 TWO_PROCESS_TORCHRUN = [

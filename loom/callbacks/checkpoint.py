@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from loom.trainer import Callback, Duration, State, TimeUnit
-from loom.trainer.checkpoint import capture_checkpoint, save_checkpoint
+from loom.trainer import Callback, Duration, State, TimeUnit, capture_checkpoint, save_checkpoint
 
 __all__ = ["Checkpoint", "latest_checkpoint"]
 
@@ -20,6 +19,10 @@ class Checkpoint(Callback):
     """Saves ``<folder>/epoch<E>-batch<B>.pt`` every ``interval``, at the end of training,
     and when a signal interrupts it; with ``best_metric``, also ``<folder>/best.pt``
     whenever that evaluation metric improves.
+
+    Each save sets ``state.checkpoint_path`` to the new file as soon as it is complete,
+    so the callbacks listed after this one (a run's summary, a logger) read the
+    checkpoint of the moment, also at ``fit_end``.
 
     Each file is written to a temporary name and renamed, so a crash during a save
     leaves the previous checkpoint whole. A checkpoint is never taken of a run
@@ -50,6 +53,8 @@ class Checkpoint(Callback):
         (['epoch2-batch6.pt'], 'epoch2-batch6.pt')
     """
 
+    writes = ("checkpoint_path",)
+
     def __init__(
         self,
         folder: str | os.PathLike[str],
@@ -70,6 +75,7 @@ class Checkpoint(Callback):
         self.folder = Path(folder)
         self.keep_last = keep_last
         self.best_metric = best_metric
+        self.reads = ("metrics",) if best_metric is not None else ()
         self.best_mode = best_mode
         self.best_value: float | None = None
         self._saved_at: int | None = None  # the batch of the latest interval checkpoint

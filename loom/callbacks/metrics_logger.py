@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from loom.trainer import Callback, State
-from loom.trainer.checkpoint import write_atomically
+from loom.trainer import Callback, State, write_atomically
 
 __all__ = ["MetricsLogger"]
 
@@ -26,7 +25,7 @@ class MetricsLogger(Callback):
     ``samples``), seconds since the start of ``fit``, and the metrics. A run
     that starts at batch 0 starts the file afresh; a resumed run appends to it, after
     dropping the records of what came after its checkpoint (it logs those again).
-    Only the main process writes.
+    Only the main process writes. List it after any callback that adds metrics.
 
     Args:
         path: The JSON-lines file, or None for the console alone.
@@ -47,6 +46,8 @@ class MetricsLogger(Callback):
         >>> [sorted(json.loads(line)) for line in path.read_text().splitlines()][0]
         ['batch', 'epoch', 'samples', 'time', 'train/loss']
     """
+
+    reads = ("metrics",)
 
     def __init__(
         self,
@@ -93,8 +94,7 @@ class MetricsLogger(Callback):
                 )
                 if done:
                     kept.append(line)
-        text = "".join(f"{line}\n" for line in kept).encode("utf-8")
-        write_atomically(self.path, lambda file: file.write(text))
+        write_atomically(self.path, "".join(f"{line}\n" for line in kept))
 
     def epoch_start(self, state: State) -> None:
         self._print_pending_row(state)

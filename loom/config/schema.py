@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from loom.trainer.duration import Duration
+from loom.trainer import Duration
 
 __all__ = [
     "REQUIRED",

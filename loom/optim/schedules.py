@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from loom.trainer.duration import Duration, TimeUnit
+from loom.trainer import Duration, TimeUnit
 
 __all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "step"]
 

@@ -1,4 +1,4 @@
-"""The event vocabulary, the state plugins share, the engine and the Trainer.
+"""The core: the loop's events and plugins, the state they share, the Trainer, checkpoints.
 
 Nothing here imports ``loom.algorithms``, ``loom.callbacks``, ``loom.config`` or torchvision.
 """
@@ -14,27 +14,42 @@ from loom.trainer.batch import (
 )
 from loom.trainer.checkpoint import (
     CheckpointError,
-    NonFiniteLossError,
     capture_checkpoint,
     load_checkpoint,
+    model_state_dict,
     save_checkpoint,
+    unwrap_model,
 )
-from loom.trainer.device import resolve_device, seed_everything, use_deterministic_algorithms
-from loom.trainer.duration import Duration, Timestamp, TimeUnit
-from loom.trainer.engine import Engine, Hook, HookTable, fire
-from loom.trainer.errors import add_note
-from loom.trainer.event import Event
-from loom.trainer.interrupts import TrainingInterrupted
-from loom.trainer.metrics import ECE_BINS, EvalMetrics, TrainLoss
-from loom.trainer.plugin import Algorithm, Callback, Plugin
-from loom.trainer.precision import PRECISIONS
-from loom.trainer.state import State
+from loom.trainer.events import (
+    Algorithm,
+    Artifact,
+    Callback,
+    Engine,
+    Event,
+    Hook,
+    HookTable,
+    Plugin,
+    add_note,
+    fire,
+)
+from loom.trainer.files import write_atomically
+from loom.trainer.metrics import ECE_BINS, EvalMetrics, NonFiniteLossError, TrainLoss
+from loom.trainer.runtime import (
+    PRECISIONS,
+    TrainingInterrupted,
+    is_main_process,
+    resolve_device,
+    seed_everything,
+    use_deterministic_algorithms,
+)
+from loom.trainer.state import Duration, State, Timestamp, TimeUnit
 from loom.trainer.trainer import Trainer
 
 __all__ = [
     "ECE_BINS",
     "PRECISIONS",
     "Algorithm",
+    "Artifact",
     "BatchKey",
     "Callback",
     "CheckpointError",
@@ -57,13 +72,17 @@ __all__ = [
     "capture_checkpoint",
     "fire",
     "get_batch_item",
+    "is_main_process",
     "load_checkpoint",
+    "model_state_dict",
     "move_to_device",
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
     "set_batch_item",
     "split_batch",
+    "unwrap_model",
     "use_deterministic_algorithms",
     "validate_batch_key",
+    "write_atomically",
 ]

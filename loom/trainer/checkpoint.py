@@ -1,4 +1,4 @@
-"""Checkpoints: the whole of a run as plain tensors and containers, saved atomically.
+"""Checkpoints: the whole of a run as plain data, saved atomically and restored exactly.
 
 A checkpoint holds the model (keys without the ``module.`` or ``_orig_mod.`` that
 DistributedDataParallel and ``torch.compile`` add), optimizers, schedulers, gradient
@@ -9,40 +9,47 @@ with ``torch.load(weights_only=True)``: nothing in it is ever imported or run.
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Callable
+import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from loom.trainer.rng import capture_rng_states, restore_rng_states
+from loom.trainer.events import Plugin, describe_plugin
+from loom.trainer.files import write_atomically
+from loom.trainer.metrics import check_losses_are_finite
 from loom.trainer.state import State
 
 __all__ = [
     "CheckpointError",
-    "NonFiniteLossError",
     "capture_checkpoint",
+    "capture_rng_states",
     "load_checkpoint",
     "model_state_dict",
     "restore_checkpoint",
+    "restore_rng_states",
+    "resumed_epoch_batches",
     "save_checkpoint",
     "unwrap_model",
-    "write_atomically",
 ]
 
 FORMAT_VERSION = 1
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _SHOWN = 5  # keys listed in a mismatch message before "and N more"
+_RUN_ENTRIES = (
+    "optimizers", "schedulers", "grad_scaler", "timestamp", "rng", "epoch_start_rng",
+    "algorithms", "callbacks", "train_losses", "metrics", "last_eval_batch",
+)  # fmt: skip
+_CLOCK_FIELDS = ("epoch", "batch", "batch_in_epoch", "samples")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit this run; the message names the file."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the batch."""
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -84,39 +91,9 @@ def capture_checkpoint(state: State) -> dict[str, Any]:
     }
 
 
-def check_losses_are_finite(state: State) -> None:
-    """Raises NonFiniteLossError naming the first NaN or infinite loss not yet checked."""
-    position = state.train_losses.first_non_finite()
-    if position is not None:
-        epoch_batch = state.timestamp.batch - state.timestamp.batch_in_epoch + position
-        raise NonFiniteLossError(
-            f"the training loss is not finite at epoch {state.timestamp.epoch}, batch "
-            f"{position} of the epoch (batch {epoch_batch} of the run); training stopped and "
-            "the checkpoints already written were left as they were. Lower the learning "
-            "rate, clip gradients (grad_clip_norm) or check the inputs of that batch."
-        )
-
-
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Writes ``checkpoint`` to ``path`` atomically: a crash mid-save leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda file: torch.save(checkpoint, file))
-    return path
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Writes a temporary file beside ``path``, flushes it to disk, then renames it over
-    ``path``: readers see the old file or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    return write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -149,59 +126,32 @@ def restore_checkpoint(
 ) -> None:
     """Loads ``checkpoint`` into the run: the model alone, or everything to resume.
 
-    Everything is checked before anything changes, so a checkpoint that does not
-    fit leaves the run as it was.
+    Everything is checked before anything changes: the model's keys and shapes, the
+    optimizers' parameter groups and state, the schedulers, the plugins, the clock
+    and the generators. The plugins then load their states, and are put back as
+    they were if one refuses its own. A checkpoint that does not fit leaves the run
+    as it was.
 
     Raises:
-        CheckpointError: The weights do not fit the model (missing or unexpected
-            keys, other shapes), or the run has other optimizers, schedulers or
-            plugins than the checkpoint's.
+        CheckpointError: The weights do not fit the model, or the run has other
+            optimizers, schedulers or plugins than the checkpoint's, or an entry
+            is missing or malformed; the message says which.
     """
     model = unwrap_model(state.model)
     _check_model_fits(model, checkpoint["model"], path)
-    if not weights_only:
-        if checkpoint.get("format") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} has format {checkpoint.get('format')!r}; this loom "
-                f"reads format {FORMAT_VERSION}. Load its weights alone with load_weights_only."
-            )
-        for key, have in (("optimizers", state.optimizers), ("schedulers", state.schedulers)):
-            if len(checkpoint[key]) != len(have):
-                raise CheckpointError(
-                    f"checkpoint {str(path)!r} holds {len(checkpoint[key])} {key}, this run has "
-                    f"{len(have)}: resume with the job that wrote it, or load the weights alone."
-                )
-        saved_algorithms = [entry["name"] for entry in checkpoint["algorithms"]]
-        run_algorithms = [type(algorithm).__name__ for algorithm in state.algorithms]
-        if saved_algorithms != run_algorithms:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was written with algorithms {saved_algorithms}, this "
-                f"run has {run_algorithms}: resume with the same algorithms in the same order."
-            )
-    model.load_state_dict(checkpoint["model"])
     if weights_only:
+        model.load_state_dict(checkpoint["model"])
         return
-    try:
-        for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-    except ValueError as error:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: its optimizer state does not fit this run's ({error})."
-        ) from None
+    _check_run_fits(state, checkpoint, path)
+    _restore_plugins(_plugin_pairs(state, checkpoint), path)
+    # Nothing below can refuse the checkpoint: all of it was checked above.
+    model.load_state_dict(checkpoint["model"])
+    for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True):
+        optimizer.load_state_dict(saved)
     for scheduler, saved in zip(state.schedulers, checkpoint["schedulers"], strict=True):
         scheduler.load_state_dict(saved)
     if state.grad_scaler is not None and checkpoint["grad_scaler"]:
         state.grad_scaler.load_state_dict(checkpoint["grad_scaler"])
-    for algorithm, saved in zip(state.algorithms, checkpoint["algorithms"], strict=True):
-        algorithm.load_state_dict(saved["state"])
-    # Callbacks observe, so a resumed run may add or drop some (a progress bar, a
-    # logger): each takes the state of the first unused saved callback of its class.
-    unused = list(checkpoint["callbacks"])
-    for callback in state.callbacks:
-        for index, saved in enumerate(unused):
-            if saved["name"] == type(callback).__name__:
-                callback.load_state_dict(unused.pop(index)["state"])
-                break
     state.timestamp.load_state_dict(checkpoint["timestamp"])
     losses = checkpoint["train_losses"]["losses"].to(state.device)
     state.train_losses.load_state_dict({"losses": losses})
@@ -211,19 +161,103 @@ def restore_checkpoint(
     restore_rng_states(checkpoint["rng"])
 
 
+def capture_rng_states() -> dict[str, Any]:
+    """Python's, NumPy's and torch's generator states (every initialized CUDA device's too).
+
+    Tensors, ints and lists only, so the snapshot loads with ``weights_only=True``.
+
+    Examples:
+        >>> import torch
+        >>> states = capture_rng_states(); first = torch.rand(3)
+        >>> restore_rng_states(states); torch.equal(torch.rand(3), first)
+        True
+    """
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    return {
+        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gauss": float(cached_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        # Only devices this process has touched: asking others would initialize CUDA.
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Puts back the generators as :func:`capture_rng_states` found them."""
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    numpy = states["numpy"]
+    np.random.set_state(
+        (
+            numpy["kind"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gauss"],
+        )
+    )
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+
+
+def resumed_epoch_batches(state: State) -> Iterator[Any]:
+    """The epoch's data iterator, past the ``state.timestamp.batch_in_epoch`` batches
+    trained before the checkpoint.
+
+    The iterator is made under the generators' state of the epoch's start, so it
+    shuffles as it did (and workers get the same seeds); the batches already
+    trained are loaded again and dropped; then the generators go back to the
+    checkpoint's state.
+
+    Raises:
+        CheckpointError: The checkpoint has no record of the epoch's start, or the
+            data now has fewer batches per epoch than the checkpoint's position.
+    """
+    position = state.timestamp.batch_in_epoch
+    if state.epoch_start_rng is None:
+        raise CheckpointError(
+            f"cannot resume at batch {position} of an epoch: the checkpoint has no "
+            "record of the epoch's start."
+        )
+    now = capture_rng_states()
+    restore_rng_states(state.epoch_start_rng)
+    batches = iter(state.train_dataloader)
+    for skipped in range(position):
+        if next(batches, None) is None:
+            raise CheckpointError(
+                f"the checkpoint stopped at batch {position} of an epoch, but "
+                f"train_dataloader yields only {skipped} batches per epoch now."
+            )
+    restore_rng_states(now)
+    return batches
+
+
 def _plugin_states(plugins: list[Any]) -> list[dict[str, Any]]:
     return [{"name": type(plugin).__name__, "state": plugin.state_dict()} for plugin in plugins]
 
 
-def _check_model_fits(model: nn.Module, weights: dict[str, Any], path: Any) -> None:
+def _check_model_fits(model: nn.Module, weights: Any, path: Any) -> None:
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: its 'model' entry is a {type(weights).__name__}, "
+            "not a mapping of parameter names to tensors."
+        )
     expected = model.state_dict()
     missing = [key for key in expected if key not in weights]
     unexpected = [key for key in weights if key not in expected]
     reshaped = [
-        f"{key} is {tuple(weights[key].shape)} in the checkpoint, "
+        f"{key} is {_shape(weights[key])} in the checkpoint, "
         f"{tuple(expected[key].shape)} in the model"
         for key in expected
-        if key in weights and weights[key].shape != expected[key].shape
+        if key in weights and _shape(weights[key]) != tuple(expected[key].shape)
     ]
     problems = []
     if missing:
@@ -237,6 +271,142 @@ def _check_model_fits(model: nn.Module, weights: dict[str, Any], path: Any) -> N
             f"checkpoint {str(path)!r} does not fit this model ({type(model).__name__}): "
             f"{'; '.join(problems)}. Was it written by another model or configuration?"
         )
+
+
+def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None:
+    """Every check a resume needs besides the model's, changing nothing."""
+
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {str(path)!r} {problem}")
+
+    if checkpoint.get("format") != FORMAT_VERSION:
+        raise refuse(
+            f"has format {checkpoint.get('format')!r}; this loom reads format "
+            f"{FORMAT_VERSION}. Load its weights alone with load_weights_only."
+        )
+    missing = [entry for entry in _RUN_ENTRIES if entry not in checkpoint]
+    if missing:
+        raise refuse(
+            f"holds no {', '.join(map(repr, missing))}: it cannot resume a run "
+            "(load its weights alone with load_weights_only)."
+        )
+    for key, have in (("optimizers", state.optimizers), ("schedulers", state.schedulers)):
+        if len(checkpoint[key]) != len(have):
+            raise refuse(
+                f"holds {len(checkpoint[key])} {key}, this run has {len(have)}: resume "
+                "with the job that wrote it, or load the weights alone."
+            )
+    for index, (optimizer, saved) in enumerate(
+        zip(state.optimizers, checkpoint["optimizers"], strict=True)
+    ):
+        problem = _optimizer_mismatch(optimizer, saved)
+        if problem:
+            raise refuse(
+                f"does not fit optimizers[{index}] ({type(optimizer).__name__}): {problem}."
+            )
+    for index, (scheduler, saved) in enumerate(
+        zip(state.schedulers, checkpoint["schedulers"], strict=True)
+    ):
+        have = set(scheduler.state_dict())
+        if not isinstance(saved, Mapping) or set(saved) != have:
+            raise refuse(
+                f"does not fit schedulers[{index}] ({type(scheduler).__name__}): it was "
+                "written by another kind of scheduler."
+            )
+    saved_algorithms = [entry["name"] for entry in checkpoint["algorithms"]]
+    run_algorithms = [type(algorithm).__name__ for algorithm in state.algorithms]
+    if saved_algorithms != run_algorithms:
+        raise refuse(
+            f"was written with algorithms {saved_algorithms}, this run has {run_algorithms}: "
+            "resume with the same algorithms in the same order."
+        )
+    clock = checkpoint["timestamp"]
+    if not isinstance(clock, Mapping) or not all(
+        type(clock.get(name)) is int and clock[name] >= 0 for name in _CLOCK_FIELDS
+    ):
+        raise refuse(f"has a malformed clock {clock!r}; expected {', '.join(_CLOCK_FIELDS)}.")
+    for entry in ("rng", "epoch_start_rng"):
+        rng = checkpoint[entry]
+        if not (rng is None and entry == "epoch_start_rng") and not (
+            isinstance(rng, Mapping) and {"python", "numpy", "torch", "cuda"} <= set(rng)
+        ):
+            raise refuse(f"has a malformed {entry!r} entry: not the generators' states.")
+    losses = checkpoint["train_losses"]
+    if not isinstance(losses, Mapping) or not isinstance(losses.get("losses"), torch.Tensor):
+        raise refuse("has a malformed 'train_losses' entry.")
+
+
+def _optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: Any) -> str | None:
+    """What keeps ``saved`` from loading into ``optimizer``, or None."""
+    if not isinstance(saved, Mapping) or not {"state", "param_groups"} <= set(saved):
+        return "it is not an optimizer's state"
+    groups, saved_groups = optimizer.param_groups, saved["param_groups"]
+    if len(groups) != len(saved_groups):
+        return f"{len(saved_groups)} parameter groups in the checkpoint, {len(groups)} here"
+    parameters = []
+    for index, (group, saved_group) in enumerate(zip(groups, saved_groups, strict=True)):
+        if len(group["params"]) != len(saved_group["params"]):
+            return (
+                f"parameter group {index} holds {len(saved_group['params'])} parameters in the "
+                f"checkpoint, {len(group['params'])} here"
+            )
+        # A newer torch may add settings to a group; another optimizer has other ones.
+        foreign = sorted(set(saved_group) - set(group))
+        if foreign:
+            return (
+                f"its parameter group {index} has settings {', '.join(foreign)} that "
+                f"{type(optimizer).__name__} does not: it was written by another optimizer"
+            )
+        parameters += group["params"]
+    for index, entries in saved["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(parameters):
+            return f"it holds state for parameter {index!r}, which this optimizer does not have"
+        shape = tuple(parameters[index].shape)
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
+                return (
+                    f"its {name!r} of parameter {index} is {tuple(value.shape)}, the parameter "
+                    f"is {shape}"
+                )
+    return None
+
+
+def _plugin_pairs(state: State, checkpoint: dict[str, Any]) -> list[tuple[Plugin, Any]]:
+    """Each plugin with the saved state it takes: algorithms by position, callbacks by class."""
+    pairs: list[tuple[Plugin, Any]] = [
+        (algorithm, saved["state"])
+        for algorithm, saved in zip(state.algorithms, checkpoint["algorithms"], strict=True)
+    ]
+    # Callbacks observe, so a resumed run may add or drop some (a progress bar, a
+    # logger): each takes the state of the first unused saved callback of its class.
+    unused = list(checkpoint["callbacks"])
+    for callback in state.callbacks:
+        for index, saved in enumerate(unused):
+            if saved["name"] == type(callback).__name__:
+                pairs.append((callback, unused.pop(index)["state"]))
+                break
+    return pairs
+
+
+def _restore_plugins(pairs: list[tuple[Plugin, Any]], path: Any) -> None:
+    """Loads each plugin's state; if one refuses, every plugin gets its own state back."""
+    before: list[tuple[Plugin, dict[str, Any]]] = []
+    for plugin, saved in pairs:
+        before.append((plugin, copy.deepcopy(plugin.state_dict())))
+        try:
+            plugin.load_state_dict(saved)
+        except Exception as error:
+            for restored, state in before:
+                restored.load_state_dict(state)
+            reason = " ".join(str(error).split())  # one line, whatever the plugin raised
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: {describe_plugin(plugin)} refused its saved "
+                f"state ({type(error).__name__}: {reason}); the run was left as it was."
+            ) from error
+
+
+def _shape(value: Any) -> tuple[int, ...] | str:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def _strip_wrappers(key: str) -> str:

@@ -1,14 +1,25 @@
-"""Training and evaluation metrics, accumulated on the device and read once."""
+"""Training and evaluation metrics, accumulated on the device and read once, and the
+health check that stops a run whose loss is no longer finite."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
 
-__all__ = ["ECE_BINS", "EvalMetrics", "TrainLoss"]
+if TYPE_CHECKING:  # State holds a TrainLoss, so this module cannot import it at run time
+    from loom.trainer.state import State
+
+__all__ = [
+    "ECE_BINS",
+    "EvalMetrics",
+    "NonFiniteLossError",
+    "TrainLoss",
+    "check_losses_are_finite",
+]
 
 ECE_BINS = 15
 """Equal-width confidence bins of the expected calibration error."""
@@ -19,6 +30,23 @@ IGNORE_INDEX = -100
 # buffer means one host transfer per evaluation.
 _LOSS, _COUNT, _TOP1, _TOP5, _NLL = range(5)
 _BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (5 + i * ECE_BINS for i in range(3))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the batch."""
+
+
+def check_losses_are_finite(state: State) -> None:
+    """Raises NonFiniteLossError naming the first NaN or infinite loss not yet checked."""
+    position = state.train_losses.first_non_finite()
+    if position is not None:
+        epoch_batch = state.timestamp.batch - state.timestamp.batch_in_epoch + position
+        raise NonFiniteLossError(
+            f"the training loss is not finite at epoch {state.timestamp.epoch}, batch "
+            f"{position} of the epoch (batch {epoch_batch} of the run); training stopped and "
+            "the checkpoints already written were left as they were. Lower the learning "
+            "rate, clip gradients (grad_clip_norm) or check the inputs of that batch."
+        )
 
 
 class TrainLoss:

@@ -1,18 +1,111 @@
-"""State: everything a plugin may read or write during a run."""
+"""The run's state, which every plugin shares, and its clock: durations and timestamps."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
 from torch import nn
 
-from loom.trainer.duration import Duration, Timestamp
+from loom.trainer.batch import BatchKey, get_batch_item, set_batch_item
 from loom.trainer.metrics import TrainLoss
 
-__all__ = ["State"]
+__all__ = ["Duration", "State", "TimeUnit", "Timestamp"]
+
+_DURATION_PATTERN = re.compile(r"(\d+)(ep|ba|sp)")
+_ACCEPTED_FORMS = (
+    "a positive whole number followed by a unit: '10ep' (epochs), "
+    "'500ba' (batches) or '20000sp' (samples)"
+)
+
+
+class TimeUnit(str, Enum):
+    """The units a :class:`Duration` counts in."""
+
+    EPOCH = "ep"
+    BATCH = "ba"
+    SAMPLE = "sp"
+
+
+_CLOCK_FIELDS = {TimeUnit.EPOCH: "epoch", TimeUnit.BATCH: "batch", TimeUnit.SAMPLE: "samples"}
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A length of training: a positive count of epochs, batches or samples.
+
+    Examples:
+        >>> Duration.parse("10ep")
+        Duration(value=10, unit=<TimeUnit.EPOCH: 'ep'>)
+        >>> str(Duration.parse("500ba"))
+        '500ba'
+    """
+
+    value: int
+    unit: TimeUnit
+    clock_field: str = field(init=False, repr=False, compare=False)
+    """The :class:`Timestamp` attribute that counts this duration's unit."""
+
+    def __post_init__(self) -> None:
+        # Looked up once here: the Trainer compares the clock with it after every batch.
+        object.__setattr__(self, "clock_field", _CLOCK_FIELDS[TimeUnit(self.unit)])
+
+    @classmethod
+    def parse(cls, text: str | Duration, *, name: str = "duration") -> Duration:
+        """Reads ``"<count><unit>"``; ``name`` is the argument named in errors.
+
+        Raises:
+            ValueError: ``text`` is not a positive whole number followed by
+                ``ep``, ``ba`` or ``sp``.
+        """
+        if isinstance(text, Duration):
+            return text
+        match = _DURATION_PATTERN.fullmatch(text) if isinstance(text, str) else None
+        if match is None or int(match.group(1)) == 0:
+            raise ValueError(f"{name}={text!r} is not a duration; expected {_ACCEPTED_FORMS}.")
+        return cls(int(match.group(1)), TimeUnit(match.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.value}{self.unit.value}"
+
+
+@dataclass(slots=True)
+class Timestamp:
+    """The training clock, advanced by the Trainer.
+
+    Attributes:
+        epoch: Epochs completed.
+        batch: Optimizer steps (training batches) completed since the start of training.
+        batch_in_epoch: Batches completed in the current epoch.
+        samples: Training samples consumed since the start of training.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    batch_in_epoch: int = 0
+    samples: int = 0
+
+    def reached(self, duration: Duration) -> bool:
+        """Whether at least ``duration`` has elapsed since the start of training."""
+        return getattr(self, duration.clock_field) >= duration.value
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "samples": self.samples,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.batch = int(state["batch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.samples = int(state["samples"])
 
 
 @dataclass(eq=False)
@@ -20,7 +113,7 @@ class State:
     """The run's state, shared by the Trainer and every plugin.
 
     Plugins read and write these fields and nothing else of the Trainer. Which
-    event writes which field is in the :class:`~loom.trainer.event.Event` docstring.
+    event writes which field is in the :class:`~loom.trainer.events.Event` docstring.
 
     Attributes:
         model: The module being trained (wrapped, e.g. in DistributedDataParallel,
@@ -32,14 +125,19 @@ class State:
         eval_dataloader: Yields the evaluation batches, or None.
         device: Where the model and batches live.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        input_key: Where the model's inputs are in a batch (see ``get_batch_item``).
-        target_key: Where the targets are in a batch.
+        input_key: Where the model's inputs are in a batch (see ``get_batch_item``):
+            the run's key, which the Trainer and every plugin not given a key of
+            its own use. Read and replace the inputs with :meth:`get_inputs` and
+            :meth:`set_inputs`.
+        target_key: Where the targets are in a batch, in the same way
+            (:meth:`get_targets`, :meth:`set_targets`).
         rank: This process's rank among ``world_size`` processes (0 of 1 when
             not distributed).
         world_size: How many processes train together.
         timestamp: The training clock.
         batch: The current batch (training or evaluation), on ``device``. Read and
-            write its items with ``get_batch_item`` and ``set_batch_item``.
+            replace its inputs and targets with the methods below, other items with
+            ``get_batch_item`` and ``set_batch_item``.
         outputs: The model's outputs for the current batch, set after the forward.
         loss: The loss of the current (micro)batch, set after the loss, before
             ``backward``; an algorithm may replace it at ``before_backward``.
@@ -62,8 +160,10 @@ class State:
         interrupt: The signal (``"SIGTERM"``, ``"SIGINT"``) that interrupted
             training, or None. Training then stops after the current batch, the
             plugins' ``fit_end`` runs (a checkpoint callback saves), and ``fit``
-            raises :class:`~loom.trainer.interrupts.TrainingInterrupted`.
-        checkpoint_path: The latest checkpoint a plugin wrote, or None.
+            raises :class:`~loom.trainer.runtime.TrainingInterrupted`.
+        checkpoint_path: The latest checkpoint a plugin wrote, or None. A plugin
+            that saves checkpoints sets it as soon as the file is complete, and
+            declares so (``writes = ("checkpoint_path",)``).
     """
 
     model: nn.Module
@@ -74,8 +174,8 @@ class State:
     eval_dataloader: Iterable[Any] | None
     device: torch.device
     precision: str
-    input_key: Any = 0
-    target_key: Any = 1
+    input_key: BatchKey = 0
+    target_key: BatchKey = 1
     rank: int = 0
     world_size: int = 1
     timestamp: Timestamp = field(default_factory=Timestamp)
@@ -93,6 +193,41 @@ class State:
     epoch_start_rng: dict[str, Any] | None = None
     interrupt: str | None = None
     checkpoint_path: str | None = None
+
+    def get_inputs(self, key: BatchKey | None = None) -> Any:
+        """The current batch's inputs: at the run's ``input_key``, or at ``key`` when given.
+
+        Examples:
+            >>> import torch
+            >>> from loom.trainer import Duration
+            >>> state = State(model=torch.nn.Identity(), optimizers=[], schedulers=[],
+            ...               max_duration=Duration.parse("1ep"), train_dataloader=[],
+            ...               eval_dataloader=None, device=torch.device("cpu"),
+            ...               precision="fp32", input_key="image", target_key="label")
+            >>> state.batch = {"image": torch.zeros(2, 3), "label": torch.tensor([0, 1])}
+            >>> state.get_inputs().shape, state.get_targets().tolist()
+            (torch.Size([2, 3]), [0, 1])
+            >>> state.set_targets(torch.tensor([1, 1]))
+            >>> state.batch["label"].tolist()
+            [1, 1]
+        """
+        return get_batch_item(self.batch, self.input_key if key is None else key)
+
+    def set_inputs(self, inputs: Any, key: BatchKey | None = None) -> None:
+        """Replaces the current batch's inputs (at the run's ``input_key``, or ``key``).
+
+        The batch is rebuilt (see ``set_batch_item``), so the dataloader's own
+        containers are never changed.
+        """
+        self.batch = set_batch_item(self.batch, self.input_key if key is None else key, inputs)
+
+    def get_targets(self, key: BatchKey | None = None) -> Any:
+        """The current batch's targets: at the run's ``target_key``, or at ``key``."""
+        return get_batch_item(self.batch, self.target_key if key is None else key)
+
+    def set_targets(self, targets: Any, key: BatchKey | None = None) -> None:
+        """Replaces the current batch's targets (at the run's ``target_key``, or ``key``)."""
+        self.batch = set_batch_item(self.batch, self.target_key if key is None else key, targets)
 
     def request_stop(self, reason: str) -> None:
         """Asks the Trainer to end training after the current batch.

@@ -12,41 +12,34 @@ import torch
 from torch import nn
 
 from loom.functional import cross_entropy
-from loom.trainer.arguments import check_iterable, checked_optimizers, checked_schedulers
-from loom.trainer.batch import (
-    BatchKey,
-    batch_size,
-    get_batch_item,
-    move_to_device,
-    split_batch,
-    validate_batch_key,
-)
+from loom.trainer.batch import BatchKey, batch_size, move_to_device, split_batch, validate_batch_key
 from loom.trainer.checkpoint import (
-    check_losses_are_finite,
+    capture_rng_states,
     load_checkpoint,
     restore_checkpoint,
+    resumed_epoch_batches,
     unwrap_model,
 )
-from loom.trainer.device import resolve_device, seed_everything, use_deterministic_algorithms
-from loom.trainer.distributed import (
+from loom.trainer.events import Algorithm, Callback, Engine, add_note, fire
+from loom.trainer.metrics import EvalMetrics, check_losses_are_finite
+from loom.trainer.runtime import (
+    TrainingInterrupted,
+    autocast_context,
     broadcast_buffers,
+    grad_scaler_for,
+    interruption_message,
     join_torchrun_job,
+    resolve_device,
+    seed_everything,
     shard_eval_loader,
     shard_train_loader,
+    stop_on_signals,
     torchrun_world_size,
+    use_deterministic_algorithms,
+    validate_precision,
     wrap_model,
 )
-from loom.trainer.duration import Duration, TimeUnit
-from loom.trainer.engine import Engine, fire
-from loom.trainer.errors import add_note
-from loom.trainer.event import Event
-from loom.trainer.interrupts import TrainingInterrupted, interruption_message, stop_on_signals
-from loom.trainer.metrics import EvalMetrics
-from loom.trainer.plugin import Algorithm, Callback
-from loom.trainer.precision import autocast_context, grad_scaler_for, validate_precision
-from loom.trainer.resume import resumed_epoch_batches
-from loom.trainer.rng import capture_rng_states
-from loom.trainer.state import State
+from loom.trainer.state import Duration, State, TimeUnit
 
 __all__ = ["Trainer"]
 
@@ -71,7 +64,8 @@ class Trainer:
         loss_fn: ``loss_fn(outputs, targets) -> scalar``. Defaults to cross-entropy
             against class indices or dense target distributions.
         input_key: Where the inputs are in a batch: an int, str or
-            ``(getter, setter)`` pair (see ``get_batch_item``).
+            ``(getter, setter)`` pair (see ``get_batch_item``). The run's key:
+            every plugin not given a key of its own uses it.
         target_key: Where the targets are in a batch, in the same forms.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         precision: ``"fp32"``; ``"bf16"`` (autocast on CPU and CUDA); ``"fp16"``
@@ -144,42 +138,29 @@ class Trainer:
         load_weights_only: bool = False,
         finite_check_interval: int | None = 100,
     ):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        check_iterable(train_dataloader, "train_dataloader")
-        if eval_dataloader is not None:
-            check_iterable(eval_dataloader, "eval_dataloader")
-        validate_batch_key(input_key, "input_key")
-        validate_batch_key(target_key, "target_key")
-        if loss_fn is not None and not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable(outputs, targets), got {loss_fn!r}.")
-        if finite_check_interval is not None and (
-            type(finite_check_interval) is not int or finite_check_interval < 1
-        ):
-            raise ValueError(
-                f"finite_check_interval={finite_check_interval!r} must be an int >= 1 or None."
-            )
-        if type(grad_accum) is not int or grad_accum < 1:
-            raise ValueError(f"grad_accum={grad_accum!r} must be an int >= 1.")
-        if grad_clip_norm is not None and not (
-            isinstance(grad_clip_norm, int | float) and 0 < grad_clip_norm < math.inf
-        ):
-            raise ValueError(
-                f"grad_clip_norm={grad_clip_norm!r} must be a positive number or None."
-            )
-        self.eval_interval = Duration.parse(eval_interval, name="eval_interval")
-        if self.eval_interval.unit is TimeUnit.SAMPLE:
-            raise ValueError(
-                f"eval_interval={eval_interval!r} counts samples; give it in epochs ('1ep') "
-                "or batches ('500ba')."
-            )
+        _check_arguments(
+            model=model,
+            train_dataloader=train_dataloader,
+            eval_dataloader=eval_dataloader,
+            loss_fn=loss_fn,
+            input_key=input_key,
+            target_key=target_key,
+            grad_accum=grad_accum,
+            grad_clip_norm=grad_clip_norm,
+            finite_check_interval=finite_check_interval,
+        )
+        self.eval_interval = _checked_eval_interval(eval_interval)
+        max_duration = Duration.parse(max_duration, name="max_duration")
+        resolved_device = resolve_device(device)
+        precision = validate_precision(precision, resolved_device)
+        optimizers = _checked_optimizers(optimizers, model)
+        schedulers = _checked_schedulers(schedulers)
+        engine = Engine(algorithms, callbacks)
         if seed is not None:
             seed_everything(seed)
         if deterministic:
             use_deterministic_algorithms()
 
-        resolved_device = resolve_device(device)
-        optimizers = checked_optimizers(optimizers, model)
         model = model.to(resolved_device)
         rank, world_size = 0, 1
         if torchrun_world_size() > 1:  # one of several processes started by torchrun
@@ -191,21 +172,21 @@ class Trainer:
         self.state = State(
             model=model,
             optimizers=optimizers,
-            schedulers=checked_schedulers(schedulers),
-            max_duration=Duration.parse(max_duration, name="max_duration"),
+            schedulers=schedulers,
+            max_duration=max_duration,
             train_dataloader=train_dataloader,
             eval_dataloader=eval_dataloader,
             device=resolved_device,
-            precision=validate_precision(precision, resolved_device),
+            precision=precision,
             input_key=input_key,
             target_key=target_key,
             grad_scaler=grad_scaler_for(precision, resolved_device),
             rank=rank,
             world_size=world_size,
+            algorithms=engine.algorithms,
+            callbacks=engine.callbacks,
         )
-        self.engine = Engine(algorithms, callbacks)
-        self.state.algorithms = self.engine.algorithms
-        self.state.callbacks = self.engine.callbacks
+        self.engine = engine
         self.loss_fn = cross_entropy if loss_fn is None else loss_fn
         self.grad_accum = grad_accum
         self.grad_clip_norm = grad_clip_norm
@@ -214,7 +195,8 @@ class Trainer:
         # A CPU run gets its batches where they already are: walking every batch to
         # find nothing to move would cost a few microseconds a step.
         self._move_batches = resolved_device.type != "cpu"
-        self.engine.run(Event.INIT, self.state)
+        self._eval_batch: int | None = None  # the evaluation batch in progress, for errors
+        fire(engine.hooks.init, self.state)
         if load_path is not None:
             self.load_checkpoint(load_path, weights_only=load_weights_only)
 
@@ -239,9 +221,9 @@ class Trainer:
         Returns:
             The latest metrics (``state.metrics``).
         """
-        state = self.state
+        state, hooks = self.state, self.engine.hooks
         with stop_on_signals(state):
-            self.engine.run(Event.FIT_START, state)
+            fire(hooks.fit_start, state)
             state.model.train()
             if self._eval_pending():  # resumed from a checkpoint taken just before an evaluation
                 self.eval()
@@ -249,7 +231,7 @@ class Trainer:
                 self._train_epoch()
             if state.interrupt is None:  # an interrupted run stops as it is, to resume exactly
                 self._conclude()
-            self.engine.run(Event.FIT_END, state)
+            fire(hooks.fit_end, state)
             state.batch = state.outputs = state.loss = None  # let go of the last batch's memory
         if state.interrupt is not None:
             raise TrainingInterrupted(interruption_message(state), state.interrupt)
@@ -285,16 +267,21 @@ class Trainer:
             broadcast_buffers(model)
         metrics = EvalMetrics()
         fire(hooks.eval_start, state)
-        with torch.no_grad():
-            for batch in dataloader:
-                state.batch = move_to_device(batch, state.device) if self._move_batches else batch
-                fire(hooks.eval_batch_start, state)
-                fire(hooks.eval_before_forward, state)
-                state.outputs = self._forward(model, get_batch_item(state.batch, state.input_key))
-                fire(hooks.eval_after_forward, state)
-                targets = get_batch_item(state.batch, state.target_key)
-                metrics.update(state.outputs, targets, self._loss(targets))
-                fire(hooks.eval_batch_end, state)
+        try:
+            with torch.no_grad():
+                for self._eval_batch, batch in enumerate(dataloader):
+                    state.batch = (
+                        move_to_device(batch, state.device) if self._move_batches else batch
+                    )
+                    fire(hooks.eval_batch_start, state)
+                    fire(hooks.eval_before_forward, state)
+                    state.outputs = self._forward(model, state.get_inputs())
+                    fire(hooks.eval_after_forward, state)
+                    targets = state.get_targets()
+                    metrics.update(state.outputs, targets, self._loss(targets))
+                    fire(hooks.eval_batch_end, state)
+        finally:
+            self._eval_batch = None
         results = metrics.compute()
         state.metrics.update(results)
         state.reliability = metrics.reliability
@@ -337,15 +324,11 @@ class Trainer:
         if self.eval_interval.unit is TimeUnit.EPOCH and self._eval_due(timestamp.epoch):
             self.eval()
 
-    # The per-step methods below test each event's hooks before firing them: an
-    # event nobody handles then costs a truth test, not a Python call per step.
-
     def _train_batch(self, batch: Any) -> None:
         state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp
         state.batch = move_to_device(batch, state.device) if self._move_batches else batch
-        if hooks.batch_start:
-            fire(hooks.batch_start, state)
-        inputs = get_batch_item(state.batch, state.input_key)
+        fire(hooks.batch_start, state)
+        inputs = state.get_inputs()
         num_samples = batch_size(inputs)
         for optimizer in state.optimizers:
             optimizer.zero_grad(set_to_none=True)
@@ -367,32 +350,30 @@ class Trainer:
         timestamp.samples += num_samples
         if self.finite_check_interval and timestamp.batch % self.finite_check_interval == 0:
             check_losses_are_finite(state)
-        if hooks.batch_end:
-            fire(hooks.batch_end, state)
+        fire(hooks.batch_end, state)
 
     def _forward_backward(self, inputs: Any, loss_weight: float) -> torch.Tensor:
-        """Forward, loss and backward of one (micro)batch; returns the loss, unweighted."""
+        """Forward, loss and backward of one (micro)batch; returns the loss, unweighted.
+
+        ``inputs`` are the batch's, read before ``before_forward``; they are read
+        again after it only when one of its hooks may have replaced them.
+        """
         state, hooks = self.state, self.engine.hooks
         if hooks.before_forward:
             fire(hooks.before_forward, state)
-            inputs = get_batch_item(state.batch, state.input_key)  # the hooks may change them
+            inputs = state.get_inputs()
         state.outputs = self._forward(state.model, inputs)
-        if hooks.after_forward:
-            fire(hooks.after_forward, state)
-        if hooks.before_loss:
-            fire(hooks.before_loss, state)
-        state.loss = self._loss(get_batch_item(state.batch, state.target_key))
-        if hooks.after_loss:
-            fire(hooks.after_loss, state)
-        if hooks.before_backward:
-            fire(hooks.before_backward, state)
+        fire(hooks.after_forward, state)
+        fire(hooks.before_loss, state)
+        state.loss = self._loss(state.get_targets())
+        fire(hooks.after_loss, state)
+        fire(hooks.before_backward, state)
         loss = state.loss
         scaled = loss if loss_weight == 1.0 else loss * loss_weight
         if state.grad_scaler is not None:
             scaled = state.grad_scaler.scale(scaled)
         scaled.backward()
-        if hooks.after_backward:
-            fire(hooks.after_backward, state)
+        fire(hooks.after_backward, state)
         return loss
 
     def _accumulate_microbatches(self, num_samples: int) -> torch.Tensor:
@@ -406,7 +387,7 @@ class Trainer:
         no_sync = getattr(state.model, "no_sync", contextlib.nullcontext)
         for index, microbatch in enumerate(microbatches):
             state.batch = microbatch
-            inputs = get_batch_item(microbatch, state.input_key)
+            inputs = state.get_inputs()
             weight = batch_size(inputs) / num_samples
             with no_sync() if index < len(microbatches) - 1 else contextlib.nullcontext():
                 batch_loss += self._forward_backward(inputs, weight).detach() * weight
@@ -459,8 +440,14 @@ class Trainer:
 
     def _where(self) -> str:
         timestamp = self.state.timestamp
-        phase = "in training" if self.state.model.training else "in evaluation"
-        return f"{phase} at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"
+        if self._eval_batch is not None:
+            return (
+                f"in evaluation, at batch {self._eval_batch} of the evaluation (after "
+                f"batch {timestamp.batch} of training)"
+            )
+        return (
+            f"in training at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"
+        )
 
     def _eval_pending(self) -> bool:
         """Whether an evaluation is due at this clock and has not run (a resumed run)."""
@@ -492,3 +479,93 @@ def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} on {value.device}"
     return type(value).__name__
+
+
+# The Trainer's argument checks: every one runs before anything is built or moved.
+
+
+def _check_arguments(
+    *,
+    model: Any,
+    train_dataloader: Any,
+    eval_dataloader: Any,
+    loss_fn: Any,
+    input_key: Any,
+    target_key: Any,
+    grad_accum: Any,
+    grad_clip_norm: Any,
+    finite_check_interval: Any,
+) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    for argument, dataloader in (
+        ("train_dataloader", train_dataloader),
+        ("eval_dataloader", eval_dataloader),
+    ):
+        if dataloader is None and argument == "eval_dataloader":
+            continue
+        if not isinstance(dataloader, Iterable) or isinstance(dataloader, torch.Tensor | str):
+            raise TypeError(
+                f"{argument} must be an iterable of batches such as a torch DataLoader, "
+                f"got {type(dataloader).__name__}."
+            )
+    validate_batch_key(input_key, "input_key")
+    validate_batch_key(target_key, "target_key")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable(outputs, targets), got {loss_fn!r}.")
+    if type(grad_accum) is not int or grad_accum < 1:
+        raise ValueError(f"grad_accum={grad_accum!r} must be an int >= 1.")
+    if grad_clip_norm is not None and not (
+        isinstance(grad_clip_norm, int | float) and 0 < grad_clip_norm < math.inf
+    ):
+        raise ValueError(f"grad_clip_norm={grad_clip_norm!r} must be a positive number or None.")
+    if finite_check_interval is not None and (
+        type(finite_check_interval) is not int or finite_check_interval < 1
+    ):
+        raise ValueError(
+            f"finite_check_interval={finite_check_interval!r} must be an int >= 1 or None."
+        )
+
+
+def _checked_eval_interval(eval_interval: Any) -> Duration:
+    interval = Duration.parse(eval_interval, name="eval_interval")
+    if interval.unit is TimeUnit.SAMPLE:
+        raise ValueError(
+            f"eval_interval={eval_interval!r} counts samples; give it in epochs ('1ep') "
+            "or batches ('500ba')."
+        )
+    return interval
+
+
+def _checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Optimizer]:
+    listed = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else optimizers
+    if not isinstance(listed, Sequence) or not listed:
+        raise TypeError(
+            f"optimizers must be a torch optimizer or a non-empty list of them, got {optimizers!r}."
+        )
+    model_parameters = {id(parameter) for parameter in model.parameters()}
+    for index, optimizer in enumerate(listed):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizers[{index}] is a {type(optimizer).__name__}, not a torch optimizer."
+            )
+        held = (id(p) for group in optimizer.param_groups for p in group["params"])
+        if not any(parameter in model_parameters for parameter in held):
+            raise ValueError(
+                f"optimizers[{index}] ({type(optimizer).__name__}) holds none of the model's "
+                "parameters; build it from model.parameters() of this model."
+            )
+    return list(listed)
+
+
+def _checked_schedulers(schedulers: Any) -> list[Any]:
+    if schedulers is None:
+        return []
+    listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
+    for index, scheduler in enumerate(listed):
+        if not callable(getattr(scheduler, "step", None)):
+            raise TypeError(
+                f"schedulers[{index}] is a {type(scheduler).__name__}, which has no step(); "
+                "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
+            )
+    return list(listed)

@@ -1,4 +1,4 @@
-"""A small job run under torchrun by test_distributed.py; each rank saves what it saw.
+"""A small job run under torchrun by test_runtime.py; each rank saves what it saw.
 
 torchrun --standalone --nproc_per_node 2 tests/trainer/distributed_job.py OUT [FAIL_AT]
 """

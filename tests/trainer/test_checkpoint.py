@@ -1,3 +1,10 @@
+"""Checkpoints: what they hold, how a bad one is refused (leaving the run as it was), and
+resuming: a run interrupted anywhere and resumed ends bitwise as the uninterrupted run."""
+
+import copy
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -6,35 +13,20 @@ import time
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
-from loom.callbacks import Checkpoint, latest_checkpoint
-from loom.trainer.checkpoint import (
+from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
+from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
+from loom.trainer import (
+    Algorithm,
+    Callback,
     CheckpointError,
     NonFiniteLossError,
-    capture_checkpoint,
+    TrainingInterrupted,
     load_checkpoint,
-    save_checkpoint,
 )
-
-
-def tiny_trainer(
-    folder=None, model=None, load_path=None, weights_only=False, loss_fn=None, max_duration="2ep"
-):
-    torch.manual_seed(0)
-    model = model or nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
-    return Trainer(
-        model,
-        batches,
-        max_duration=max_duration,
-        device="cpu",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        callbacks=[Checkpoint(folder, interval="1ba", keep_last=2)] if folder else [],
-        load_path=load_path,
-        load_weights_only=weights_only,
-        loss_fn=loss_fn,
-    )
+from tests.conftest import tiny_trainer
 
 
 @pytest.fixture
@@ -42,17 +34,6 @@ def saved(tmp_path):
     trainer = tiny_trainer(tmp_path / "checkpoints")
     trainer.fit()
     return trainer, latest_checkpoint(tmp_path / "checkpoints")
-
-
-def test_checkpoints_hold_plain_data_and_keep_the_last_n(saved, tmp_path):
-    trainer, path = saved
-    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    # keep_last=2 of six; saved at batch_end, before the epoch's end moves the clock
-    assert names == ["epoch1-batch5.pt", "epoch1-batch6.pt"]
-    checkpoint = torch.load(path, weights_only=True)  # nothing to import or run
-    assert checkpoint["timestamp"] == {"epoch": 1, "batch": 6, "batch_in_epoch": 3, "samples": 48}
-    assert set(checkpoint["model"]) == set(trainer.state.model.state_dict())
-    assert trainer.state.checkpoint_path == str(path)
 
 
 def test_weights_only_loading_starts_a_fresh_run(saved):
@@ -122,22 +103,6 @@ def test_a_checkpoint_of_another_model_says_what_differs(saved, model, message):
         tiny_trainer(model=model, load_path=path)
 
 
-def test_a_save_that_dies_halfway_leaves_the_previous_checkpoint(saved, monkeypatch):
-    trainer, path = saved
-    before = path.read_bytes()
-
-    def dies_halfway(obj, file, *args, **kwargs):
-        file.write(b"half a checkpoint")
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(torch, "save", dies_halfway)
-    with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(capture_checkpoint(trainer.state), path)
-    assert path.read_bytes() == before
-    assert load_checkpoint(path)["timestamp"]["batch"] == 6
-    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
-
-
 def test_a_compiled_models_checkpoint_loads_uncompiled_and_back(tmp_path):
     torch.manual_seed(0)
     compiled = torch.compile(
@@ -194,30 +159,6 @@ def test_the_finite_check_runs_without_a_checkpoint_too():
     assert trainer.state.timestamp.batch == 2  # found at the first check, not at epoch end
 
 
-def test_best_checkpoint_by_metric(tmp_path):
-    torch.manual_seed(0)
-    model = nn.Linear(4, 2)
-    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
-    checkpoint = Checkpoint(tmp_path, interval="1ep", best_metric="eval/loss", best_mode="min")
-    trainer = Trainer(
-        model,
-        data,
-        data,
-        max_duration="3ep",
-        device="cpu",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=[checkpoint],
-    )
-    trainer.fit()
-    best = load_checkpoint(tmp_path / "best.pt")
-    assert best["metrics"]["eval/loss"] == checkpoint.best_value
-    assert checkpoint.best_value == min(3 * [checkpoint.best_value])
-    with pytest.raises(ValueError, match=r"keep_last=0 must be an int >= 1 or None"):
-        Checkpoint(tmp_path, keep_last=0)
-    with pytest.raises(ValueError, match=r"interval='5sp' counts samples"):
-        Checkpoint(tmp_path, interval="5sp")
-
-
 KILLABLE = textwrap.dedent("""
     import sys, time, torch
     from loom import Trainer
@@ -272,3 +213,287 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     whole = torch.load(tmp_path / "whole.pt", weights_only=True)
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+
+
+# Resuming
+
+BATCHES_PER_EPOCH = 5  # 40 samples in batches of 8
+TOTAL = "4ep"
+
+
+def make_trainer(folder, algorithm, *, callbacks=(), load_path=None, eval_interval="1ep"):
+    torch.manual_seed(0)  # initial weights; a resumed run overwrites them
+    inputs = torch.randn(40, 6)
+    targets = (inputs[:, :3].argmax(dim=1) + (inputs[:, 3] > 1).long()) % 3
+    model = nn.Sequential(
+        nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3)
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.5)
+    return Trainer(
+        model,
+        DataLoader(TensorDataset(inputs, targets), batch_size=8, shuffle=True),
+        DataLoader(TensorDataset(inputs[:16], targets[:16]), batch_size=8),
+        max_duration=TOTAL,
+        optimizers=optimizer,
+        schedulers=scheduler,
+        algorithms=[algorithm()],
+        callbacks=[
+            Checkpoint(folder / "checkpoints", interval="1ba", keep_last=None),
+            MetricsLogger(folder / "metrics.jsonl", console=False),
+            *callbacks,
+        ],
+        eval_interval=eval_interval,
+        device="cpu",
+        seed=0,
+        load_path=load_path,
+    )
+
+
+class SignalAt(Callback):
+    """Sends this process a signal in the middle of the batch after ``batch`` batches."""
+
+    def __init__(self, batch, signal_number=signal.SIGTERM):
+        self.batch, self.signal_number = batch, signal_number
+
+    def after_forward(self, state):
+        if state.timestamp.batch == self.batch:
+            os.kill(os.getpid(), self.signal_number)
+
+
+def records(folder):
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
+
+
+def final_weights(trainer):
+    return {k: v.clone() for k, v in trainer.state.model.state_dict().items()}
+
+
+ALGORITHMS = {
+    "label_smoothing": lambda: LabelSmoothing(0.1),
+    "online_label_smoothing": lambda: OnlineLabelSmoothing(n_classes=3),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ALGORITHMS))
+def uninterrupted(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    trainer = make_trainer(folder, ALGORITHMS[request.param])
+    metrics = trainer.fit()
+    return request.param, folder, final_weights(trainer), metrics, trainer
+
+
+@pytest.mark.parametrize(
+    "stop_batch",  # the batch the run stops after: the signal comes during it
+    [3, BATCHES_PER_EPOCH, 2 * BATCHES_PER_EPOCH + 1, 4 * BATCHES_PER_EPOCH - 1],
+    ids=["mid-epoch", "epoch-boundary", "after-an-eval", "last-batch"],
+)
+def test_interrupted_and_resumed_ends_bitwise_equal(uninterrupted, tmp_path, stop_batch):
+    name, reference_folder, reference_weights, reference_metrics, _ = uninterrupted
+    with pytest.raises(TrainingInterrupted, match=r"training stopped on SIGTERM at epoch") as info:
+        make_trainer(tmp_path, ALGORITHMS[name], callbacks=[SignalAt(stop_batch - 1)]).fit()
+    assert info.value.exit_status == 128 + signal.SIGTERM
+    checkpoint = latest_checkpoint(tmp_path / "checkpoints")
+    assert checkpoint.name.endswith(f"-batch{stop_batch}.pt")
+    assert str(checkpoint) in str(info.value)
+
+    resumed = make_trainer(tmp_path, ALGORITHMS[name], load_path=checkpoint)
+    assert resumed.state.timestamp.batch == stop_batch
+    metrics = resumed.fit()
+    for key, value in final_weights(resumed).items():
+        assert torch.equal(value, reference_weights[key]), key
+    assert metrics == reference_metrics
+    assert records(tmp_path) == records(reference_folder)
+
+
+def test_resuming_from_any_saved_batch_repeats_the_rest(uninterrupted, tmp_path):
+    name, reference_folder, reference_weights, _, _ = uninterrupted
+    for batch in (1, 7, 15):
+        (checkpoint,) = (reference_folder / "checkpoints").glob(f"epoch*-batch{batch}.pt")
+        resumed = make_trainer(tmp_path / str(batch), ALGORITHMS[name], load_path=checkpoint)
+        resumed.fit()
+        for key, value in final_weights(resumed).items():
+            assert torch.equal(value, reference_weights[key]), (batch, key)
+
+
+def test_online_label_smoothing_statistics_survive_a_resume(uninterrupted, tmp_path):
+    name, reference_folder, _, _, reference = uninterrupted
+    if name != "online_label_smoothing":
+        pytest.skip("online label smoothing only")
+    checkpoint = reference_folder / "checkpoints" / "epoch1-batch8.pt"
+    resumed = make_trainer(tmp_path, ALGORITHMS[name], load_path=checkpoint)
+    resumed.fit()
+    (mine,), (theirs,) = resumed.state.algorithms, reference.state.algorithms
+    assert torch.equal(mine.matrix, theirs.matrix)
+
+
+def test_signal_handlers_are_restored_after_fit(tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    make_trainer(tmp_path, ALGORITHMS["label_smoothing"]).fit()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    with pytest.raises(TrainingInterrupted):
+        make_trainer(
+            tmp_path / "2", ALGORITHMS["label_smoothing"], callbacks=[SignalAt(2, signal.SIGINT)]
+        ).fit()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_eval_in_batches_resumes_with_the_pending_evaluation(tmp_path):
+    reference = make_trainer(tmp_path / "a", ALGORITHMS["label_smoothing"], eval_interval="4ba")
+    reference.fit()
+    checkpoint = tmp_path / "a" / "checkpoints" / "epoch0-batch4.pt"  # saved before its eval
+    resumed = make_trainer(
+        tmp_path / "b", ALGORITHMS["label_smoothing"], eval_interval="4ba", load_path=checkpoint
+    )
+    resumed.fit()
+    assert final_weights(resumed).keys() == final_weights(reference).keys()
+    for key, value in final_weights(resumed).items():
+        assert torch.equal(value, final_weights(reference)[key])
+    after = [r for r in records(tmp_path / "a") if r["batch"] >= 4]
+    assert [r for r in records(tmp_path / "b")] == after
+
+
+# A refused checkpoint leaves the run as it was
+
+
+class CountBatches(Algorithm):
+    """Stateful, and restored before online label smoothing: a refusal must undo it."""
+
+    def __init__(self):
+        self.batches = 0
+
+    def batch_end(self, state):
+        self.batches += 1
+
+    def state_dict(self):
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state):
+        self.batches = state["batches"]
+
+
+def refusing_trainer(folder, *, epochs):
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(24, 6), torch.randint(0, 3, (24,))
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return Trainer(
+        model,
+        DataLoader(TensorDataset(inputs, targets), batch_size=8, shuffle=True),
+        max_duration=f"{epochs}ep",
+        optimizers=optimizer,
+        schedulers=torch.optim.lr_scheduler.StepLR(optimizer, step_size=2),
+        algorithms=[CountBatches(), OnlineLabelSmoothing(n_classes=3)],
+        callbacks=[Checkpoint(folder, interval="1ep", best_metric=None)],
+        device="cpu",
+        seed=epochs,
+    )
+
+
+def everything(trainer):
+    """Every part of the run a checkpoint could change, copied."""
+    state = trainer.state
+    return copy.deepcopy(
+        {
+            "model": state.model.state_dict(),
+            "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
+            "schedulers": [scheduler.state_dict() for scheduler in state.schedulers],
+            "plugins": [plugin.state_dict() for plugin in [*state.algorithms, *state.callbacks]],
+            "clock": state.timestamp.state_dict(),
+            "metrics": state.metrics,
+            "losses": state.train_losses.state_dict(),
+            "epoch_start_rng": state.epoch_start_rng,
+            "last_eval_batch": state.last_eval_batch,
+        }
+    )
+
+
+def bitwise_equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(bitwise_equal(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(bitwise_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def split_into_two_groups(checkpoint):
+    group = checkpoint["optimizers"][0]["param_groups"][0]
+    params = group["params"]
+    groups = [{**group, "params": params[:2]}, {**group, "params": params[2:]}]
+    checkpoint["optimizers"][0]["param_groups"] = groups
+
+
+MISMATCHES = {
+    "model shape": (
+        lambda c: c["model"].update({"0.weight": torch.zeros(8, 5)}),
+        r"other shapes: 0\.weight is \(8, 5\) in the checkpoint, \(8, 6\) in the model",
+    ),
+    "model not a mapping": (
+        lambda c: c.update(model=[1, 2]),
+        r"its 'model' entry is a list, not a mapping",
+    ),
+    "optimizer groups": (
+        split_into_two_groups,
+        r"optimizers\[0\] \(SGD\): 2 parameter groups in the checkpoint, 1 here",
+    ),
+    "another optimizer": (
+        lambda c: c["optimizers"][0]["param_groups"][0].update(betas=(0.9, 0.999)),
+        r"settings betas that SGD does not: it was written by another optimizer",
+    ),
+    "optimizer state shape": (
+        lambda c: c["optimizers"][0]["state"][0].update(momentum_buffer=torch.zeros(3)),
+        r"its 'momentum_buffer' of parameter 0 is \(3,\), the parameter is \(8, 6\)",
+    ),
+    "scheduler count": (lambda c: c.update(schedulers=[]), r"holds 0 schedulers, this run has 1"),
+    "another scheduler": (
+        lambda c: c.update(schedulers=[{"T_max": 3}]),
+        r"schedulers\[0\] \(StepLR\): it was written by another kind of scheduler",
+    ),
+    "other algorithms": (
+        lambda c: c["algorithms"].reverse(),
+        r"algorithms \['OnlineLabelSmoothing', 'CountBatches'\], this run has",
+    ),
+    "a plugin refuses its state": (
+        lambda c: c["algorithms"][1]["state"].update(matrix=torch.zeros(4, 4)),
+        r"algorithm OnlineLabelSmoothing refused its saved state \(RuntimeError: .*size "
+        r"mismatch.*the run was left as it was",
+    ),
+    "clock": (lambda c: c["timestamp"].pop("samples"), r"has a malformed clock"),
+    "format": (lambda c: c.update(format=2), r"has format 2; this loom reads format 1"),
+    "no generators": (lambda c: c.pop("rng"), r"holds no 'rng': it cannot resume a run"),
+    "losses": (lambda c: c.update(train_losses={}), r"malformed 'train_losses' entry"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MISMATCHES))
+def test_a_refused_checkpoint_leaves_the_whole_run_bitwise_as_it_was(tmp_path, kind):
+    damage, message = MISMATCHES[kind]
+    source = refusing_trainer(tmp_path / "source", epochs=2)
+    source.fit()
+    checkpoint = load_checkpoint(latest_checkpoint(tmp_path / "source"))
+    damage(checkpoint)
+    path = tmp_path / "damaged.pt"
+    torch.save(checkpoint, path)
+
+    run = refusing_trainer(tmp_path / "run", epochs=1)
+    run.fit()  # a run with state of its own in every part
+    before = everything(run)
+    with pytest.raises(CheckpointError, match=message):
+        run.load_checkpoint(path)
+    assert bitwise_equal(everything(run), before)
+
+
+def test_the_same_checkpoint_undamaged_is_taken_whole(tmp_path):
+    source = refusing_trainer(tmp_path / "source", epochs=2)
+    source.fit()
+    run = refusing_trainer(tmp_path / "run", epochs=1)
+    run.fit()
+    run.load_checkpoint(latest_checkpoint(tmp_path / "source"))
+    assert bitwise_equal(everything(run), everything(source))

@@ -1,0 +1,375 @@
+"""Where and how a run executes: device, seeds, precision, torchrun, and signals.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the Trainer calls :func:`join_torchrun_job`:
+the process group starts (NCCL on CUDA, gloo on the CPU), the model is wrapped in
+DistributedDataParallel, and the data loaders are sharded, the training data with
+``DistributedSampler`` (padded, so every rank takes the same number of steps) and
+the evaluation data without padding, so no sample is counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+from loom.trainer.state import State
+
+__all__ = [
+    "PRECISIONS",
+    "EvalShardSampler",
+    "TrainingInterrupted",
+    "autocast_context",
+    "broadcast_buffers",
+    "destroy_process_group",
+    "grad_scaler_for",
+    "interruption_message",
+    "is_main_process",
+    "join_torchrun_job",
+    "resolve_device",
+    "seed_everything",
+    "shard_eval_loader",
+    "shard_train_loader",
+    "stop_on_signals",
+    "torchrun_world_size",
+    "use_deterministic_algorithms",
+    "validate_precision",
+    "wrap_model",
+]
+
+# Device and seeds
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turns ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a device into a device.
+
+    ``"auto"`` is CUDA when available, else the CPU. Under torchrun, ``"auto"`` and
+    ``"cuda"`` mean this process's GPU, ``cuda:LOCAL_RANK``.
+
+    Raises:
+        ValueError: The name is not a device, or CUDA was asked for but is not available.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        resolved = torch.device("cuda")
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'."
+            ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asks for CUDA, which is not available here.")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's and torch's (CPU and every CUDA device) generators.
+
+    Call it before building the model so that its initial weights are repeatable.
+
+    Examples:
+        >>> import torch
+        >>> seed_everything(0); a = torch.rand(2)
+        >>> seed_everything(0); b = torch.rand(2)
+        >>> torch.equal(a, b)
+        True
+    """
+    if type(seed) is not int or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative int.")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def use_deterministic_algorithms() -> None:
+    """Makes torch pick deterministic kernels (slower on CUDA), for runs that must repeat bitwise.
+
+    This is process-wide, as ``torch.use_deterministic_algorithms`` is.
+    """
+    # cuBLAS needs a fixed workspace to be deterministic; it must be set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+# Precision
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def validate_precision(precision: str, device: torch.device) -> str:
+    """Checks that ``precision`` is known and runs on ``device``.
+
+    Raises:
+        ValueError: An unknown precision, or fp16 anywhere but CUDA.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision='fp16' needs a CUDA device, but the device is {device}; "
+            "use precision='bf16' for mixed precision on the CPU."
+        )
+    return precision
+
+
+def autocast_context(precision: str, device: torch.device) -> torch.autocast | None:
+    """A reusable context that runs the forward and loss at ``precision``, or None for fp32.
+
+    bf16 and fp16 get ``torch.autocast`` for the device type; the same object is
+    entered for every batch.
+    """
+    if precision == "fp32":
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler_for(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 (whose small gradients underflow without one), else None."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+# torchrun
+
+_TIMEOUT = timedelta(minutes=10)  # a rank stuck this long in a collective ends the job
+
+
+def torchrun_world_size() -> int:
+    """How many processes ``torchrun`` started (1 outside ``torchrun``)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process, before or after the group starts:
+    the one process that prints and writes files."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def join_torchrun_job(device: torch.device) -> tuple[int, int]:
+    """Starts this process's part of the process group, once; returns (rank, world size).
+
+    Raises:
+        RuntimeError: The environment names a world of several processes but not
+            this one's rank (started by something other than ``torchrun``).
+    """
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start "
+            "distributed runs with torchrun, e.g. torchrun --nproc_per_node 2 train.py."
+        )
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # this rank's GPU, before NCCL touches any
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=_TIMEOUT)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def destroy_process_group() -> None:
+    """Leaves the process group, if this process is in one (at the end of a job)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel, on this rank's device."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Gives every rank rank 0's buffers (batch-norm statistics).
+
+    DistributedDataParallel broadcasts them at the start of each training forward,
+    so after the last one each rank holds its own; an evaluation of "the model"
+    needs them equal.
+    """
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+class EvalShardSampler(Sampler[int]):
+    """Every ``world_size``-th index from ``rank``: the ranks split the data with no sample
+    repeated (DistributedSampler pads to equal shards, which would count some twice)."""
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self) -> Any:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def shard_train_loader(loader: Any, rank: int, world_size: int, seed: int) -> Any:
+    """``loader`` taking this rank's share of the data each epoch.
+
+    A loader with a shuffling or sequential sampler is rebuilt with a
+    ``DistributedSampler`` (shuffled with ``seed`` and the epoch, so every epoch
+    differs and a resumed run repeats it); one that already has a
+    ``DistributedSampler`` is kept.
+
+    Raises:
+        TypeError: ``loader`` is not a DataLoader, or samples in its own way.
+    """
+    sampler = _sampler_of(loader, "train_dataloader")
+    if isinstance(sampler, DistributedSampler):
+        return loader
+    shuffle = isinstance(sampler, RandomSampler)
+    sharded = DistributedSampler(
+        loader.dataset,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=loader.drop_last,
+    )
+    return _rebuild(loader, sharded)
+
+
+def shard_eval_loader(loader: Any, rank: int, world_size: int) -> Any:
+    """``loader`` reading this rank's part of the evaluation data, nothing repeated."""
+    sampler = _sampler_of(loader, "eval_dataloader")
+    if isinstance(sampler, DistributedSampler | EvalShardSampler):
+        return loader
+    return _rebuild(loader, EvalShardSampler(len(loader.dataset), rank, world_size))
+
+
+def _sampler_of(loader: Any, argument: str) -> Sampler:
+    if not isinstance(loader, DataLoader):
+        raise TypeError(
+            f"{argument} is a {type(loader).__name__}; under torchrun each process must read "
+            "its own share of the data: pass a torch DataLoader (loom shards it) or give it "
+            "a DistributedSampler yourself."
+        )
+    if loader.batch_size is None or not isinstance(
+        loader.sampler, RandomSampler | SequentialSampler | DistributedSampler | EvalShardSampler
+    ):
+        raise TypeError(
+            f"{argument} samples with {type(loader.sampler).__name__}; under torchrun loom "
+            "shards only loaders with shuffle=True/False: give yours a DistributedSampler."
+        )
+    return loader.sampler
+
+
+def _rebuild(loader: DataLoader, sampler: Sampler) -> DataLoader:
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+        persistent_workers=loader.persistent_workers,
+    )
+
+
+# Signals
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingInterrupted(Exception):  # noqa: N818 (named like KeyboardInterrupt)
+    """``fit`` ended early on a signal; the message says where the last checkpoint is."""
+
+    def __init__(self, message: str, signal_name: str):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_status(self) -> int:
+        """The conventional status of a process ended by the signal: 128 + its number."""
+        return 128 + signal.Signals[self.signal_name].value
+
+
+@contextlib.contextmanager
+def stop_on_signals(state: State) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT set ``state.interrupt`` and ask training to stop
+    after the current batch; a second one stops at once (KeyboardInterrupt). The
+    previous handlers come back on the way out, however it is left.
+
+    Only the main thread can own signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in _SIGNALS}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    def handle(number: int, frame: FrameType | None) -> Any:
+        del frame
+        if state.interrupt is not None:  # asked twice: stop now
+            restore()
+            raise KeyboardInterrupt(f"{signal.Signals(number).name} received twice")
+        state.interrupt = signal.Signals(number).name
+        state.request_stop(f"interrupted by {state.interrupt}")
+
+    for number in _SIGNALS:
+        signal.signal(number, handle)
+    try:
+        yield
+    finally:
+        restore()
+
+
+def interruption_message(state: State) -> str:
+    """Where training stopped, and the checkpoint to resume from (``state.checkpoint_path``)."""
+    timestamp = state.timestamp
+    where = (
+        f"training stopped on {state.interrupt} at epoch {timestamp.epoch}, batch "
+        f"{timestamp.batch_in_epoch} of the epoch (batch {timestamp.batch} of the run)"
+    )
+    if state.checkpoint_path is None:
+        return f"{where}; no checkpoint was written (no callback saves checkpoints)."
+    return (
+        f"{where}; checkpoint saved to {state.checkpoint_path}. Resume with "
+        f"Trainer(..., load_path={str(state.checkpoint_path)!r})."
+    )
