@@ -8,9 +8,10 @@ from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distr
 from loom.functional.cross_entropy import cross_entropy, soft_cross_entropy
 from loom.functional.label_smoothing import smooth_labels
 from loom.functional.mixup import mix, mix_targets
-from loom.functional.online_label_smoothing import OnlineLabelSmoothingLoss
+from loom.functional.online_label_smoothing import ClassIndices, OnlineLabelSmoothingLoss
 
 __all__ = [
+    "ClassIndices",
     "OnlineLabelSmoothingLoss",
     "all_reduce_max",
     "all_reduce_sum",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from loom.functional.checks import check_class_indices
+
 __all__ = ["cross_entropy", "soft_cross_entropy"]
+
+IGNORE_INDEX = -100
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     shape of ``logits`` are distributions, handled by :func:`soft_cross_entropy`.
     Either way the mean is over the positions that are not ignored.
 
+    Raises:
+        ValueError: On the CPU, a class index outside ``[0, C)`` that is not ``-100``,
+            named with its position (torch's own kernel finds it as it reads the
+            indices; loom's range check then says which, at no cost to a good batch).
+
     Examples:
         >>> import torch
         >>> logits = torch.tensor([[2.0, 0.0]])
@@ -66,4 +75,13 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """
     if targets.dtype.is_floating_point:  # the dtype's flag: no call into torch's dispatcher
         return soft_cross_entropy(logits, targets)
-    return F.cross_entropy(logits, targets)
+    try:
+        return F.cross_entropy(logits, targets)
+    except (IndexError, RuntimeError):
+        if targets.device.type != "cpu" or logits.dim() < 2:
+            raise
+        try:
+            check_class_indices(targets, targets != IGNORE_INDEX, logits.shape[1], IGNORE_INDEX)
+        except ValueError as out_of_range:
+            raise out_of_range from None  # the clear message alone, not torch's under it
+        raise  # the indices were in range: torch's error is about something else

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -9,7 +11,19 @@ from loom.functional.checks import check_class_indices, check_fraction, every_in
 from loom.functional.collectives import all_reduce_sum
 from loom.functional.cross_entropy import soft_cross_entropy
 
-__all__ = ["OnlineLabelSmoothingLoss"]
+__all__ = ["ClassIndices", "OnlineLabelSmoothingLoss"]
+
+
+class ClassIndices(NamedTuple):
+    """Class indices checked against the logits once, for several calls on one batch.
+
+    Made by :meth:`OnlineLabelSmoothingLoss.check_targets`.
+    """
+
+    labels: torch.Tensor
+    """One class index per position, flat; 0 where the position is ignored."""
+    kept: torch.Tensor | None
+    """Where the positions count (flat, bool), or None when none is ignored."""
 
 
 class OnlineLabelSmoothingLoss(nn.Module):
@@ -32,6 +46,12 @@ class OnlineLabelSmoothingLoss(nn.Module):
     It differs on purpose in two ways: a class with no correct prediction keeps its
     previous column (instead of an all-zero one, which silently drops its soft loss),
     and a ``next_epoch()`` with nothing accumulated leaves the matrix as it is.
+
+    Nothing is cached between calls: the per-class targets are derived from the
+    matrix on every call (a ``C x C`` computation). A loop that calls it every step
+    with many classes may build them once per epoch with :meth:`class_targets` and
+    pass them in; and :meth:`check_targets` checks a batch's indices once for the
+    several calls an algorithm makes on it.
 
     Beyond that criterion: statistics are kept in float32 whatever the autocast dtype;
     no step waits for the device (each sample is weighted by its 0/1 correctness instead
@@ -84,32 +104,94 @@ class OnlineLabelSmoothingLoss(nn.Module):
         self.register_buffer("accumulator", torch.zeros(n_classes, n_classes))
         self.register_buffer("counts", torch.zeros(n_classes))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
-        self._cache_source: torch.Tensor | None = None  # see _targets_by_class
-        self._cache_version = -1
-        self._cache = initial
-        self._checked_target: torch.Tensor | None = None  # see _checked
-        self._checked_version = -1
-        self._checked_labels: tuple[torch.Tensor, torch.Tensor | None] = (initial, None)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The mean loss; in ``train()`` mode the batch's correct predictions are accumulated."""
-        labels, kept = self._checked(logits, target)
-        targets = self._soft_targets(logits, labels, kept)
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor | ClassIndices,
+        *,
+        class_targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The mean loss; in ``train()`` mode the batch's correct predictions are accumulated.
+
+        Args:
+            logits: ``(N, C, ...)``.
+            target: Class indices ``(N, ...)``, or what :meth:`check_targets` made of them.
+            class_targets: :meth:`class_targets` of the current matrix, when the caller
+                keeps them; built here otherwise.
+        """
+        indices = self._indices(logits, target)
+        targets = self.soft_targets(logits, indices, class_targets=class_targets)
         if self.training:
-            self._accumulate(logits, labels, kept)
+            self.accumulate(logits, indices)
         return soft_cross_entropy(logits, targets)
 
-    def soft_targets(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def check_targets(self, logits: torch.Tensor, target: torch.Tensor) -> ClassIndices:
+        """Checks ``target`` against ``logits`` and flattens it, for the other methods.
+
+        Raises:
+            ValueError: The logits do not have ``n_classes`` classes in dimension 1,
+                ``target`` is not integer indices of the logits' sample shape, or an
+                index is out of range (eagerly on the CPU; elsewhere an asynchronous
+                device assertion, so that no call waits for the device).
+        """
+        if logits.dim() < 2 or logits.shape[1] != self.n_classes:
+            raise ValueError(
+                f"logits of shape {tuple(logits.shape)} do not have n_classes={self.n_classes} "
+                "classes in dimension 1; expected (N, C, ...) with C = n_classes."
+            )
+        index_shape = (logits.shape[0], *logits.shape[2:])
+        if target.shape != index_shape or target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(
+                f"target must be integer class indices of shape {index_shape}, got "
+                f"{target.dtype} {tuple(target.shape)}."
+            )
+        # One min/max pass on the CPU tells the common case, nothing ignored and all
+        # in range, which then skips every masking operation.
+        if every_index_is_a_class(target, self.n_classes, self.ignore_index):
+            return ClassIndices(target.reshape(-1).long(), None)
+        kept = target != self.ignore_index
+        check_class_indices(target, kept, self.n_classes, self.ignore_index)
+        return ClassIndices(torch.where(kept, target, 0).reshape(-1).long(), kept.reshape(-1))
+
+    def class_targets(self) -> torch.Tensor:
+        """Row ``c``: class ``c``'s whole target, ``alpha * onehot(c) + (1 - alpha) * S[:, c]``."""
+        targets = self.matrix.t() * (1 - self.alpha)
+        targets.diagonal().add_(self.alpha)
+        return targets
+
+    def soft_targets(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor | ClassIndices,
+        *,
+        class_targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Dense targets ``alpha * onehot + (1 - alpha) * S[:, y]`` with the logits' shape.
 
         Ignored positions get an all-zero target; the dtype is the logits' but never
-        below float32.
+        below float32. ``target`` and ``class_targets`` are as for :meth:`forward`.
         """
-        return self._soft_targets(logits, *self._checked(logits, target))
+        labels, kept = self._indices(logits, target)
+        rows = self.class_targets() if class_targets is None else class_targets
+        targets = rows.index_select(0, labels)
+        if kept is not None:
+            targets.mul_(kept.unsqueeze(1))  # ignored positions: all zero
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return _positions_to_logits_layout(targets, logits.shape).to(dtype)
 
-    def accumulate(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+    @torch.no_grad()
+    def accumulate(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> None:
         """Adds the correctly predicted samples' probabilities to their classes' columns."""
-        self._accumulate(logits, *self._checked(logits, target))
+        labels, kept = self._indices(logits, target)
+        probabilities = _logits_to_positions(logits.detach()).float().softmax(dim=1)
+        # Weight each sample by its 0/1 correctness: no boolean mask, so no host sync.
+        correct = probabilities.argmax(dim=1) == labels
+        if kept is not None:
+            correct &= kept
+        weights = correct.to(probabilities.dtype)
+        self.accumulator.index_add_(1, labels, (probabilities * weights.unsqueeze(1)).t())
+        self.counts.index_add_(0, labels, weights)
 
     @torch.no_grad()
     def next_epoch(self) -> None:
@@ -130,73 +212,8 @@ class OnlineLabelSmoothingLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, n_classes={self.n_classes}"
 
-    def _checked(
-        self, logits: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Validates the inputs; returns the flat labels and where they are kept.
-
-        The mask is None when nothing is ignored (known on the CPU from one min/max
-        pass), so the common case skips every masking operation.
-        """
-        if logits.dim() < 2 or logits.shape[1] != self.n_classes:
-            raise ValueError(
-                f"logits of shape {tuple(logits.shape)} do not have n_classes={self.n_classes} "
-                "classes in dimension 1; expected (N, C, ...) with C = n_classes."
-            )
-        index_shape = (logits.shape[0], *logits.shape[2:])
-        if target.shape != index_shape or target.is_floating_point() or target.dtype == torch.bool:
-            raise ValueError(
-                f"target must be integer class indices of shape {index_shape}, got "
-                f"{target.dtype} {tuple(target.shape)}."
-            )
-        # The algorithm checks the same targets at before_loss and after_loss: remember
-        # the last answer, for as long as that tensor is not changed in place.
-        if target is self._checked_target and target._version == self._checked_version:
-            return self._checked_labels
-        if every_index_is_a_class(target, self.n_classes, self.ignore_index):
-            checked = target.reshape(-1).long(), None
-        else:
-            kept = target != self.ignore_index
-            check_class_indices(target, kept, self.n_classes, self.ignore_index)
-            checked = torch.where(kept, target, 0).reshape(-1).long(), kept.reshape(-1)
-        self._checked_target, self._checked_version, self._checked_labels = (
-            target, target._version, checked,
-        )  # fmt: skip
-        return checked
-
-    def _targets_by_class(self) -> torch.Tensor:
-        """Row c: class c's whole target, ``alpha * onehot(c) + (1 - alpha) * S[:, c]``.
-
-        Derived from the matrix and rebuilt whenever the matrix changes (its version
-        counter moves with every in-place write: next_epoch, load_state_dict, .to()).
-        """
-        matrix = self.matrix
-        if self._cache_source is not matrix or self._cache_version != matrix._version:
-            targets = matrix.t() * (1 - self.alpha)
-            targets.diagonal().add_(self.alpha)
-            self._cache, self._cache_source, self._cache_version = targets, matrix, matrix._version
-        return self._cache
-
-    def _soft_targets(
-        self, logits: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor | None
-    ) -> torch.Tensor:
-        targets = self._targets_by_class().index_select(0, labels)
-        if kept is not None:
-            targets.mul_(kept.unsqueeze(1))  # ignored positions: all zero
-        dtype = torch.promote_types(logits.dtype, torch.float32)
-        return _positions_to_logits_layout(targets, logits.shape).to(dtype)
-
-    def _accumulate(
-        self, logits: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor | None
-    ) -> None:
-        probabilities = _logits_to_positions(logits.detach()).float().softmax(dim=1)
-        # Weight each sample by its 0/1 correctness: no boolean mask, so no host sync.
-        correct = probabilities.argmax(dim=1) == labels
-        if kept is not None:
-            correct &= kept
-        weights = correct.to(probabilities.dtype)
-        self.accumulator.index_add_(1, labels, (probabilities * weights.unsqueeze(1)).t())
-        self.counts.index_add_(0, labels, weights)
+    def _indices(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> ClassIndices:
+        return target if isinstance(target, ClassIndices) else self.check_targets(logits, target)
 
 
 def _logits_to_positions(logits: torch.Tensor) -> torch.Tensor:

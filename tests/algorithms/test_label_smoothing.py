@@ -69,6 +69,20 @@ def test_every_later_plugin_sees_the_original_targets(form, model):
         assert batch_end.dtype == torch.int64
 
 
+@pytest.mark.parametrize("form", sorted(BATCH_FORMS))
+def test_the_runs_target_key_is_the_algorithms_when_it_has_none_of_its_own(form, model):
+    build, input_key, target_key = BATCH_FORMS[form]
+    inputs, labels = separable_data(num_samples=16)
+    fused = lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=0.1)  # noqa: E731
+    expected, _ = one_batch(model, (inputs, labels), loss_fn=fused)
+    gradients, _ = one_batch(
+        model, build(inputs, labels), algorithms=[LabelSmoothing(0.1)],
+        input_key=input_key, target_key=target_key,
+    )  # fmt: skip
+    for ours, reference in zip(gradients, expected, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
+
+
 def test_the_loss_sees_the_smoothed_targets(model):
     inputs, labels = separable_data(num_samples=16)
     seen = {}

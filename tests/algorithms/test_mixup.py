@@ -8,6 +8,7 @@ from loom import Trainer
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
 from loom.functional import soft_cross_entropy
 from loom.trainer import Callback, get_batch_item
+from tests.conftest import one_batch, separable_data
 
 INPUTS = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
 LABELS = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
@@ -103,6 +104,20 @@ def test_with_online_label_smoothing_listed_first():
         error.value.__notes__
     )
     assert trainer.state.timestamp.batch == 1
+
+
+def test_a_dict_batch_is_mixed_at_the_runs_keys():
+    inputs, labels = separable_data(num_samples=16)
+    runs = {}
+    for form, batch, keys in (
+        ("tuple", (inputs, labels), {}),
+        ("dict", {"x": inputs, "y": labels}, {"input_key": "x", "target_key": "y"}),
+    ):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        runs[form], _ = one_batch(model, batch, algorithms=[MixUp(alpha=1.0)], seed=0, **keys)
+    for from_dict, from_tuple in zip(runs["dict"], runs["tuple"], strict=True):
+        assert torch.equal(from_dict, from_tuple)
 
 
 def test_evaluation_is_never_mixed():

@@ -9,7 +9,7 @@ from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
 from loom.functional import OnlineLabelSmoothingLoss
 from loom.trainer import Callback
-from tests.conftest import separable_data
+from tests.conftest import one_batch, separable_data
 
 
 class RecordSteps(Callback):
@@ -46,6 +46,19 @@ def test_the_algorithm_and_the_loss_module_give_the_same_losses_and_matrix(model
             criterion.next_epoch()
     torch.testing.assert_close(algorithm.matrix, criterion.matrix)
     assert not torch.equal(algorithm.matrix, OnlineLabelSmoothingLoss(0.5, 4).matrix), "it learned"
+
+
+def test_a_dict_batch_is_read_at_the_runs_target_key(model):
+    inputs, labels = separable_data(num_samples=16)
+    algorithms = {form: OnlineLabelSmoothing(n_classes=4) for form in ("tuple", "dict")}
+    tuple_gradients, _ = one_batch(model, (inputs, labels), algorithms=[algorithms["tuple"]])
+    dict_gradients, _ = one_batch(
+        model, {"x": inputs, "y": labels}, algorithms=[algorithms["dict"]],
+        input_key="x", target_key="y",
+    )  # fmt: skip
+    for from_dict, from_tuple in zip(dict_gradients, tuple_gradients, strict=True):
+        assert torch.equal(from_dict, from_tuple)
+    assert torch.equal(algorithms["dict"].matrix, algorithms["tuple"].matrix)
 
 
 def test_evaluation_never_touches_the_statistics(model):

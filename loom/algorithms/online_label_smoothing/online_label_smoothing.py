@@ -6,15 +6,8 @@ from typing import Any
 
 import torch
 
-from loom.functional import OnlineLabelSmoothingLoss
-from loom.trainer import (
-    Algorithm,
-    BatchKey,
-    State,
-    get_batch_item,
-    set_batch_item,
-    validate_batch_key,
-)
+from loom.functional import ClassIndices, OnlineLabelSmoothingLoss
+from loom.trainer import Algorithm, Artifact, BatchKey, State, validate_batch_key
 
 __all__ = ["OnlineLabelSmoothing"]
 
@@ -26,15 +19,20 @@ class OnlineLabelSmoothing(Algorithm):
     ``epoch_end``, each of its columns becomes the mean softmax of the epoch's correctly
     predicted training samples of that class (see
     :class:`loom.functional.OnlineLabelSmoothingLoss`, whose matrix logic this uses).
-    At ``before_loss`` the targets at ``target_key`` are replaced by those soft targets;
-    at ``after_loss`` the originals go back and the batch's correct predictions are
+    At ``before_loss`` the run's targets are replaced by those soft targets; at
+    ``after_loss`` the originals go back and the batch's correct predictions are
     accumulated from ``state.outputs``. Evaluation never touches the statistics.
+
+    Each class's whole target is derived from the matrix once per epoch (and after a
+    checkpoint is loaded), not once per batch; a batch's class indices are checked
+    once, at ``before_loss``, for both hooks.
 
     Args:
         n_classes: The number of classes, at least 2.
         alpha: Weight of the hard labels, in [0, 1]; the paper uses 0.5.
         smoothing: The first epoch's label smoothing, in [0, 1].
-        target_key: Where the targets are in a batch (int, str or (getter, setter)).
+        target_key: Where the targets are in a batch, when not at the run's
+            ``target_key`` (int, str or (getter, setter)); None uses the run's.
 
     Examples:
         >>> from loom.algorithms import OnlineLabelSmoothing
@@ -44,14 +42,21 @@ class OnlineLabelSmoothing(Algorithm):
     """
 
     def __init__(
-        self, n_classes: int, alpha: float = 0.5, smoothing: float = 0.1, target_key: BatchKey = 1
+        self,
+        n_classes: int,
+        alpha: float = 0.5,
+        smoothing: float = 0.1,
+        target_key: BatchKey | None = None,
     ):
         self.criterion = OnlineLabelSmoothingLoss(
             alpha=alpha, n_classes=n_classes, smoothing=smoothing
         )
-        validate_batch_key(target_key, "target_key")
+        if target_key is not None:
+            validate_batch_key(target_key, "target_key")
         self.target_key = target_key
+        self._class_targets = self.criterion.class_targets()
         self._original_targets: Any = None
+        self._indices: ClassIndices | None = None
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -60,20 +65,25 @@ class OnlineLabelSmoothing(Algorithm):
 
     def init(self, state: State) -> None:
         self.criterion.to(state.device)
+        self._class_targets = self.criterion.class_targets()
 
     def before_loss(self, state: State) -> None:
-        targets = get_batch_item(state.batch, self.target_key)
+        targets = state.get_targets(self.target_key)
         self._original_targets = targets
-        soft = self.criterion.soft_targets(state.outputs, targets)
-        state.batch = set_batch_item(state.batch, self.target_key, soft)
+        self._indices = self.criterion.check_targets(state.outputs, targets)
+        soft = self.criterion.soft_targets(
+            state.outputs, self._indices, class_targets=self._class_targets
+        )
+        state.set_targets(soft, self.target_key)
 
     def after_loss(self, state: State) -> None:
-        targets, self._original_targets = self._original_targets, None
-        state.batch = set_batch_item(state.batch, self.target_key, targets)
-        self.criterion.accumulate(state.outputs, targets)
+        state.set_targets(self._original_targets, self.target_key)
+        self.criterion.accumulate(state.outputs, self._indices)
+        self._original_targets = self._indices = None
 
     def epoch_end(self, state: State) -> None:
         self.criterion.next_epoch()
+        self._class_targets = self.criterion.class_targets()
 
     def state_dict(self) -> dict[str, Any]:
         """The matrix, accumulators, counts and epoch counter, as plain CPU tensors."""
@@ -84,10 +94,21 @@ class OnlineLabelSmoothing(Algorithm):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.criterion.load_state_dict(state)
+        self._class_targets = self.criterion.class_targets()
+
+    def artifacts(self) -> dict[str, Artifact]:
+        """``soft_labels``: row ``y`` is the soft label learned for class ``y``."""
+        return {
+            "soft_labels": Artifact(
+                self.matrix.T,
+                title="learned soft labels (online label smoothing)",
+                axes=("target class", "probability given to class"),
+            )
+        }
 
     def __repr__(self) -> str:
         criterion = self.criterion
+        key = "" if self.target_key is None else f", target_key={self.target_key!r}"
         return (
-            f"OnlineLabelSmoothing(n_classes={criterion.n_classes}, alpha={criterion.alpha}, "
-            f"target_key={self.target_key!r})"
+            f"OnlineLabelSmoothing(n_classes={criterion.n_classes}, alpha={criterion.alpha}{key})"
         )
