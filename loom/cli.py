@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import loom
-from loom.trainer.distributed import is_main_process
+from loom.trainer import is_main_process
 
 __all__ = ["main"]
 
@@ -121,16 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     compare.add_argument(
-        "--markdown",
+        "--out",
         type=Path,
-        default=Path("compare.md"),
-        help="where the Markdown table goes (default: compare.md)",
-    )
-    compare.add_argument(
-        "--plot",
-        type=Path,
-        default=Path("compare.png"),
-        help="the plot's file (default: compare.png)",
+        metavar="DIR",
+        help="the folder for compare.md and compare.png (default: beside the runs, in the "
+        "folder that holds them all)",
     )
     compare.set_defaults(run=_compare)
 
@@ -178,11 +173,10 @@ def _resolved_job(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> int:
     from loom.config import ConfigError
     from loom.config.job import dump_job
-    from loom.runs import new_run_dir
+    from loom.runs import RunDirectory, new_run_dir
     from loom.runs.train import dry_run_job, train_job
-    from loom.trainer.checkpoint import CheckpointError, NonFiniteLossError
-    from loom.trainer.distributed import destroy_process_group
-    from loom.trainer.interrupts import TrainingInterrupted
+    from loom.trainer import CheckpointError, NonFiniteLossError, TrainingInterrupted
+    from loom.trainer.runtime import destroy_process_group
 
     job = _resolved_job(args)
     if args.print_config:
@@ -209,7 +203,7 @@ def _train(args: argparse.Namespace) -> int:
         if is_main_process():
             print(f"run directory: {run_dir}")
             if args.resume is not None:
-                _note_changes_since(job, args.resume / "config.yaml")
+                _note_changes_since(job, RunDirectory(args.resume).config)
         metrics = train_job(job, run_dir, resume=args.resume is not None)
     except ConfigError as error:
         raise CommandError(f"{args.config}: {error}") from None
@@ -319,19 +313,23 @@ def _list(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from loom.runs import compare_runs, find_runs
+    from loom.runs.compare import comparison_folder
 
     try:
         runs = find_runs(args.run_dirs)
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
-    print(compare_runs(runs, args.plot))
-    args.markdown.write_text(compare_runs(runs, markdown=True) + "\n", encoding="utf-8")
-    print(f"curves side by side: {args.plot}; Markdown table: {args.markdown}")
+    folder = args.out if args.out is not None else comparison_folder(args.run_dirs)
+    folder.mkdir(parents=True, exist_ok=True)
+    plot, markdown = folder / "compare.png", folder / "compare.md"
+    print(compare_runs(runs, plot))
+    markdown.write_text(compare_runs(runs, markdown=True) + "\n", encoding="utf-8")
+    print(f"curves side by side: {plot}; Markdown table: {markdown}")
     return 0
 
 
 def _print_events(args: argparse.Namespace) -> int:
-    from loom.trainer.engine import Engine
+    from loom.trainer import Engine
 
     del args
     print(Engine().schedule())

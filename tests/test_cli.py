@@ -36,7 +36,8 @@ def test_version_and_help(capsys):
 def test_events_prints_the_loop(capsys):
     assert main(["events"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.strip() for line in lines] == [event.value for event in Event]
+    assert [line.strip() for line in lines[: len(Event)]] == [event.value for event in Event]
+    assert "callbacks run in the order given at every event." in lines[-1]
 
 
 def test_python_dash_m_loom_is_the_same_command():
@@ -70,6 +71,7 @@ def test_train_digits_end_to_end(tmp_path, capsys):
     assert f"run directory: {run_dir}" in out
     files = {path.name for path in run_dir.iterdir()}
     assert files == {
+        "artifacts.pt",
         "checkpoints",
         "config.yaml",
         "metrics.jsonl",
@@ -127,10 +129,14 @@ def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
         overrides += ["model.width=2", "data.train.batch_size=4", "trainer.device=cpu"]
     status, out, _ = run_loom(capsys, "train", path, *overrides, "--dry-run", 2)
     assert status == 0
-    assert out.splitlines()[-1].startswith(
-        "dry run passed: 2 train and eval batches; the run wrote checkpoints, config.yaml, "
-        "curves.png, metrics.jsonl, model.pt, reliability.png"
+    written = out.splitlines()[-1].removeprefix(
+        "dry run passed: 2 train and eval batches; the run wrote "
     )
+    expected = {"checkpoints", "config.yaml", "curves.png", "metrics.jsonl", "model.pt"}
+    expected |= {"reliability.png", "summary.json"}
+    if "online_label_smoothing" in path.read_text():  # the learned soft labels too
+        expected |= {"artifacts.pt", "soft_labels.png"}
+    assert written == f"{', '.join(sorted(expected))} (into a temporary directory, now removed)."
     assert list(Path(tempfile.gettempdir()).glob("loom-dry-run-*")) == []
 
 
@@ -296,10 +302,8 @@ def test_seeds_make_one_run_each_and_compare_groups_them(tmp_path, capsys):
             for s in ("seed0", "seed1")
         ]
         assert seeds == [0, 1]
-    plot, markdown = tmp_path / "compare.png", tmp_path / "compare.md"
-    status, out, _ = run_loom(
-        capsys, "compare", tmp_path / "ols", tmp_path / "ls", "--plot", plot, "--markdown", markdown
-    )
+    plot, markdown = tmp_path / "compare.png", tmp_path / "compare.md"  # beside the runs
+    status, out, _ = run_loom(capsys, "compare", tmp_path / "ols", tmp_path / "ls")
     assert status == 0
     header, *rows = out.splitlines()[:3]
     assert header.split()[:3] == ["run", "seeds", "accuracy"]
@@ -312,6 +316,12 @@ def test_seeds_make_one_run_each_and_compare_groups_them(tmp_path, capsys):
     assert f"{mean:.4f} ± {spread:.4f}" in rows[0]
     assert markdown.read_text().startswith("| run | seeds | accuracy | best acc |")
     assert plot.stat().st_size > 0
+    assert not Path("compare.md").exists(), "nothing is written into the current directory"
+    status, _, _ = run_loom(capsys, "compare", tmp_path / "ols", "--out", tmp_path / "elsewhere")
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == [
+        "compare.md", "compare.png",
+    ]  # fmt: skip
     status, _, err = run_loom(capsys, "compare", tmp_path / "ols" / "seed0" / "checkpoints")
     assert status == 2
     assert "is not a finished run: it has no summary.json" in err

@@ -1,7 +1,8 @@
-"""Observers of a run: progress, metric logs, checkpoints."""
+"""Observers of a run: progress, metric logs, checkpoints, label-noise memorisation."""
 
 from loom.callbacks.checkpoint import Checkpoint, latest_checkpoint
 from loom.callbacks.metrics_logger import MetricsLogger
+from loom.callbacks.noise_memorization import NoiseMemorization
 from loom.callbacks.progress import ProgressBar
 
-__all__ = ["Checkpoint", "MetricsLogger", "ProgressBar", "latest_checkpoint"]
+__all__ = ["Checkpoint", "MetricsLogger", "NoiseMemorization", "ProgressBar", "latest_checkpoint"]

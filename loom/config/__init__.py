@@ -8,6 +8,7 @@ from loom.config.registries import (
     OPTIMIZERS,
     REGISTRIES,
     SCHEDULERS,
+    WRAPPERS,
 )
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError
@@ -20,6 +21,7 @@ __all__ = [
     "OPTIMIZERS",
     "REGISTRIES",
     "SCHEDULERS",
+    "WRAPPERS",
     "ConfigError",
     "Registry",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from loom.config.job import LABEL_NOISE
+from loom.config.job import WRAP
 from loom.config.loaders import eval_loader, train_loader
 from loom.config.registries import (
     ALGORITHMS,
@@ -22,10 +22,10 @@ from loom.config.registries import (
     MODELS,
     OPTIMIZERS,
     SCHEDULERS,
+    WRAPPERS,
 )
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError, parameters_of
-from loom.data import NoisyLabels
 from loom.trainer import Algorithm, Callback, Duration, TimeUnit, Trainer, seed_everything
 
 __all__ = ["JobParts", "build_job"]
@@ -44,8 +44,6 @@ class JobParts:
     callbacks: list[Callback]
     classes: list[str] | None
     """The training dataset's class names, when it has them."""
-    noisy_labels: NoisyLabels | None
-    """The training set, when the job adds label noise to it."""
     seed: int | None
     trainer_arguments: dict[str, Any]
 
@@ -109,17 +107,17 @@ def build_job(
     if job["seed"] is not None:
         seed_everything(job["seed"])  # before the model, so its initial weights repeat
     data = job["data"]
+    # The facts come from the dataset itself: a wrapper may change what a sample looks
+    # like (as_dict), not what the model and algorithms must know of the data.
     train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_loader))
-    noisy = None
-    if data["train"].get(LABEL_NOISE) is not None:
-        with _section(f"data.train.{LABEL_NOISE}"):
-            train_set = noisy = NoisyLabels(train_set, **data["train"][LABEL_NOISE])
+    facts = _dataset_facts(train_set)
+    train_set = _wrapped(train_set, data["train"], "data.train")
     train = _loader(train_loader, train_set, data["train"], limit_batches)
     evaluation = None
     if data["eval"] is not None:
         eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_loader))
+        eval_set = _wrapped(eval_set, data["eval"], "data.eval")
         evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
-    facts = _dataset_facts(train_set)
     where = {"folder": None if checkpoint_folder is None else str(checkpoint_folder)}
 
     model = _build(MODELS, job["model"], "model", facts=facts)
@@ -148,7 +146,6 @@ def build_job(
             for index, spec in enumerate(job["callbacks"])
         ],
         classes=facts["classes"],
-        noisy_labels=noisy,
         seed=job["seed"],
         trainer_arguments=dict(job["trainer"]),
     )
@@ -179,6 +176,13 @@ def _build(
         return component(**arguments)
 
 
+def _wrapped(dataset: Any, spec: Mapping[str, Any], path: str) -> Any:
+    """``dataset`` inside the section's wrappers, the first listed innermost."""
+    for index, wrapper in enumerate(spec[WRAP]):
+        dataset = _build(WRAPPERS, wrapper, f"{path}.{WRAP}.{index}", positional=dataset)
+    return dataset
+
+
 def _loader(factory: Any, dataset: Any, spec: Mapping[str, Any], limit: int | None) -> Any:
     arguments = {k: v for k, v in spec.items() if k in _loader_keys(factory)}
     if limit is not None:
@@ -194,7 +198,7 @@ def _loader_keys(factory: Any) -> frozenset[str]:
 
 def _not_dataset_keys(factory: Any) -> frozenset[str]:
     """The keys of a data section that are not the dataset's own arguments."""
-    return _loader_keys(factory) | {LABEL_NOISE}
+    return _loader_keys(factory) | {WRAP}
 
 
 def _dataset_facts(dataset: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from loom.config.registries import (
     MODELS,
     OPTIMIZERS,
     SCHEDULERS,
+    WRAPPERS,
 )
 from loom.config.registry import Registry
 from loom.config.schema import (
@@ -24,10 +25,9 @@ from loom.config.schema import (
     parameters_of,
     resolve_arguments,
 )
-from loom.data import NoisyLabels
 from loom.trainer import Trainer
 
-__all__ = ["SECTIONS", "TRAINER_ARGUMENTS_BUILT_BY_JOBS", "dump_job", "resolve_job"]
+__all__ = ["SECTIONS", "TRAINER_ARGUMENTS_BUILT_BY_JOBS", "WRAP", "dump_job", "resolve_job"]
 
 SECTIONS = ("seed", "model", "data", "optimizer", "scheduler", "algorithms", "callbacks", "trainer")
 """The top-level keys of a job file, in the order a resolved job prints them."""
@@ -42,8 +42,6 @@ TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
         "algorithms",
         "callbacks",
         "loss_fn",
-        "input_key",
-        "target_key",
         "seed",
         "load_path",
         "load_weights_only",
@@ -51,8 +49,8 @@ TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
 )
 """Trainer arguments that come from other sections; the ``trainer`` section sets the rest."""
 
-LABEL_NOISE = "label_noise"
-"""The key of a data section that makes a share of its labels wrong (``NoisyLabels``)."""
+WRAP = "wrap"
+"""The key of a data section that lists dataset wrappers (``label_noise``, ``as_dict``)."""
 
 _REQUIRED_SECTIONS = ("model", "data", "optimizer", "trainer")
 _LOADERS = {"train": train_loader, "eval": eval_loader}
@@ -134,11 +132,12 @@ def _data(spec: Any) -> dict[str, Any]:
         split: None if spec.get(split) is None else _dataset(spec[split], f"data.{split}", loader)
         for split, loader in _LOADERS.items()
     }
-    if resolved["eval"] is not None and resolved["eval"].pop("label_noise") is not None:
-        raise ConfigError(
-            "data.eval.label_noise: noise goes on the training labels only; evaluation "
-            "measures against the true ones."
-        )
+    for index, wrapper in enumerate((resolved["eval"] or {}).get(WRAP, [])):
+        if getattr(WRAPPERS.get(wrapper["name"]), "training_only", False):
+            raise ConfigError(
+                f"data.eval.{WRAP}.{index} ({wrapper['name']}): this wrapper goes on the "
+                "training data only; evaluation measures against the true labels."
+            )
     return resolved
 
 
@@ -148,13 +147,13 @@ def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
     dataset = DATASETS.get(name)
     loader_keys = {parameter.name for parameter in parameters_of(loader, skip={"dataset"})}
     dataset_keys = {parameter.name for parameter in DATASETS.parameters(name)}
-    arguments = {key: value for key, value in spec.items() if key not in ("name", LABEL_NOISE)}
+    arguments = {key: value for key, value in spec.items() if key not in ("name", WRAP)}
     _refuse_unknown_keys(
         arguments,
         loader_keys | dataset_keys,
         f"{path}.",
         f"dataset {name!r} takes {', '.join(dataset_keys) or 'no arguments'}, "
-        f"its loader takes {', '.join(sorted(loader_keys))}",
+        f"its loader takes {', '.join(sorted(loader_keys))}, and {WRAP} lists wrappers",
     )
     return {
         "name": name,
@@ -164,16 +163,8 @@ def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
         **resolve_arguments(
             loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip={"dataset"}
         ),
-        LABEL_NOISE: _label_noise(spec.get(LABEL_NOISE), f"{path}.{LABEL_NOISE}"),
+        WRAP: _components(spec.get(WRAP), WRAPPERS, f"{path}.{WRAP}"),
     }
-
-
-def _label_noise(spec: Any, path: str) -> dict[str, Any] | None:
-    if spec is None:
-        return None
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{path}: expected a mapping such as {{rate: 0.4}}, got {spec!r}.")
-    return resolve_arguments(NoisyLabels, spec, path, skip={"dataset", "num_classes"})
 
 
 def _trainer(spec: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import torch
 
 from loom import data, models, optim
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
-from loom.callbacks import Checkpoint, ProgressBar
+from loom.callbacks import Checkpoint, NoiseMemorization, ProgressBar
 from loom.config.registry import Registry
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "OPTIMIZERS",
     "REGISTRIES",
     "SCHEDULERS",
+    "WRAPPERS",
 ]
 
 # Filled from the training dataset when a job leaves them out.
@@ -34,7 +35,13 @@ ALGORITHMS = Registry(
 """Training methods: the name is the algorithm's folder in loom/algorithms."""
 
 CALLBACKS = Registry(
-    "callback", {"progress_bar": ProgressBar, "checkpoint": Checkpoint}, supplied={"folder"}
+    "callback",
+    {
+        "progress_bar": ProgressBar,
+        "checkpoint": Checkpoint,
+        "noise_memorization": NoiseMemorization,
+    },
+    supplied={"folder"},
 )
 """Observers. Every job also logs metrics to its run directory and the console, and
 checkpoints every epoch into it unless it lists a ``checkpoint`` of its own, whose
@@ -53,6 +60,12 @@ DATASETS = Registry(
     },
 )
 """Datasets: each yields ``(image, class index)`` and knows its class names."""
+
+WRAPPERS = Registry(
+    "wrapper", {"label_noise": data.NoisyLabels, "as_dict": data.AsDict}, skip={"dataset"}
+)
+"""Dataset wrappers, named in a data section's ``wrap`` list and applied in its order,
+each around the dataset the previous one made."""
 
 MODELS = Registry(
     "model",
@@ -86,6 +99,7 @@ SCHEDULERS = Registry(
 REGISTRIES = {
     "model": MODELS,
     "dataset": DATASETS,
+    "wrapper": WRAPPERS,
     "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
     "algorithm": ALGORITHMS,

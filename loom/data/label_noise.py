@@ -35,6 +35,9 @@ class NoisyLabels(Dataset):
         (20, True)
     """
 
+    training_only = True
+    """A job refuses it on evaluation data, which measures against the true labels."""
+
     def __init__(
         self,
         dataset: Any,

@@ -1,12 +1,11 @@
 """Run directories: running a job into one, its plots, and comparing runs."""
 
 from loom.runs.compare import RunGroup, RunResults, compare_runs, find_runs, group_runs, load_run
-from loom.runs.noise import NoiseMemorization
-from loom.runs.recorder import RunRecorder, new_run_dir
-from loom.runs.train import dry_run_job, train_job
+from loom.runs.recorder import RunDirectory, RunRecorder, new_run_dir
+from loom.runs.train import dry_run_job, job_trainer, train_job
 
 __all__ = [
-    "NoiseMemorization",
+    "RunDirectory",
     "RunGroup",
     "RunRecorder",
     "RunResults",
@@ -14,6 +13,7 @@ __all__ = [
     "dry_run_job",
     "find_runs",
     "group_runs",
+    "job_trainer",
     "load_run",
     "new_run_dir",
     "train_job",

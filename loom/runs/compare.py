@@ -13,8 +13,17 @@ from typing import Any
 import yaml
 
 from loom.runs.plots import plot_comparison, read_records
+from loom.runs.recorder import RunDirectory
 
-__all__ = ["RunGroup", "RunResults", "compare_runs", "find_runs", "group_runs", "load_run"]
+__all__ = [
+    "RunGroup",
+    "RunResults",
+    "compare_runs",
+    "comparison_folder",
+    "find_runs",
+    "group_runs",
+    "load_run",
+]
 
 # (column, where the value is: summary["metrics"][key] or summary[key], digits, show spread)
 _COLUMNS = (
@@ -63,20 +72,18 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
         FileNotFoundError: ``run_dir`` holds no ``summary.json`` (not a run, or
             one that has not finished).
     """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
+    files = RunDirectory(run_dir)
+    if not files.summary.is_file():
         raise FileNotFoundError(
-            f"{str(run_dir)!r} is not a finished run: it has no summary.json "
+            f"{str(files.path)!r} is not a finished run: it has no {files.summary.name} "
             "(a run writes it when training ends)."
         )
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    config_path = run_dir / "config.yaml"
+    summary = json.loads(files.summary.read_text(encoding="utf-8"))
     config = (
-        yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        yaml.safe_load(files.config.read_text(encoding="utf-8")) if files.config.is_file() else {}
     )
-    records = read_records(run_dir / "metrics.jsonl")
-    return RunResults(run_dir.name, summary, records, config or {}, run_dir)
+    records = read_records(files.metrics)
+    return RunResults(files.path.name, summary, records, config or {}, files.path)
 
 
 def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunResults]:
@@ -87,10 +94,10 @@ def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunResults]:
     """
     runs = []
     for path in map(Path, paths):
-        if (path / "summary.json").is_file() or not path.is_dir():
+        if RunDirectory(path).summary.is_file() or not path.is_dir():
             runs.append(load_run(path))
             continue
-        inside = sorted(child for child in path.iterdir() if (child / "summary.json").is_file())
+        inside = sorted(child for child in path.iterdir() if RunDirectory(child).summary.is_file())
         if not inside:
             load_run(path)  # raises, naming the path
         runs.extend(load_run(child) for child in inside)
@@ -160,6 +167,25 @@ def compare_runs(
         )
         for row in [header, *rows]
     )
+
+
+def comparison_folder(paths: Sequence[str | os.PathLike[str]]) -> Path:
+    """Where a comparison of the runs at ``paths`` goes by default: beside them, in the
+    deepest folder that holds them all.
+
+    Examples:
+        >>> comparison_folder(["runs/ls", "runs/ols"]).as_posix()
+        'runs'
+        >>> comparison_folder(["results/noise40"]).as_posix()  # a folder of seeds
+        'results/noise40'
+    """
+    resolved = [Path(path) for path in paths]
+    if len(resolved) == 1 and not RunDirectory(resolved[0]).summary.is_file():
+        return resolved[0]
+    parents = [path.parent for path in resolved]
+    if len({path.is_absolute() for path in parents}) > 1:  # commonpath cannot mix the two
+        parents = [path.absolute() for path in parents]
+    return Path(os.path.commonpath(parents))
 
 
 def _summarize(values: list[float], digits: int, spread: bool) -> str:

@@ -1,4 +1,4 @@
-"""The plots of a run: learning curves, reliability diagram, learned soft labels, comparisons.
+"""The plots of a run: learning curves, reliability diagram, plugins' matrices, comparisons.
 
 Figures are drawn with matplotlib's object API (no pyplot), so plotting never
 changes the backend or global state of the process that trains.
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["plot_comparison", "plot_curves", "plot_reliability", "plot_soft_labels", "read_records"]
+__all__ = ["plot_comparison", "plot_curves", "plot_matrix", "plot_reliability", "read_records"]
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -76,31 +76,39 @@ def plot_reliability(
     _save(figure, output)
 
 
-def plot_soft_labels(
-    matrix: torch.Tensor, classes: Sequence[str] | None, output: str | os.PathLike[str]
+def plot_matrix(
+    values: torch.Tensor,
+    title: str,
+    axes_labels: Sequence[str],
+    classes: Sequence[str] | None,
+    output: str | os.PathLike[str],
 ) -> None:
-    """Online label smoothing's matrix: row ``y`` is the soft label learned for class ``y``."""
-    soft_labels = matrix.detach().float().cpu().T  # the matrix holds one class per column
-    num_classes = soft_labels.shape[0]
-    names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
-    size = min(12.0, 3.0 + 0.45 * num_classes)
+    """A 2-D tensor as a heatmap, e.g. a plugin's :class:`~loom.trainer.Artifact`.
+
+    Rows go down and columns across, labelled ``axes_labels`` (row first); a dimension
+    as long as ``classes`` gets the class names as ticks (up to 30 of them), and a
+    matrix of at most 12 x 12 prints each value in its cell.
+    """
+    matrix = values.detach().float().cpu()
+    rows, columns = matrix.shape
+    size = min(12.0, 3.0 + 0.45 * max(rows, columns))
     figure = _figure(1, 1, size=(size + 1.5, size))
     (axes,) = figure.axes
-    image = axes.imshow(soft_labels.numpy(), cmap="viridis", vmin=0.0)
+    image = axes.imshow(matrix.numpy(), cmap="viridis", vmin=min(0.0, matrix.min().item()))
     figure.colorbar(image, ax=axes)
-    if num_classes <= 30:
-        axes.set_xticks(range(num_classes), names, rotation=90)
-        axes.set_yticks(range(num_classes), names)
-    if num_classes <= 12:
-        for row in range(num_classes):
-            for column in range(num_classes):
-                value = soft_labels[row, column].item()
-                color = "black" if value > 0.5 else "white"
+    for count, set_ticks, rotation in ((columns, axes.set_xticks, 90), (rows, axes.set_yticks, 0)):
+        if classes is not None and count == len(classes) and count <= 30:
+            set_ticks(range(count), list(classes), rotation=rotation)
+    if rows <= 12 and columns <= 12:
+        for row in range(rows):
+            for column in range(columns):
+                value = matrix[row, column].item()
+                color = "black" if value > 0.5 * matrix.max().item() else "white"
                 axes.text(
                     column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color
                 )
-    axes.set(xlabel="probability given to class", ylabel="target class")
-    axes.set_title("learned soft labels (online label smoothing)")
+    axes.set(ylabel=axes_labels[0], xlabel=axes_labels[1])
+    axes.set_title(title)
     _save(figure, output)
 
 

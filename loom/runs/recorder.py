@@ -1,4 +1,4 @@
-"""RunRecorder: a job's configuration, summary, final weights and plots, in its run directory."""
+"""Run directories: where each of a run's files goes, and the callback that fills one."""
 
 from __future__ import annotations
 
@@ -14,13 +14,56 @@ from typing import Any
 import torch
 
 import loom
-from loom.algorithms import OnlineLabelSmoothing
 from loom.config.job import dump_job
 from loom.runs import plots
-from loom.trainer import Algorithm, Callback, State
-from loom.trainer.checkpoint import model_state_dict, write_atomically
+from loom.trainer import Callback, State, model_state_dict, write_atomically
 
-__all__ = ["RunRecorder", "new_run_dir"]
+__all__ = ["RunDirectory", "RunRecorder", "new_run_dir"]
+
+
+class RunDirectory:
+    """The files of a run directory: the one place their names are decided.
+
+    Examples:
+        >>> RunDirectory("runs/digits").checkpoints.as_posix()
+        'runs/digits/checkpoints'
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    @property
+    def config(self) -> Path:
+        """The resolved job, ``config.yaml``."""
+        return self.path / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        """One JSON record per epoch and per evaluation, ``metrics.jsonl``."""
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        """How the run ended, ``summary.json``: written when training ends."""
+        return self.path / "summary.json"
+
+    @property
+    def model(self) -> Path:
+        """The final weights, ``model.pt`` (a state dict; loads with ``weights_only``)."""
+        return self.path / "model.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of the run's checkpoints, ``checkpoints/``."""
+        return self.path / "checkpoints"
+
+    @property
+    def artifacts(self) -> Path:
+        """What the plugins offered (``Plugin.artifacts``), ``artifacts.pt``."""
+        return self.path / "artifacts.pt"
 
 
 def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
@@ -36,72 +79,73 @@ def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
 
 class RunRecorder(Callback):
     """Fills a run directory: ``config.yaml`` at the start; at the end ``summary.json``,
-    ``model.pt`` (the final weights) and the plots.
+    ``model.pt`` (the final weights), the plots and the plugins' artifacts.
 
-    The plots are ``curves.png`` (losses and accuracy by epoch), ``reliability.png``
-    (the last evaluation's calibration) and, when online label smoothing ran,
-    ``soft_labels.png`` (its learned soft-label matrix, with the class names).
-    Only the main process writes.
+    The plots are ``curves.png`` (losses and accuracy by epoch, from the metrics
+    file), ``reliability.png`` (the last evaluation's calibration) and one
+    ``<name>.png`` per 2-D artifact a plugin offers (online label smoothing's
+    ``soft_labels``); the artifacts themselves go into ``artifacts.pt``. The summary
+    names the latest checkpoint (``state.checkpoint_path``), so list this after the
+    callback that saves checkpoints. Only the main process writes.
 
     Args:
         run_dir: The run directory (created if missing).
         job: The resolved job, saved as ``config.yaml``.
-        algorithms: The job's algorithms, to plot what they learned.
-        classes: The class names, for the soft-label plot.
-        label_noise: What noise the training labels got, for the summary.
+        classes: The class names, for the plots.
     """
+
+    reads = ("checkpoint_path", "metrics")
 
     def __init__(
         self,
-        run_dir: str | os.PathLike[str],
+        run_dir: str | os.PathLike[str] | RunDirectory,
         job: Mapping[str, Any],
-        algorithms: Sequence[Algorithm] = (),
         classes: Sequence[str] | None = None,
-        label_noise: Mapping[str, Any] | None = None,
     ):
-        self.run_dir = Path(run_dir)
+        self.files = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
         self.job = job
-        self.algorithms = list(algorithms)
         self.classes = list(classes) if classes is not None else None
-        self.label_noise = dict(label_noise) if label_noise is not None else None
         self._started = 0.0
 
     def fit_start(self, state: State) -> None:
         self._started = time.perf_counter()
         if state.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_job(self.job), encoding="utf-8")
+            write_atomically(self.files.config, dump_job(self.job))
 
     def fit_end(self, state: State) -> None:
         if not state.is_main_process:
             return
-        summary = self._summary(state)
-        text = json.dumps(summary, indent=2).encode("utf-8")
-        write_atomically(self.run_dir / "summary.json", lambda file: file.write(text))
+        files = self.files
+        write_atomically(files.summary, json.dumps(self._summary(state), indent=2))
         weights = {key: value.cpu() for key, value in model_state_dict(state.model).items()}
-        write_atomically(self.run_dir / "model.pt", lambda file: torch.save(weights, file))
-        plots.plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+        write_atomically(files.model, lambda file: torch.save(weights, file))
+        plots.plot_curves(files.metrics, files.path / "curves.png")
         if state.reliability is not None:
-            plots.plot_reliability(state.reliability, self.run_dir / "reliability.png")
-        for algorithm in self.algorithms:
-            if isinstance(algorithm, OnlineLabelSmoothing):
-                plots.plot_soft_labels(
-                    algorithm.matrix.cpu(), self.classes, self.run_dir / "soft_labels.png"
-                )
+            plots.plot_reliability(state.reliability, files.path / "reliability.png")
+        artifacts = _artifacts(state)
+        if artifacts:
+            saved = {
+                name: {"values": values, "title": title, "axes": list(axes)}
+                for name, (values, title, axes) in artifacts.items()
+            }
+            write_atomically(files.artifacts, lambda file: torch.save(saved, file))
+        for name, (values, title, axes) in artifacts.items():
+            if values.dim() == 2:
+                plots.plot_matrix(values, title, axes, self.classes, files.path / f"{name}.png")
 
     def _summary(self, state: State) -> dict[str, Any]:
         timestamp = state.timestamp
         return {
-            "run": self.run_dir.name,
+            "run": self.files.path.name,
             "metrics": dict(state.metrics),
-            "best_eval_accuracy": _best_accuracy(self.run_dir / "metrics.jsonl"),
+            "best_eval_accuracy": _best_accuracy(self.files.metrics),
             "epochs": timestamp.epoch,
             "batches": timestamp.batch,
             "samples": timestamp.samples,
             "seconds": round(time.perf_counter() - self._started, 3),
             "stop_reason": state.stop_reason,
             "checkpoint": state.checkpoint_path,
-            "label_noise": self.label_noise,
+            "train_data": _data_descriptions(getattr(state.train_dataloader, "dataset", None)),
             "parameters": sum(p.numel() for p in state.model.parameters()),
             "device": str(state.device),
             "versions": {
@@ -110,6 +154,34 @@ class RunRecorder(Callback):
                 "python": platform.python_version(),
             },
         }
+
+
+def _artifacts(state: State) -> dict[str, tuple[torch.Tensor, str, tuple[str, ...]]]:
+    """Every plugin's artifacts by name, on the CPU; two plugins may not offer one name."""
+    found: dict[str, tuple[torch.Tensor, str, tuple[str, ...]]] = {}
+    owners: dict[str, str] = {}
+    for plugin in [*state.algorithms, *state.callbacks]:
+        for name, artifact in plugin.artifacts().items():
+            if name in found:
+                raise ValueError(
+                    f"{type(plugin).__name__} and {owners[name]} both offer an artifact "
+                    f"named {name!r}; a run keeps one file per name."
+                )
+            owners[name] = type(plugin).__name__
+            found[name] = (artifact.values.detach().cpu(), artifact.title, artifact.axes)
+    return found
+
+
+def _data_descriptions(dataset: Any) -> list[dict[str, Any]]:
+    """What each dataset wrapper around the training data says of itself (``describe()``),
+    outermost first: e.g. how many labels the label noise flipped."""
+    found = []
+    while dataset is not None:
+        describe = getattr(dataset, "describe", None)
+        if callable(describe):
+            found.append({"wrapper": type(dataset).__name__, **describe()})
+        dataset = getattr(dataset, "dataset", None)
+    return found
 
 
 def _best_accuracy(metrics_path: Path) -> float | None:

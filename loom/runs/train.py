@@ -11,14 +11,10 @@ from typing import Any
 from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.config.build import build_job
 from loom.config.schema import ConfigError
-from loom.runs.noise import NoiseMemorization
-from loom.runs.recorder import RunRecorder
-from loom.trainer.distributed import is_main_process
+from loom.runs.recorder import RunDirectory, RunRecorder
+from loom.trainer import Trainer
 
-__all__ = ["CHECKPOINTS", "dry_run_job", "train_job"]
-
-CHECKPOINTS = "checkpoints"
-"""The folder of a run directory that holds its checkpoints."""
+__all__ = ["dry_run_job", "job_trainer", "train_job"]
 
 
 def train_job(
@@ -42,16 +38,16 @@ def train_job(
     Raises:
         ConfigError: ``resume`` and ``run_dir`` holds no checkpoint.
     """
-    run_dir = Path(run_dir)
+    files = RunDirectory(run_dir)
     load_path = None
     if resume:
-        load_path = latest_checkpoint(run_dir / CHECKPOINTS)
+        load_path = latest_checkpoint(files.checkpoints)
         if load_path is None:
             raise ConfigError(
-                f"--resume {run_dir}: no checkpoint in {run_dir / CHECKPOINTS}; give the run "
+                f"--resume {files.path}: no checkpoint in {files.checkpoints}; give the run "
                 "directory of a run that saved one."
             )
-    return _run(job, run_dir, limit_batches=None, load_path=load_path)
+    return _run(job, files, limit_batches=None, load_path=load_path)
 
 
 def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
@@ -66,28 +62,38 @@ def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
         raise ValueError(f"the dry run's batch count must be a positive int, got {num_batches!r}.")
     short = {**job, "trainer": {**job["trainer"], "max_duration": f"{num_batches}ba"}}
     with tempfile.TemporaryDirectory(prefix="loom-dry-run-") as directory:
-        run_dir = Path(directory) / "run"
-        _run(short, run_dir, limit_batches=num_batches, load_path=None)
-        if not run_dir.exists():  # a rank other than 0 of a torchrun job writes nothing
+        files = RunDirectory(Path(directory) / "run")
+        _run(short, files, limit_batches=num_batches, load_path=None)
+        if not files.path.exists():  # a rank other than 0 of a torchrun job writes nothing
             return []
-        return sorted(path.name for path in run_dir.iterdir())
+        return sorted(path.name for path in files.path.iterdir())
+
+
+def job_trainer(
+    job: Mapping[str, Any],
+    run_dir: str | os.PathLike[str],
+    *,
+    limit_batches: int | None = None,
+    load_path: str | os.PathLike[str] | None = None,
+) -> Trainer:
+    """The Trainer that :func:`train_job` runs: the job's parts, then the callbacks that
+    fill ``run_dir``.
+
+    Those come after the job's own callbacks, in the order they read each other: the
+    metrics log reads what the job's callbacks add to ``state.metrics``; the recorder's
+    summary reads the ``state.checkpoint_path`` that the checkpoint callback sets, at
+    ``fit_end`` too. ``trainer.schedule()`` shows it.
+    """
+    files = RunDirectory(run_dir)
+    parts = build_job(job, limit_batches=limit_batches, checkpoint_folder=files.checkpoints)
+    extra = [MetricsLogger(files.metrics)]
+    if not any(isinstance(callback, Checkpoint) for callback in parts.callbacks):
+        extra.append(Checkpoint(files.checkpoints, interval="1ep", keep_last=1))
+    extra.append(RunRecorder(files, job, parts.classes))
+    return parts.trainer(extra, load_path=load_path)
 
 
 def _run(
-    job: Mapping[str, Any], run_dir: Path, limit_batches: int | None, load_path: Path | None
+    job: Mapping[str, Any], files: RunDirectory, limit_batches: int | None, load_path: Path | None
 ) -> dict[str, float]:
-    parts = build_job(job, limit_batches=limit_batches, checkpoint_folder=run_dir / CHECKPOINTS)
-    extra = [MetricsLogger(run_dir / "metrics.jsonl")]
-    if not any(isinstance(callback, Checkpoint) for callback in parts.callbacks):
-        extra.append(Checkpoint(run_dir / CHECKPOINTS, interval="1ep", keep_last=1))
-    noisy = parts.noisy_labels
-    noise = noisy.describe() if noisy is not None else None
-    extra.append(RunRecorder(run_dir, job, parts.algorithms, parts.classes, noise))
-    if noisy is not None:
-        extra.append(NoiseMemorization(noisy))  # last: at *_end it runs first, before logging
-        if is_main_process():
-            print(
-                f"label noise: {noise['flipped']} of {len(noisy)} training labels flipped "
-                f"({noise['flipped_fraction']:.1%}, {noise['kind']}, seed {noise['seed']})"
-            )
-    return parts.trainer(extra, load_path=load_path).fit()
+    return job_trainer(job, files.path, limit_batches=limit_batches, load_path=load_path).fit()

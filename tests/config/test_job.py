@@ -54,7 +54,7 @@ def test_defaults_are_filled_and_dataset_facts_left_to_the_builder():
             with_("data.train.batchsize", 32),
             r"^data\.train\.batchsize: unknown key "
             r"\(did you mean 'batch_size'\?\); dataset 'synthetic' takes .*its loader takes "
-            r"batch_size, drop_last, num_workers, shuffle\.$",
+            r"batch_size, drop_last, num_workers, shuffle, and wrap lists wrappers\.$",
         ),
         (
             with_("algorithms", [{"name": "label_smoothing", "smoothing": 0.1, "smoothin": 0.2}]),
@@ -88,3 +88,11 @@ def test_defaults_are_filled_and_dataset_facts_left_to_the_builder():
 def test_each_mistake_is_one_error_naming_its_path(config, message):
     with pytest.raises(ConfigError, match=message):
         resolve_job(config)
+
+
+def test_the_trainers_batch_keys_are_set_in_the_trainer_section():
+    job = resolve_job(with_("trainer.target_key", "label"))
+    assert job["trainer"]["target_key"] == "label"
+    assert job["trainer"]["input_key"] == 0
+    with pytest.raises(ConfigError, match=r"^trainer\.input_key: expected int \| str, got 1\.5"):
+        resolve_job(with_("trainer.input_key", 1.5))

@@ -50,7 +50,7 @@ JOB = {
             "num_samples": 100,
             "num_classes": 4,
             "shape": [3],
-            "label_noise": {"rate": 0.3, "kind": "pairs"},
+            "wrap": [{"name": "label_noise", "rate": 0.3, "kind": "pairs"}],
         },
         "eval": {
             "name": "synthetic",
@@ -67,19 +67,25 @@ JOB = {
 
 def test_a_job_noises_its_training_labels_only():
     job = resolve_job(JOB)
-    assert job["data"]["train"]["label_noise"] == {"rate": 0.3, "kind": "pairs", "seed": 0}
-    assert "label_noise" not in job["data"]["eval"]
+    assert job["data"]["train"]["wrap"] == [
+        {"name": "label_noise", "rate": 0.3, "kind": "pairs", "seed": 0, "num_classes": None}
+    ]
+    assert job["data"]["eval"]["wrap"] == []
     parts = build_job(job)
-    assert parts.noisy_labels is not None
-    assert int(parts.noisy_labels.flipped.sum()) == 30
+    noisy = parts.train_loader.dataset
+    assert isinstance(noisy, NoisyLabels)
+    assert int(noisy.flipped.sum()) == 30
     assert not isinstance(parts.eval_loader.dataset, NoisyLabels)
-    eval_noise = {**JOB["data"]["eval"], "label_noise": {"rate": 0.1}}
-    with pytest.raises(ConfigError, match=r"^data\.eval\.label_noise: noise goes on the training"):
-        resolve_job({**JOB, "data": {**JOB["data"], "eval": eval_noise}})
-    bad = {**JOB["data"]["train"], "label_noise": {"rate": 0.3, "knd": "pairs"}}
+    eval_noise = {**JOB["data"]["eval"], "wrap": [{"name": "label_noise", "rate": 0.1}]}
     with pytest.raises(
         ConfigError,
-        match=r"^data\.train\.label_noise\.knd: unknown key "
+        match=r"^data\.eval\.wrap\.0 \(label_noise\): this wrapper goes on the training",
+    ):
+        resolve_job({**JOB, "data": {**JOB["data"], "eval": eval_noise}})
+    bad = {**JOB["data"]["train"], "wrap": [{"name": "label_noise", "rate": 0.3, "knd": "pairs"}]}
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train\.wrap\.0\.knd: unknown key "
         r"\(did you mean 'kind'\?\)",
     ):
         resolve_job({**JOB, "data": {**JOB["data"], "train": bad}})

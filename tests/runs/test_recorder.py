@@ -1,0 +1,112 @@
+"""The run directory's layout and the RunRecorder that fills it."""
+
+import json
+
+import pytest
+import torch
+
+from loom.config.job import resolve_job
+from loom.runs import RunDirectory, RunRecorder, new_run_dir
+from loom.trainer import Algorithm, Artifact, Duration, State
+
+
+def test_the_layout_names_every_file_once(tmp_path):
+    files = RunDirectory(tmp_path)
+    names = [files.config, files.metrics, files.summary, files.model, files.checkpoints]
+    assert [path.name for path in names] == [
+        "config.yaml", "metrics.jsonl", "summary.json", "model.pt", "checkpoints",
+    ]  # fmt: skip
+    assert all(path.parent == tmp_path for path in names)
+
+
+def test_new_run_dirs_never_collide(tmp_path):
+    first = new_run_dir("digits", tmp_path)
+    assert first.name.startswith("digits-")
+    first.mkdir()
+    second = new_run_dir("digits", tmp_path)
+    assert second != first
+    assert second.name.startswith(first.name)
+
+
+JOB = {
+    "model": {"name": "mlp"},
+    "data": {"train": {"name": "synthetic"}},
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "trainer": {"max_duration": "1ep"},
+}
+
+
+def bare_state(**fields):
+    defaults = {"train_dataloader": [], "eval_dataloader": None}
+    return State(
+        model=torch.nn.Linear(2, 2),
+        optimizers=[],
+        schedulers=[],
+        max_duration=Duration.parse("1ep"),
+        device=torch.device("cpu"),
+        precision="fp32",
+        **{**defaults, **fields},
+    )
+
+
+def test_only_the_main_process_writes(tmp_path):
+    state = bare_state(rank=1, world_size=2)
+    recorder = RunRecorder(tmp_path / "run", resolve_job(JOB))
+    recorder.fit_start(state)
+    recorder.fit_end(state)
+    assert not (tmp_path / "run").exists()
+    state.rank = 0
+    recorder.fit_start(state)
+    recorder.fit_end(state)
+    written = {path.name for path in (tmp_path / "run").iterdir()}
+    assert written == {"config.yaml", "summary.json", "model.pt", "curves.png"}, "no artifacts"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["parameters"] == 6
+    assert summary["best_eval_accuracy"] is None
+
+
+class Learns(Algorithm):
+    def __init__(self, name="weights"):
+        self.name = name
+
+    def artifacts(self):
+        matrix = torch.arange(6.0).reshape(2, 3)
+        return {self.name: Artifact(matrix, title="learned", axes=("row", "column"))}
+
+
+def test_plugins_artifacts_are_kept_and_drawn(tmp_path):
+    state = bare_state(algorithms=[Learns()])
+    recorder = RunRecorder(tmp_path, resolve_job(JOB), classes=["a", "b", "c"])
+    recorder.fit_start(state)
+    recorder.fit_end(state)
+    saved = torch.load(tmp_path / "artifacts.pt", weights_only=True)
+    assert torch.equal(saved["weights"]["values"], torch.arange(6.0).reshape(2, 3))
+    assert saved["weights"]["axes"] == ["row", "column"]
+    assert (tmp_path / "weights.png").stat().st_size > 0
+
+
+def test_two_plugins_may_not_offer_one_artifact_name(tmp_path):
+    state = bare_state(algorithms=[Learns(), Learns()])
+    recorder = RunRecorder(tmp_path, resolve_job(JOB))
+    recorder.fit_start(state)
+    with pytest.raises(
+        ValueError, match=r"Learns and Learns both offer an artifact named 'weights'"
+    ):
+        recorder.fit_end(state)
+
+
+def test_the_summary_describes_the_training_datas_wrappers(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from loom.data import AsDict, NoisyLabels, synthetic
+
+    data = AsDict(NoisyLabels(synthetic(num_samples=40, num_classes=4, shape=[2]), rate=0.25))
+    state = bare_state(train_dataloader=DataLoader(data, batch_size=8))
+    recorder = RunRecorder(tmp_path, resolve_job(JOB))
+    recorder.fit_start(state)
+    recorder.fit_end(state)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_data"] == [
+        {"wrapper": "NoisyLabels", "rate": 0.25, "kind": "symmetric", "seed": 0, "flipped": 10,
+         "flipped_fraction": 0.25},
+    ]  # fmt: skip

@@ -1,0 +1,70 @@
+"""Running a job into a run directory: the callbacks it adds, their order, what they leave."""
+
+import json
+
+import torch
+
+from loom.config.job import resolve_job
+from loom.runs import job_trainer, train_job
+
+DIGITS = {
+    "seed": 0,
+    "model": {"name": "small_cnn", "width": 8},
+    "data": {
+        "train": {"name": "digits", "split": "train", "batch_size": 64},
+        "eval": {"name": "digits", "split": "test", "batch_size": 360},
+    },
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "algorithms": [{"name": "online_label_smoothing"}],
+    "callbacks": [{"name": "progress_bar"}],
+    "trainer": {"max_duration": "5ba", "device": "cpu"},
+}
+
+
+def hook_owners(trainer, event):
+    return [type(plugin).__name__ for plugin, _, _ in getattr(trainer.engine.hooks, event)]
+
+
+def test_the_run_callbacks_follow_the_jobs_in_the_order_they_read_each_other(tmp_path):
+    trainer = job_trainer(resolve_job(DIGITS), tmp_path / "run")
+    assert [type(callback).__name__ for callback in trainer.state.callbacks] == [
+        "ProgressBar", "MetricsLogger", "Checkpoint", "RunRecorder",
+    ]  # fmt: skip
+    assert hook_owners(trainer, "fit_end") == ["MetricsLogger", "Checkpoint", "RunRecorder"]
+    assert hook_owners(trainer, "epoch_end") == [
+        "OnlineLabelSmoothing", "ProgressBar", "MetricsLogger", "Checkpoint",
+    ]  # fmt: skip
+    assert "state.checkpoint_path: written by Checkpoint; read by RunRecorder" in (
+        trainer.schedule()
+    )
+
+
+def test_the_summary_names_the_checkpoint_written_at_fit_end(tmp_path):
+    run_dir = tmp_path / "run"
+    train_job(resolve_job(DIGITS), run_dir)  # stops mid-epoch: the last save is at fit_end
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["checkpoint"] == str(run_dir / "checkpoints" / "epoch0-batch5.pt")
+    assert torch.load(summary["checkpoint"], weights_only=True)["timestamp"]["batch"] == 5
+
+
+def test_a_dict_batch_job_gives_its_keys_once_and_every_algorithm_uses_them(tmp_path):
+    job = {
+        **DIGITS,
+        "data": {
+            split: {**DIGITS["data"][split], "wrap": [{"name": "as_dict", "keys": ["x", "y"]}]}
+            for split in ("train", "eval")
+        },
+        "algorithms": [  # online label smoothing first: it reads class indices
+            {"name": "online_label_smoothing"},
+            {"name": "mixup", "alpha": 0.4},
+            {"name": "label_smoothing", "smoothing": 0.1},
+        ],
+        "trainer": {"max_duration": "2ep", "device": "cpu", "input_key": "x", "target_key": "y"},
+    }
+    resolved = resolve_job(job)
+    assert [spec.get("target_key") for spec in resolved["algorithms"]] == [None] * 3
+    metrics = train_job(resolved, tmp_path / "run")
+    assert metrics["eval/accuracy"] > 0.5  # learned from targets read at "y" by every plugin
+    soft_labels = torch.load(tmp_path / "run" / "artifacts.pt", weights_only=True)["soft_labels"]
+    assert soft_labels["values"].shape == (10, 10)
+    assert not torch.allclose(soft_labels["values"].diagonal(), torch.full((10,), 0.9))
