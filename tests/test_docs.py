@@ -175,3 +175,10 @@ def test_the_docs_site_builds_strictly(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "writing-an-algorithm" / "index.html").exists()
+
+
+def test_the_concepts_page_shows_the_loop_as_loom_events_prints_it():
+    from loom.trainer import Engine
+
+    page = (ROOT / "docs" / "concepts.md").read_text(encoding="utf-8")
+    assert f"```text\n{Engine().schedule()}\n```" in page, "paste the output of: loom events"
