@@ -40,11 +40,13 @@ __all__ = [
     "autocast_context",
     "broadcast_buffers",
     "destroy_process_group",
+    "distribute",
     "grad_scaler_for",
     "interruption_message",
     "is_main_process",
     "join_torchrun_job",
     "resolve_device",
+    "scaled_or_clipped_step",
     "seed_everything",
     "shard_eval_loader",
     "shard_train_loader",
@@ -157,6 +159,28 @@ def grad_scaler_for(precision: str, device: torch.device) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type)
 
 
+def scaled_or_clipped_step(
+    optimizers: list[torch.optim.Optimizer],
+    scaler: torch.amp.GradScaler | None,
+    model: nn.Module,
+    grad_clip_norm: float | None,
+) -> None:
+    """The optimizer step with fp16 loss scaling or gradient clipping, or both (the plain
+    step, with neither, is the loop's own)."""
+    if grad_clip_norm is not None:
+        if scaler is not None:
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    for optimizer in optimizers:
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+    if scaler is not None:
+        scaler.update()
+
+
 # torchrun
 
 _TIMEOUT = timedelta(minutes=10)  # a rank stuck this long in a collective ends the job
@@ -167,6 +191,24 @@ def torchrun_world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distribute(
+    model: nn.Module,
+    train_dataloader: Any,
+    eval_dataloader: Any,
+    device: torch.device,
+    seed: int | None,
+) -> tuple[nn.Module, Any, Any, int, int]:
+    """Under torchrun, joins the job, wraps ``model`` in DistributedDataParallel and shards
+    the loaders; alone, returns them as they are. Also returns (rank, world size)."""
+    if torchrun_world_size() == 1:
+        return model, train_dataloader, eval_dataloader, 0, 1
+    rank, world_size = join_torchrun_job(device)
+    train_dataloader = shard_train_loader(train_dataloader, rank, world_size, seed or 0)
+    if eval_dataloader is not None:
+        eval_dataloader = shard_eval_loader(eval_dataloader, rank, world_size)
+    return wrap_model(model, device), train_dataloader, eval_dataloader, rank, world_size
 
 
 def is_main_process() -> bool:

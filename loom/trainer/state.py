@@ -1,9 +1,10 @@
-"""The run's state, which every plugin shares, and its clock: durations and timestamps."""
+"""The run's state, which every plugin shares; its clock (durations and timestamps); and
+the checks of what a run is made of."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -14,7 +15,15 @@ from torch import nn
 from loom.trainer.batch import BatchKey, get_batch_item, set_batch_item
 from loom.trainer.metrics import TrainLoss
 
-__all__ = ["Duration", "State", "TimeUnit", "Timestamp"]
+__all__ = [
+    "Duration",
+    "State",
+    "TimeUnit",
+    "Timestamp",
+    "check_dataloader",
+    "checked_optimizers",
+    "checked_schedulers",
+]
 
 _DURATION_PATTERN = re.compile(r"(\d+)(ep|ba|sp)")
 _ACCEPTED_FORMS = (
@@ -247,3 +256,49 @@ class State:
     def is_main_process(self) -> bool:
         """True on the one process (rank 0) that writes files and prints."""
         return self.rank == 0
+
+
+# Checks of what a run is made of: the Trainer runs them on its arguments before it
+# changes anything.
+
+
+def check_dataloader(dataloader: Any, argument: str) -> None:
+    if not isinstance(dataloader, Iterable) or isinstance(dataloader, torch.Tensor | str):
+        raise TypeError(
+            f"{argument} must be an iterable of batches such as a torch DataLoader, "
+            f"got {type(dataloader).__name__}."
+        )
+
+
+def checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Optimizer]:
+    listed = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else optimizers
+    if not isinstance(listed, Sequence) or not listed:
+        raise TypeError(
+            f"optimizers must be a torch optimizer or a non-empty list of them, got {optimizers!r}."
+        )
+    model_parameters = {id(parameter) for parameter in model.parameters()}
+    for index, optimizer in enumerate(listed):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizers[{index}] is a {type(optimizer).__name__}, not a torch optimizer."
+            )
+        held = (id(p) for group in optimizer.param_groups for p in group["params"])
+        if not any(parameter in model_parameters for parameter in held):
+            raise ValueError(
+                f"optimizers[{index}] ({type(optimizer).__name__}) holds none of the model's "
+                "parameters; build it from model.parameters() of this model."
+            )
+    return list(listed)
+
+
+def checked_schedulers(schedulers: Any) -> list[Any]:
+    if schedulers is None:
+        return []
+    listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
+    for index, scheduler in enumerate(listed):
+        if not callable(getattr(scheduler, "step", None)):
+            raise TypeError(
+                f"schedulers[{index}] is a {type(scheduler).__name__}, which has no step(); "
+                "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
+            )
+    return list(listed)

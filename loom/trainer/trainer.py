@@ -26,20 +26,24 @@ from loom.trainer.runtime import (
     TrainingInterrupted,
     autocast_context,
     broadcast_buffers,
+    distribute,
     grad_scaler_for,
     interruption_message,
-    join_torchrun_job,
     resolve_device,
+    scaled_or_clipped_step,
     seed_everything,
-    shard_eval_loader,
-    shard_train_loader,
     stop_on_signals,
-    torchrun_world_size,
     use_deterministic_algorithms,
     validate_precision,
-    wrap_model,
 )
-from loom.trainer.state import Duration, State, TimeUnit
+from loom.trainer.state import (
+    Duration,
+    State,
+    TimeUnit,
+    check_dataloader,
+    checked_optimizers,
+    checked_schedulers,
+)
 
 __all__ = ["Trainer"]
 
@@ -51,14 +55,12 @@ class Trainer:
     ``print(trainer.schedule())`` shows which plugin runs at which event.
 
     Args:
-        model: Any module whose ``forward(inputs)`` returns logits (or what
-            ``loss_fn`` takes). Moved to ``device``.
+        model: Any module whose ``forward(inputs)`` returns what ``loss_fn`` takes.
         train_dataloader: Yields training batches, by default ``(inputs, targets)``.
         eval_dataloader: Yields evaluation batches, or None for no evaluation.
         max_duration: How long to train: ``"10ep"``, ``"500ba"`` or ``"20000sp"``.
         optimizers: One optimizer or a list, built on the model's parameters.
-        schedulers: Learning-rate schedulers (one or a list), stepped after every
-            batch, so their periods count batches.
+        schedulers: Learning-rate schedulers (one or a list), stepped every batch.
         algorithms: Training methods, e.g. ``[LabelSmoothing(0.1)]``.
         callbacks: Observers, e.g. ``[ProgressBar(), MetricsLogger("metrics.jsonl")]``.
         loss_fn: ``loss_fn(outputs, targets) -> scalar``. Defaults to cross-entropy
@@ -70,24 +72,21 @@ class Trainer:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         precision: ``"fp32"``; ``"bf16"`` (autocast on CPU and CUDA); ``"fp16"``
             (autocast with a gradient scaler, CUDA only).
-        grad_accum: Splits each batch into this many microbatches, running forward
-            and backward on each before one optimizer step. Gradients equal
-            those of the whole batch; peak activation memory shrinks.
+        grad_accum: Splits each batch into this many microbatches, each with its
+            forward and backward, before one optimizer step (the whole batch's gradients).
         grad_clip_norm: Clips the gradients' total 2-norm to this before each step.
         eval_interval: How often to evaluate, in epochs (``"1ep"``) or batches
             (``"500ba"``). Training also ends with an evaluation.
-        seed: Seeds Python, NumPy and torch (data order, dropout) when given.
-            Seed before building the model too, with ``loom.seed_everything``,
-            for repeatable initial weights.
+        seed: Seeds Python, NumPy and torch (data order, dropout) when given;
+            ``loom.seed_everything`` before building the model repeats its weights.
         deterministic: Makes torch use deterministic kernels (process-wide).
         load_path: A checkpoint to resume from: training continues where it
             stopped, and ends as the uninterrupted run would have (bitwise on CPU).
         load_weights_only: Take only the model's weights from ``load_path``
             (fine-tuning): the clock, optimizers and plugins start afresh.
-        finite_check_interval: Check the training losses for NaN or infinity
-            every this many batches (one read from the device for all of them),
-            and before every checkpoint; None checks only before checkpoints
-            and at epoch ends.
+        finite_check_interval: Checks the training losses for NaN or infinity every
+            this many batches (one device read for all), at epoch ends and before
+            every checkpoint; None: only the latter two.
 
     Raises:
         TypeError, ValueError: An argument is of the wrong type or value; the
@@ -138,37 +137,50 @@ class Trainer:
         load_weights_only: bool = False,
         finite_check_interval: int | None = 100,
     ):
-        _check_arguments(
-            model=model,
-            train_dataloader=train_dataloader,
-            eval_dataloader=eval_dataloader,
-            loss_fn=loss_fn,
-            input_key=input_key,
-            target_key=target_key,
-            grad_accum=grad_accum,
-            grad_clip_norm=grad_clip_norm,
-            finite_check_interval=finite_check_interval,
-        )
-        self.eval_interval = _checked_eval_interval(eval_interval)
+        # Every argument is checked before anything is seeded, moved or joined.
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        check_dataloader(train_dataloader, "train_dataloader")
+        if eval_dataloader is not None:
+            check_dataloader(eval_dataloader, "eval_dataloader")
+        validate_batch_key(input_key, "input_key")
+        validate_batch_key(target_key, "target_key")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable(outputs, targets), got {loss_fn!r}.")
+        if type(grad_accum) is not int or grad_accum < 1:
+            raise ValueError(f"grad_accum={grad_accum!r} must be an int >= 1.")
+        if grad_clip_norm is not None and not (
+            isinstance(grad_clip_norm, int | float) and 0 < grad_clip_norm < math.inf
+        ):
+            raise ValueError(
+                f"grad_clip_norm={grad_clip_norm!r} must be a positive number or None."
+            )
+        if finite_check_interval is not None and (
+            type(finite_check_interval) is not int or finite_check_interval < 1
+        ):
+            raise ValueError(
+                f"finite_check_interval={finite_check_interval!r} must be an int >= 1 or None."
+            )
+        self.eval_interval = Duration.parse(eval_interval, name="eval_interval")
+        if self.eval_interval.unit is TimeUnit.SAMPLE:
+            raise ValueError(
+                f"eval_interval={eval_interval!r} counts samples; give it in epochs ('1ep') "
+                "or batches ('500ba')."
+            )
         max_duration = Duration.parse(max_duration, name="max_duration")
         resolved_device = resolve_device(device)
         precision = validate_precision(precision, resolved_device)
-        optimizers = _checked_optimizers(optimizers, model)
-        schedulers = _checked_schedulers(schedulers)
+        optimizers = checked_optimizers(optimizers, model)
+        schedulers = checked_schedulers(schedulers)
         engine = Engine(algorithms, callbacks)
+
         if seed is not None:
             seed_everything(seed)
         if deterministic:
             use_deterministic_algorithms()
-
-        model = model.to(resolved_device)
-        rank, world_size = 0, 1
-        if torchrun_world_size() > 1:  # one of several processes started by torchrun
-            rank, world_size = join_torchrun_job(resolved_device)
-            model = wrap_model(model, resolved_device)
-            train_dataloader = shard_train_loader(train_dataloader, rank, world_size, seed or 0)
-            if eval_dataloader is not None:
-                eval_dataloader = shard_eval_loader(eval_dataloader, rank, world_size)
+        model, train_dataloader, eval_dataloader, rank, world_size = distribute(
+            model.to(resolved_device), train_dataloader, eval_dataloader, resolved_device, seed
+        )
         self.state = State(
             model=model,
             optimizers=optimizers,
@@ -192,8 +204,7 @@ class Trainer:
         self.grad_clip_norm = grad_clip_norm
         self.finite_check_interval = finite_check_interval
         self._autocast = autocast_context(precision, resolved_device)
-        # A CPU run gets its batches where they already are: walking every batch to
-        # find nothing to move would cost a few microseconds a step.
+        # A CPU run gets its batches where they are: walking them would cost a few us a step.
         self._move_batches = resolved_device.type != "cpu"
         self._eval_batch: int | None = None  # the evaluation batch in progress, for errors
         fire(engine.hooks.init, self.state)
@@ -342,7 +353,9 @@ class Trainer:
             for optimizer in state.optimizers:
                 optimizer.step()
         else:
-            self._scaled_or_clipped_step()
+            scaled_or_clipped_step(
+                state.optimizers, state.grad_scaler, state.model, self.grad_clip_norm
+            )
         for scheduler in state.schedulers:
             scheduler.step()
         timestamp.batch += 1
@@ -393,23 +406,6 @@ class Trainer:
                 batch_loss += self._forward_backward(inputs, weight).detach() * weight
         state.batch = whole_batch
         return batch_loss
-
-    def _scaled_or_clipped_step(self) -> None:
-        """The optimizer step with fp16 loss scaling or gradient clipping, or both."""
-        state = self.state
-        scaler = state.grad_scaler
-        if self.grad_clip_norm is not None:
-            if scaler is not None:
-                for optimizer in state.optimizers:
-                    scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.grad_clip_norm)
-        for optimizer in state.optimizers:
-            if scaler is None:
-                optimizer.step()
-            else:
-                scaler.step(optimizer)
-        if scaler is not None:
-            scaler.update()
 
     def _forward(self, model: nn.Module, inputs: Any) -> Any:
         try:
@@ -479,93 +475,3 @@ def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} on {value.device}"
     return type(value).__name__
-
-
-# The Trainer's argument checks: every one runs before anything is built or moved.
-
-
-def _check_arguments(
-    *,
-    model: Any,
-    train_dataloader: Any,
-    eval_dataloader: Any,
-    loss_fn: Any,
-    input_key: Any,
-    target_key: Any,
-    grad_accum: Any,
-    grad_clip_norm: Any,
-    finite_check_interval: Any,
-) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    for argument, dataloader in (
-        ("train_dataloader", train_dataloader),
-        ("eval_dataloader", eval_dataloader),
-    ):
-        if dataloader is None and argument == "eval_dataloader":
-            continue
-        if not isinstance(dataloader, Iterable) or isinstance(dataloader, torch.Tensor | str):
-            raise TypeError(
-                f"{argument} must be an iterable of batches such as a torch DataLoader, "
-                f"got {type(dataloader).__name__}."
-            )
-    validate_batch_key(input_key, "input_key")
-    validate_batch_key(target_key, "target_key")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable(outputs, targets), got {loss_fn!r}.")
-    if type(grad_accum) is not int or grad_accum < 1:
-        raise ValueError(f"grad_accum={grad_accum!r} must be an int >= 1.")
-    if grad_clip_norm is not None and not (
-        isinstance(grad_clip_norm, int | float) and 0 < grad_clip_norm < math.inf
-    ):
-        raise ValueError(f"grad_clip_norm={grad_clip_norm!r} must be a positive number or None.")
-    if finite_check_interval is not None and (
-        type(finite_check_interval) is not int or finite_check_interval < 1
-    ):
-        raise ValueError(
-            f"finite_check_interval={finite_check_interval!r} must be an int >= 1 or None."
-        )
-
-
-def _checked_eval_interval(eval_interval: Any) -> Duration:
-    interval = Duration.parse(eval_interval, name="eval_interval")
-    if interval.unit is TimeUnit.SAMPLE:
-        raise ValueError(
-            f"eval_interval={eval_interval!r} counts samples; give it in epochs ('1ep') "
-            "or batches ('500ba')."
-        )
-    return interval
-
-
-def _checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Optimizer]:
-    listed = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else optimizers
-    if not isinstance(listed, Sequence) or not listed:
-        raise TypeError(
-            f"optimizers must be a torch optimizer or a non-empty list of them, got {optimizers!r}."
-        )
-    model_parameters = {id(parameter) for parameter in model.parameters()}
-    for index, optimizer in enumerate(listed):
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizers[{index}] is a {type(optimizer).__name__}, not a torch optimizer."
-            )
-        held = (id(p) for group in optimizer.param_groups for p in group["params"])
-        if not any(parameter in model_parameters for parameter in held):
-            raise ValueError(
-                f"optimizers[{index}] ({type(optimizer).__name__}) holds none of the model's "
-                "parameters; build it from model.parameters() of this model."
-            )
-    return list(listed)
-
-
-def _checked_schedulers(schedulers: Any) -> list[Any]:
-    if schedulers is None:
-        return []
-    listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
-    for index, scheduler in enumerate(listed):
-        if not callable(getattr(scheduler, "step", None)):
-            raise TypeError(
-                f"schedulers[{index}] is a {type(scheduler).__name__}, which has no step(); "
-                "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
-            )
-    return list(listed)
