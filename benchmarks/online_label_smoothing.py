@@ -25,7 +25,6 @@ import statistics
 import time
 import timeit
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -33,21 +32,22 @@ from torch import nn
 from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
 from loom.functional import OnlineLabelSmoothingLoss
+from loom.trainer import Duration, State
 
 
 class MaskedOnlineLabelSmoothing(OnlineLabelSmoothing):
     """The straightforward version: select the correct samples with a boolean mask."""
 
     def after_loss(self, state) -> None:
-        targets, self._original_targets = self._original_targets, None
-        state.batch = (state.batch[0], targets)
+        targets, self._original_targets, self._indices = self._original_targets, None, None
+        state.set_targets(targets)
         with torch.no_grad():
             probabilities = state.outputs.detach().float().softmax(dim=1)
             correct = probabilities.argmax(dim=1) == targets
             chosen, labels = probabilities[correct], targets[correct]  # host sync on CUDA
-            criterion = self.criterion
-            criterion.accumulator.index_add_(1, labels, chosen.t())
-            criterion.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+            statistics = self._criterion
+            statistics.accumulator.index_add_(1, labels, chosen.t())
+            statistics.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
 
 
 def tiny_mlp() -> nn.Module:
@@ -113,9 +113,11 @@ def hook_cost(make_algorithm, repeats: int) -> float:
     """Median time of before_loss + after_loss on one (64, 10) batch of outputs."""
     generator = torch.Generator().manual_seed(0)
     outputs = torch.randn(64, 10, generator=generator)
-    state = SimpleNamespace(
-        outputs=outputs, batch=(None, torch.randint(0, 10, (64,), generator=generator))
-    )
+    state = State(
+        model=nn.Identity(), optimizers=[], schedulers=[], max_duration=Duration.parse("1ep"),
+        train_dataloader=[], eval_dataloader=None, device=torch.device("cpu"), precision="fp32",
+        outputs=outputs, batch=(None, torch.randint(0, 10, (64,), generator=generator)),
+    )  # fmt: skip
     algorithm = make_algorithm()
 
     def step() -> None:

@@ -33,7 +33,7 @@ from trainer_overhead import STEPS, make_batches, make_model, time_plain_loop
 
 from loom import Trainer
 from loom.trainer.batch import batch_size, get_batch_item
-from loom.trainer.checkpoint import check_losses_are_finite
+from loom.trainer.metrics import check_losses_are_finite
 
 
 class NoEventsTrainer(Trainer):

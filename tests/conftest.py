@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
-from loom.callbacks import Checkpoint
+from loom.callbacks import Checkpoint, latest_checkpoint
 from loom.trainer import Callback
 
 
@@ -121,6 +121,14 @@ def tiny_trainer(
         load_weights_only=weights_only,
         loss_fn=loss_fn,
     )
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A finished tiny_trainer run and its latest checkpoint."""
+    trainer = tiny_trainer(tmp_path / "checkpoints")
+    trainer.fit()
+    return trainer, latest_checkpoint(tmp_path / "checkpoints")
 
 
 TWO_PROCESS_TORCHRUN = [

@@ -54,6 +54,7 @@ class Checkpoint(Callback):
     """
 
     writes = ("checkpoint_path",)
+    reads = ("metrics",)  # every checkpoint holds them, and best_metric compares one
 
     def __init__(
         self,
@@ -75,7 +76,6 @@ class Checkpoint(Callback):
         self.folder = Path(folder)
         self.keep_last = keep_last
         self.best_metric = best_metric
-        self.reads = ("metrics",) if best_metric is not None else ()
         self.best_mode = best_mode
         self.best_value: float | None = None
         self._saved_at: int | None = None  # the batch of the latest interval checkpoint

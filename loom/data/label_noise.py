@@ -56,6 +56,12 @@ class NoisyLabels(Dataset):
                 f"label noise needs the dataset's labels as a `targets` attribute; "
                 f"{type(dataset).__name__} has none."
             )
+        if not isinstance(dataset[0], tuple | list):
+            raise TypeError(
+                f"label noise needs (input, class index) samples, but the dataset's are "
+                f"{type(dataset[0]).__name__}s; put label_noise before wrappers that change "
+                "the samples (as_dict)."
+            )
         if num_classes is None:
             num_classes = len(dataset.classes)
         self.dataset = dataset

@@ -61,6 +61,20 @@ class RunDirectory:
         return self.path / "checkpoints"
 
     @property
+    def curves(self) -> Path:
+        """Losses and accuracy by epoch, ``curves.png``."""
+        return self.path / "curves.png"
+
+    @property
+    def reliability(self) -> Path:
+        """The last evaluation's calibration, ``reliability.png``."""
+        return self.path / "reliability.png"
+
+    def plot(self, artifact: str) -> Path:
+        """A plugin's 2-D artifact drawn, ``<artifact>.png``."""
+        return self.path / f"{artifact}.png"
+
+    @property
     def artifacts(self) -> Path:
         """What the plugins offered (``Plugin.artifacts``), ``artifacts.pt``."""
         return self.path / "artifacts.pt"
@@ -119,9 +133,9 @@ class RunRecorder(Callback):
         write_atomically(files.summary, json.dumps(self._summary(state), indent=2))
         weights = {key: value.cpu() for key, value in model_state_dict(state.model).items()}
         write_atomically(files.model, lambda file: torch.save(weights, file))
-        plots.plot_curves(files.metrics, files.path / "curves.png")
+        plots.plot_curves(files.metrics, files.curves)
         if state.reliability is not None:
-            plots.plot_reliability(state.reliability, files.path / "reliability.png")
+            plots.plot_reliability(state.reliability, files.reliability)
         artifacts = _artifacts(state)
         if artifacts:
             saved = {
@@ -131,7 +145,7 @@ class RunRecorder(Callback):
             write_atomically(files.artifacts, lambda file: torch.save(saved, file))
         for name, (values, title, axes) in artifacts.items():
             if values.dim() == 2:
-                plots.plot_matrix(values, title, axes, self.classes, files.path / f"{name}.png")
+                plots.plot_matrix(values, title, axes, self.classes, files.plot(name))
 
     def _summary(self, state: State) -> dict[str, Any]:
         timestamp = state.timestamp

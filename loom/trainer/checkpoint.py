@@ -313,6 +313,13 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
                 f"does not fit schedulers[{index}] ({type(scheduler).__name__}): it was "
                 "written by another kind of scheduler."
             )
+    for kind in ("algorithms", "callbacks"):
+        entries = checkpoint[kind]
+        if not isinstance(entries, list) or not all(
+            isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and "state" in entry
+            for entry in entries
+        ):
+            raise refuse(f"has a malformed {kind!r} entry: not a list of named plugin states.")
     saved_algorithms = [entry["name"] for entry in checkpoint["algorithms"]]
     run_algorithms = [type(algorithm).__name__ for algorithm in state.algorithms]
     if saved_algorithms != run_algorithms:
@@ -325,15 +332,57 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
         type(clock.get(name)) is int and clock[name] >= 0 for name in _CLOCK_FIELDS
     ):
         raise refuse(f"has a malformed clock {clock!r}; expected {', '.join(_CLOCK_FIELDS)}.")
+    generators = capture_rng_states()  # what this process's generators' states look like
     for entry in ("rng", "epoch_start_rng"):
-        rng = checkpoint[entry]
-        if not (rng is None and entry == "epoch_start_rng") and not (
-            isinstance(rng, Mapping) and {"python", "numpy", "torch", "cuda"} <= set(rng)
-        ):
+        saved = checkpoint[entry]
+        if not (saved is None and entry == "epoch_start_rng") and not _fits(saved, generators):
             raise refuse(f"has a malformed {entry!r} entry: not the generators' states.")
+    metrics, last_eval = checkpoint["metrics"], checkpoint["last_eval_batch"]
+    if not isinstance(metrics, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, int | float) for key, value in metrics.items()
+    ):
+        raise refuse("has a malformed 'metrics' entry: not a mapping of names to numbers.")
+    if last_eval is not None and (type(last_eval) is not int or last_eval < 0):
+        raise refuse(f"has a malformed 'last_eval_batch' {last_eval!r}.")
+    scaler = checkpoint["grad_scaler"]
+    if scaler is not None and not isinstance(scaler, Mapping):
+        raise refuse("has a malformed 'grad_scaler' entry.")
+    if (
+        state.grad_scaler is not None
+        and scaler
+        and set(scaler) != set(state.grad_scaler.state_dict())
+    ):
+        raise refuse("holds a gradient scaler's state that does not fit this run's.")
     losses = checkpoint["train_losses"]
-    if not isinstance(losses, Mapping) or not isinstance(losses.get("losses"), torch.Tensor):
-        raise refuse("has a malformed 'train_losses' entry.")
+    losses = losses.get("losses") if isinstance(losses, Mapping) else None
+    if not isinstance(losses, torch.Tensor) or losses.dim() != 1:
+        raise refuse("has a malformed 'train_losses' entry: not the epoch's losses.")
+
+
+def _fits(saved: Any, reference: Any) -> bool:
+    """Whether ``saved`` has the structure of ``reference`` (a generator snapshot of this
+    process): the same keys, tensors of the same dtype and shape, as many numbers."""
+    if isinstance(reference, Mapping):
+        return (
+            isinstance(saved, Mapping)
+            and set(saved) == set(reference)
+            and all(_fits(saved[key], reference[key]) for key in reference)
+        )
+    if isinstance(reference, torch.Tensor):
+        return (
+            isinstance(saved, torch.Tensor)
+            and saved.dtype == reference.dtype
+            and saved.shape == reference.shape
+        )
+    if isinstance(reference, list):  # CUDA: a state per device touched; Python: 625 ints
+        if not isinstance(saved, list):
+            return False
+        if all(isinstance(item, torch.Tensor) for item in [*saved, *reference]):
+            return True
+        return len(saved) == len(reference) and all(type(item) is int for item in saved)
+    if reference is None or isinstance(reference, float):  # Python's gauss_next is either
+        return saved is None or type(saved) is float
+    return type(saved) is type(reference)
 
 
 def _optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: Any) -> str | None:
@@ -358,15 +407,22 @@ def _optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: Any) -> str | N
                 f"{type(optimizer).__name__} does not: it was written by another optimizer"
             )
         parameters += group["params"]
+    if not isinstance(saved["state"], Mapping) or not all(
+        isinstance(entries, Mapping) for entries in saved["state"].values()
+    ):
+        return "its per-parameter state is not a mapping of mappings"
     for index, entries in saved["state"].items():
         if not isinstance(index, int) or not 0 <= index < len(parameters):
             return f"it holds state for parameter {index!r}, which this optimizer does not have"
-        shape = tuple(parameters[index].shape)
+        # Shapes are only comparable with this optimizer's own state for the parameter
+        # (momentum is shaped like it; a factored second moment is not).
+        have = optimizer.state.get(parameters[index], {})
         for name, value in entries.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
+            mine = have.get(name)
+            if isinstance(mine, torch.Tensor) and _shape(value) != tuple(mine.shape):
                 return (
-                    f"its {name!r} of parameter {index} is {tuple(value.shape)}, the parameter "
-                    f"is {shape}"
+                    f"its {name!r} of parameter {index} is {_shape(value)}, this "
+                    f"optimizer's is {tuple(mine.shape)}"
                 )
     return None
 

@@ -401,12 +401,16 @@ def _checked_plugins(plugins: Any, kind: type[Plugin], argument: str) -> list[An
             )
         for attribute in ("reads", "writes"):
             fields = getattr(plugin, attribute)
-            unknown = [field for field in fields if field not in _STATE_FIELDS]
-            if isinstance(fields, str) or unknown:
+            unknown = (
+                [fields]
+                if isinstance(fields, str)
+                else [field for field in fields if field not in _STATE_FIELDS]
+            )
+            if unknown:
                 raise TypeError(
                     f"{describe_plugin(plugin)}.{attribute} = {fields!r} must be a tuple of "
-                    f"State field names; {unknown or fields!r} is not. The fields are "
-                    f"{', '.join(sorted(_STATE_FIELDS))}."
+                    f"State field names, e.g. ('metrics',); {unknown[0]!r} is not one. The "
+                    f"fields are {', '.join(sorted(_STATE_FIELDS))}."
                 )
         checked.append(plugin)
     return checked

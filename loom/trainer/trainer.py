@@ -327,9 +327,9 @@ class Trainer:
                 "train_dataloader yielded no batches; check the dataset's length and "
                 "the batch size (drop_last=True drops a last partial batch)."
             )
+        check_losses_are_finite(state)  # before the clock moves on: it names the batch
         timestamp.epoch += 1
         timestamp.batch_in_epoch = 0
-        check_losses_are_finite(state)
         state.metrics["train/loss"] = state.train_losses.compute()
         fire(hooks.epoch_end, state)
         if self.eval_interval.unit is TimeUnit.EPOCH and self._eval_due(timestamp.epoch):
@@ -439,7 +439,7 @@ class Trainer:
         if self._eval_batch is not None:
             return (
                 f"in evaluation, at batch {self._eval_batch} of the evaluation (after "
-                f"batch {timestamp.batch} of training)"
+                f"{timestamp.batch} training batches)"
             )
         return (
             f"in training at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"

@@ -98,7 +98,9 @@ def test_with_label_smoothing_in_either_order_the_mixture_is_smoothed_once(order
 def test_with_online_label_smoothing_listed_first():
     _, spy, trainer = run([OnlineLabelSmoothing(n_classes=4), MixUp(0.2)])
     assert spy.end_targets[0] is LABELS
-    with pytest.raises(ValueError, match=r"target must be integer class indices") as error:
+    with pytest.raises(
+        ValueError, match=r"reads class indices, but the targets are already dense .*list it before"
+    ) as error:
         run([MixUp(0.2), OnlineLabelSmoothing(n_classes=4)])
     assert "raised by algorithm OnlineLabelSmoothing at event 'before_loss'" in str(
         error.value.__notes__

@@ -5,16 +5,8 @@ import torch
 from torch import nn
 
 from loom import Trainer
-from loom.callbacks import Checkpoint, latest_checkpoint
+from loom.callbacks import Checkpoint
 from loom.trainer import Callback, load_checkpoint
-from tests.conftest import tiny_trainer
-
-
-@pytest.fixture
-def saved(tmp_path):
-    trainer = tiny_trainer(tmp_path / "checkpoints")
-    trainer.fit()
-    return trainer, latest_checkpoint(tmp_path / "checkpoints")
 
 
 def test_checkpoints_hold_plain_data_and_keep_the_last_n(saved, tmp_path):

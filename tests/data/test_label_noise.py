@@ -89,3 +89,16 @@ def test_a_job_noises_its_training_labels_only():
         r"\(did you mean 'kind'\?\)",
     ):
         resolve_job({**JOB, "data": {**JOB["data"], "train": bad}})
+
+
+def test_wrappers_in_an_order_that_cannot_work_are_refused_naming_the_wrapper():
+    wrapped = {
+        **JOB["data"]["train"],
+        "wrap": [{"name": "as_dict"}, {"name": "label_noise", "rate": 0.2}],
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train\.wrap\.1 \(label_noise\): label noise needs \(input, class index\) "
+        r"samples, but the dataset's are dicts; put label_noise before wrappers",
+    ):
+        build_job(resolve_job({**JOB, "data": {**JOB["data"], "train": wrapped}}))

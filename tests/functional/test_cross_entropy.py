@@ -57,3 +57,31 @@ def test_shape_mismatch_says_what_was_expected():
         match=r"shape of the logits \(8, 5\), got \(8, 4\); pass class indices of shape \(8,\)",
     ):
         soft_cross_entropy(torch.randn(8, 5), torch.rand(8, 4))
+
+
+@pytest.mark.parametrize(
+    ("logits", "targets", "message"),
+    [
+        (torch.zeros(2, 3), torch.tensor([0, 9]), r"class index 9 at position \(1,\)"),
+        (torch.zeros(2, 3), torch.tensor([-5, 0]), r"class index -5 at position \(0,\)"),
+        (
+            torch.zeros(1, 3, 2, 2),
+            torch.tensor([[[0, 1], [3, 2]]]),
+            r"index 3 at position \(0, 1, 0\)",
+        ),
+    ],
+    ids=["too large", "negative", "segmentation"],
+)
+def test_an_index_out_of_range_is_named_not_torchs_index_error(logits, targets, message):
+    with pytest.raises(ValueError, match=message + r"; expected 0 <= index < 3") as raised:
+        cross_entropy(logits, targets)
+    assert raised.value.__suppress_context__
+
+
+def test_ignored_positions_are_not_out_of_range_and_other_errors_are_torchs():
+    targets = torch.tensor([0, -100, 2])
+    torch.testing.assert_close(
+        cross_entropy(torch.zeros(3, 3), targets), F.cross_entropy(torch.zeros(3, 3), targets)
+    )
+    with pytest.raises(ValueError, match=r"Expected input batch_size \(2\) to match target"):
+        cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))

@@ -29,13 +29,6 @@ from loom.trainer import (
 from tests.conftest import tiny_trainer
 
 
-@pytest.fixture
-def saved(tmp_path):
-    trainer = tiny_trainer(tmp_path / "checkpoints")
-    trainer.fit()
-    return trainer, latest_checkpoint(tmp_path / "checkpoints")
-
-
 def test_weights_only_loading_starts_a_fresh_run(saved):
     trainer, path = saved
     fine_tuned = tiny_trainer(load_path=path, weights_only=True)
@@ -146,6 +139,21 @@ def test_a_non_finite_loss_stops_naming_the_batch_and_keeps_the_good_checkpoints
             ]
         )
     ).all()
+
+
+def test_a_non_finite_loss_found_at_an_epoch_end_names_its_own_epoch():
+    def nan_at_second_batch(outputs, targets):
+        nan_at_second_batch.calls += 1
+        loss = nn.functional.cross_entropy(outputs, targets)
+        return loss * float("nan") if nan_at_second_batch.calls == 2 else loss
+
+    nan_at_second_batch.calls = 0
+    trainer = tiny_trainer(loss_fn=nan_at_second_batch)
+    trainer.finite_check_interval = None  # only the epoch end checks
+    with pytest.raises(
+        NonFiniteLossError, match=r"epoch 0, batch 1 of the epoch \(batch 1 of the run\)"
+    ):
+        trainer.fit()
 
 
 def test_the_finite_check_runs_without_a_checkpoint_too():
@@ -449,7 +457,11 @@ MISMATCHES = {
     ),
     "optimizer state shape": (
         lambda c: c["optimizers"][0]["state"][0].update(momentum_buffer=torch.zeros(3)),
-        r"its 'momentum_buffer' of parameter 0 is \(3,\), the parameter is \(8, 6\)",
+        r"its 'momentum_buffer' of parameter 0 is \(3,\), this optimizer's is \(8, 6\)",
+    ),
+    "optimizer state not a mapping": (
+        lambda c: c["optimizers"][0].update(state=[1]),
+        r"its per-parameter state is not a mapping of mappings",
     ),
     "scheduler count": (lambda c: c.update(schedulers=[]), r"holds 0 schedulers, this run has 1"),
     "another scheduler": (
@@ -469,6 +481,15 @@ MISMATCHES = {
     "format": (lambda c: c.update(format=2), r"has format 2; this loom reads format 1"),
     "no generators": (lambda c: c.pop("rng"), r"holds no 'rng': it cannot resume a run"),
     "losses": (lambda c: c.update(train_losses={}), r"malformed 'train_losses' entry"),
+    "generator of another size": (
+        lambda c: c["rng"].update(torch=torch.zeros(3, dtype=torch.uint8)),
+        r"malformed 'rng' entry: not the generators' states",
+    ),
+    "python generator emptied": (lambda c: c["rng"].update(python={}), r"malformed 'rng' entry"),
+    "metrics": (lambda c: c.update(metrics=[1]), r"malformed 'metrics' entry"),
+    "last evaluation": (lambda c: c.update(last_eval_batch="3"), r"malformed 'last_eval_batch'"),
+    "plugin entries": (lambda c: c.update(callbacks=[3]), r"malformed 'callbacks' entry"),
+    "gradient scaler": (lambda c: c.update(grad_scaler=[1]), r"malformed 'grad_scaler' entry"),
 }
 
 
@@ -497,3 +518,23 @@ def test_the_same_checkpoint_undamaged_is_taken_whole(tmp_path):
     run.fit()
     run.load_checkpoint(latest_checkpoint(tmp_path / "source"))
     assert bitwise_equal(everything(run), everything(source))
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Adafactor"), reason="torch without Adafactor")
+def test_an_optimizer_whose_state_is_not_shaped_like_its_parameters_resumes(tmp_path):
+    def adafactor_run(folder, epochs, load_path=None):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+        batches = [(torch.randn(8, 6), torch.randint(0, 3, (8,))) for _ in range(3)]
+        return Trainer(
+            model, batches, max_duration=f"{epochs}ep", device="cpu",
+            optimizers=torch.optim.Adafactor(model.parameters(), lr=0.01),
+            callbacks=[Checkpoint(folder, interval="1ep")], load_path=load_path,
+        )  # fmt: skip
+
+    first = adafactor_run(tmp_path / "a", epochs=1)
+    first.fit()  # its second moments are factored: (8, 1) and (1, 6) for an (8, 6) weight
+    trained = adafactor_run(tmp_path / "b", epochs=2)
+    trained.fit()
+    trained.load_checkpoint(latest_checkpoint(tmp_path / "a"))
+    assert trained.state.timestamp.batch == 3

@@ -218,10 +218,11 @@ def test_declared_fields_must_be_state_fields(declared):
     class Declares(Callback):
         writes = declared
 
+    named = declared if isinstance(declared, str) else declared[0]
     with pytest.raises(
         TypeError,
-        match=r"callback Declares.writes = .* must be a tuple of State "
-        r"field names",
+        match=r"callback Declares.writes = .* must be a tuple of State field names, e.g. "
+        rf"\('metrics',\); '{named}' is not one",
     ):
         Engine(callbacks=[Declares()])
 

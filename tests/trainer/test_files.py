@@ -3,16 +3,7 @@
 import pytest
 import torch
 
-from loom.callbacks import latest_checkpoint
 from loom.trainer import capture_checkpoint, load_checkpoint, save_checkpoint, write_atomically
-from tests.conftest import tiny_trainer
-
-
-@pytest.fixture
-def saved(tmp_path):
-    trainer = tiny_trainer(tmp_path / "checkpoints")
-    trainer.fit()
-    return trainer, latest_checkpoint(tmp_path / "checkpoints")
 
 
 def test_a_save_that_dies_halfway_leaves_the_previous_checkpoint(saved, monkeypatch):

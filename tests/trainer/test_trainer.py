@@ -198,7 +198,7 @@ def test_an_error_in_evaluation_names_the_evaluation_batch(model, optimizer):
         trainer.fit()
     assert raised.value.__notes__ == [
         "raised by the model's forward in evaluation, at batch 2 of the evaluation (after "
-        "batch 2 of training), inputs float32 (4, 8) on cpu"
+        "2 training batches), inputs float32 (4, 8) on cpu"
     ]
 
 

@@ -48,53 +48,60 @@ class OnlineLabelSmoothing(Algorithm):
         smoothing: float = 0.1,
         target_key: BatchKey | None = None,
     ):
-        self.criterion = OnlineLabelSmoothingLoss(
+        # Private: the class targets below follow its matrix, so only this class changes it.
+        self._criterion = OnlineLabelSmoothingLoss(
             alpha=alpha, n_classes=n_classes, smoothing=smoothing
         )
         if target_key is not None:
             validate_batch_key(target_key, "target_key")
         self.target_key = target_key
-        self._class_targets = self.criterion.class_targets()
+        self._class_targets = self._criterion.class_targets()
         self._original_targets: Any = None
         self._indices: ClassIndices | None = None
 
     @property
     def matrix(self) -> torch.Tensor:
         """The current soft labels, column ``c`` for class ``c`` (a copy, on the CPU)."""
-        return self.criterion.matrix.detach().cpu().clone()
+        return self._criterion.matrix.detach().cpu().clone()
 
     def init(self, state: State) -> None:
-        self.criterion.to(state.device)
-        self._class_targets = self.criterion.class_targets()
+        self._criterion.to(state.device)
+        self._class_targets = self._criterion.class_targets()
 
     def before_loss(self, state: State) -> None:
         targets = state.get_targets(self.target_key)
+        if targets.is_floating_point():
+            raise ValueError(
+                "OnlineLabelSmoothing reads class indices, but the targets are already dense "
+                f"({targets.dtype} {tuple(targets.shape)}); list it before the algorithms "
+                "that make dense targets (label smoothing, MixUp)."
+            )
         self._original_targets = targets
-        self._indices = self.criterion.check_targets(state.outputs, targets)
-        soft = self.criterion.soft_targets(
+        self._indices = self._criterion.check_targets(state.outputs, targets)
+        soft = self._criterion.soft_targets(
             state.outputs, self._indices, class_targets=self._class_targets
         )
         state.set_targets(soft, self.target_key)
 
     def after_loss(self, state: State) -> None:
         state.set_targets(self._original_targets, self.target_key)
-        self.criterion.accumulate(state.outputs, self._indices)
+        self._criterion.accumulate(state.outputs, self._indices)
         self._original_targets = self._indices = None
 
     def epoch_end(self, state: State) -> None:
-        self.criterion.next_epoch()
-        self._class_targets = self.criterion.class_targets()
+        self._criterion.next_epoch()
+        self._class_targets = self._criterion.class_targets()
 
     def state_dict(self) -> dict[str, Any]:
         """The matrix, accumulators, counts and epoch counter, as plain CPU tensors."""
         return {
             name: tensor.detach().cpu().clone()
-            for name, tensor in self.criterion.state_dict().items()
+            for name, tensor in self._criterion.state_dict().items()
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.criterion.load_state_dict(state)
-        self._class_targets = self.criterion.class_targets()
+        self._criterion.load_state_dict(state)
+        self._class_targets = self._criterion.class_targets()
 
     def artifacts(self) -> dict[str, Artifact]:
         """``soft_labels``: row ``y`` is the soft label learned for class ``y``."""
@@ -107,7 +114,7 @@ class OnlineLabelSmoothing(Algorithm):
         }
 
     def __repr__(self) -> str:
-        criterion = self.criterion
+        criterion = self._criterion
         key = "" if self.target_key is None else f", target_key={self.target_key!r}"
         return (
             f"OnlineLabelSmoothing(n_classes={criterion.n_classes}, alpha={criterion.alpha}{key})"
