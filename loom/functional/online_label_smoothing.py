@@ -180,10 +180,10 @@ class OnlineLabelSmoothingLoss(nn.Module):
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return _positions_to_logits_layout(targets, logits.shape).to(dtype)
 
-    @torch.no_grad()
     def accumulate(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> None:
         """Adds the correctly predicted samples' probabilities to their classes' columns."""
         labels, kept = self._indices(logits, target)
+        # From detached logits, so no graph is built (a no_grad context costs more).
         probabilities = _logits_to_positions(logits.detach()).float().softmax(dim=1)
         # Weight each sample by its 0/1 correctness: no boolean mask, so no host sync.
         correct = probabilities.argmax(dim=1) == labels

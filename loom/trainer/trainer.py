@@ -372,8 +372,8 @@ class Trainer:
         again after it only when one of its hooks may have replaced them.
         """
         state, hooks = self.state, self.engine.hooks
-        if hooks.before_forward:
-            fire(hooks.before_forward, state)
+        fire(hooks.before_forward, state)
+        if hooks.before_forward:  # a hook may have replaced them; without one, nothing did
             inputs = state.get_inputs()
         state.outputs = self._forward(state.model, inputs)
         fire(hooks.after_forward, state)
