@@ -213,11 +213,8 @@ class Plugin:
 
 
 class Algorithm(Plugin):
-    """A training method: it may change the batch, outputs, loss or model.
-
-    Algorithms run before callbacks at every event, and in reverse order at
-    ``after_*`` and ``*_end`` events, so an algorithm that changes something at
-    a ``before_*`` event restores it at the matching ``after_*`` event.
+    """A training method: it may change the batch, outputs, loss or model, and restores
+    at ``after_X`` what it changed at ``before_X`` (the order: :class:`Event`).
 
     Examples:
         >>> import torch
@@ -231,9 +228,8 @@ class Algorithm(Plugin):
 
 
 class Callback(Plugin):
-    """An observer: it reads the state to log, save or stop, and changes nothing else.
-
-    Callbacks run after the algorithms, in the order given, at every event.
+    """An observer: it reads the state to log, save or stop, and changes nothing else
+    (the order: :class:`Event`).
 
     Examples:
         >>> from loom.trainer import Callback
