@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "kind",
         nargs="?",
-        help="only this kind: model, dataset, optimizer, scheduler, algorithm or callback",
+        help="only this kind: model, dataset, wrapper, optimizer, scheduler, algorithm or callback",
     )
     _add_import_argument(listing)
     listing.add_argument(

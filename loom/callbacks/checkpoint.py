@@ -20,7 +20,8 @@ class Checkpoint(Callback):
     and when a signal interrupts it; with ``best_metric``, also ``<folder>/best.pt``
     whenever that evaluation metric improves.
 
-    Each save sets ``state.checkpoint_path`` to the new file as soon as it is complete,
+    Each interval and final save (not ``best.pt``) sets ``state.checkpoint_path`` to the
+    new file as soon as it is complete,
     so the callbacks listed after this one (a run's summary, a logger) read the
     checkpoint of the moment, also at ``fit_end``.
 

@@ -170,7 +170,7 @@ class State:
             training, or None. Training then stops after the current batch, the
             plugins' ``fit_end`` runs (a checkpoint callback saves), and ``fit``
             raises :class:`~loom.trainer.runtime.TrainingInterrupted`.
-        checkpoint_path: The latest checkpoint a plugin wrote, or None. A plugin
+        checkpoint_path: The latest checkpoint to resume from, or None. A plugin
             that saves checkpoints sets it as soon as the file is complete, and
             declares so (``writes = ("checkpoint_path",)``).
     """
