@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from loom.trainer import Callback, State, TimeUnit
+from loom.trainer import Callback, State, TimeUnit, num_batches
 
 __all__ = ["ProgressBar"]
 
@@ -53,10 +53,7 @@ class ProgressBar(Callback):
         self._samples_at_epoch_start = 0
 
     def fit_start(self, state: State) -> None:
-        try:
-            self._batches_per_epoch = len(state.train_dataloader)
-        except TypeError:
-            self._batches_per_epoch = None
+        self._batches_per_epoch = num_batches(state.train_dataloader)
 
     def epoch_start(self, state: State) -> None:
         self._epoch_started = time.perf_counter()

@@ -10,6 +10,7 @@ from loom.functional.checks import check_class_indices
 __all__ = ["cross_entropy", "soft_cross_entropy"]
 
 IGNORE_INDEX = -100
+"""The class index that marks a position to leave out, as in ``F.cross_entropy``."""
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

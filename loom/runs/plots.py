@@ -97,8 +97,10 @@ def plot_matrix(
     image = axes.imshow(matrix.numpy(), cmap="viridis", vmin=min(0.0, matrix.min().item()))
     figure.colorbar(image, ax=axes)
     for count, set_ticks, rotation in ((columns, axes.set_xticks, 90), (rows, axes.set_yticks, 0)):
-        if classes is not None and count == len(classes) and count <= 30:
-            set_ticks(range(count), list(classes), rotation=rotation)
+        if count > 30:  # matplotlib's own sparse ticks; they are whole numbers at this size
+            continue
+        names = classes if classes is not None and count == len(classes) else range(count)
+        set_ticks(range(count), [str(name) for name in names], rotation=rotation)
     if rows <= 12 and columns <= 12:
         for row in range(rows):
             for column in range(columns):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ import torch
 import loom
 from loom.config.job import dump_job
 from loom.runs import plots
-from loom.trainer import Callback, State, model_state_dict, write_atomically
+from loom.trainer import Artifact, Callback, State, model_state_dict, write_atomically
 
 __all__ = ["RunDirectory", "RunRecorder", "new_run_dir"]
 
@@ -139,13 +140,19 @@ class RunRecorder(Callback):
         artifacts = _artifacts(state)
         if artifacts:
             saved = {
-                name: {"values": values, "title": title, "axes": list(axes)}
-                for name, (values, title, axes) in artifacts.items()
+                name: {
+                    "values": artifact.values,
+                    "title": artifact.title,
+                    "axes": list(artifact.axes),
+                }
+                for name, artifact in artifacts.items()
             }
             write_atomically(files.artifacts, lambda file: torch.save(saved, file))
-        for name, (values, title, axes) in artifacts.items():
-            if values.dim() == 2:
-                plots.plot_matrix(values, title, axes, self.classes, files.plot(name))
+        for name, artifact in artifacts.items():
+            if artifact.values.dim() == 2:
+                plots.plot_matrix(
+                    artifact.values, artifact.title, artifact.axes, self.classes, files.plot(name)
+                )
 
     def _summary(self, state: State) -> dict[str, Any]:
         timestamp = state.timestamp
@@ -170,9 +177,9 @@ class RunRecorder(Callback):
         }
 
 
-def _artifacts(state: State) -> dict[str, tuple[torch.Tensor, str, tuple[str, ...]]]:
+def _artifacts(state: State) -> dict[str, Artifact]:
     """Every plugin's artifacts by name, on the CPU; two plugins may not offer one name."""
-    found: dict[str, tuple[torch.Tensor, str, tuple[str, ...]]] = {}
+    found: dict[str, Artifact] = {}
     owners: dict[str, str] = {}
     for plugin in [*state.algorithms, *state.callbacks]:
         for name, artifact in plugin.artifacts().items():
@@ -182,7 +189,7 @@ def _artifacts(state: State) -> dict[str, tuple[torch.Tensor, str, tuple[str, ..
                     f"named {name!r}; a run keeps one file per name."
                 )
             owners[name] = type(plugin).__name__
-            found[name] = (artifact.values.detach().cpu(), artifact.title, artifact.axes)
+            found[name] = dataclasses.replace(artifact, values=artifact.values.detach().cpu())
     return found
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "batch_size",
     "get_batch_item",
     "move_to_device",
+    "num_batches",
     "set_batch_item",
     "split_batch",
     "validate_batch_key",
@@ -165,6 +166,14 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
         return type(batch)({key: move_to_device(item, device) for key, item in batch.items()})
     to = getattr(batch, "to", None)
     return to(device) if callable(to) else batch
+
+
+def num_batches(dataloader: Any) -> int | None:
+    """Batches per epoch of ``dataloader``, or None when it has no length (a stream)."""
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
 
 
 def batch_size(item: Any) -> int:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
+from loom.functional.cross_entropy import IGNORE_INDEX
 
 if TYPE_CHECKING:  # State holds a TrainLoss, so this module cannot import it at run time
     from loom.trainer.state import State
@@ -24,7 +25,6 @@ __all__ = [
 ECE_BINS = 15
 """Equal-width confidence bins of the expected calibration error."""
 
-IGNORE_INDEX = -100
 
 # Layout of the packed accumulator: a few totals, then the calibration bins. One
 # buffer means one host transfer per evaluation.

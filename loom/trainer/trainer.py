@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from loom.functional import cross_entropy
-from loom.trainer.batch import BatchKey, batch_size, move_to_device, split_batch, validate_batch_key
+from loom.trainer.batch import (
+    BatchKey,
+    batch_size,
+    move_to_device,
+    num_batches,
+    split_batch,
+    validate_batch_key,
+)
 from loom.trainer.checkpoint import (
     capture_rng_states,
     load_checkpoint,
@@ -319,7 +326,7 @@ class Trainer:
             if evaluates_in_batches and self._eval_due(timestamp.batch):
                 self.eval()
             if self._should_stop():
-                if timestamp.batch_in_epoch != _length_or_none(state.train_dataloader):
+                if timestamp.batch_in_epoch != num_batches(state.train_dataloader):
                     return  # stopped mid-epoch: the epoch did not end
                 break
         if timestamp.batch_in_epoch == 0:
@@ -462,13 +469,6 @@ class Trainer:
 
     def _eval_due(self, count: int) -> bool:
         return self.state.eval_dataloader is not None and count % self.eval_interval.value == 0
-
-
-def _length_or_none(dataloader: Any) -> int | None:
-    try:
-        return len(dataloader)
-    except TypeError:
-        return None
 
 
 def _describe(value: Any) -> str:
