@@ -10,16 +10,25 @@ Part 1, for logits of shape (256, 10), (256, 1000) and (4096, 32000):
   variant in a fresh subprocess, as its peak resident memory above what the inputs
   already took, and compared with one dense float32 target.
 
-Part 2: a small CNN (3x32x32 inputs, batch 128, one thread) trained by the Trainer
+Part 2 (--part loss): the whole loss, forward + backward: smooth_labels followed by
+soft_cross_entropy (what LabelSmoothing hands the Trainer's default loss) against the
+fused F.cross_entropy(logits, labels, label_smoothing=s), for logits of (256, 1000),
+(4096, 1000) and (4096, 32000), with one thread and with all; time ratios and the
+allocator's peak (see benchmarks/loss_kernels.py). The one-hot formula followed by
+F.cross_entropy on its dense targets is printed for scale.
+
+Part 3: a small CNN (3x32x32 inputs, batch 128, one thread) trained by the Trainer
 with and without LabelSmoothing(0.1), runs alternating in one chain. It prints the
 median step time of each, their ratio, the median ratio of neighbouring runs, and an
 A/A control (one run without against the next) that shows the machine's noise.
 
     python benchmarks/label_smoothing.py     # targets: >= 2x faster than one-hot at
                                              # (256, 1000) and (4096, 32000); peak memory
-                                             # <= one dense target; Trainer overhead <= 3%
+                                             # <= one dense target; the loss <= 1.15x the
+                                             # fused one; Trainer overhead <= 3%
     python benchmarks/label_smoothing.py --part targets    # part 1 only
-    python benchmarks/label_smoothing.py --part trainer    # part 2 only
+    python benchmarks/label_smoothing.py --part loss       # part 2 only
+    python benchmarks/label_smoothing.py --part trainer    # part 3 only
 """
 
 from __future__ import annotations
@@ -32,13 +41,14 @@ import subprocess
 import sys
 import time
 
+import loss_kernels
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from loom import Trainer
 from loom.algorithms import LabelSmoothing
-from loom.functional import smooth_labels
+from loom.functional import smooth_labels, soft_cross_entropy
 
 SHAPES = [(256, 10), (256, 1000), (4096, 32000)]
 SMOOTHING = 0.1
@@ -170,6 +180,33 @@ def compare_targets(repeats: int) -> None:
             )
 
 
+LOSS_SHAPES = [(256, 1000), (4096, 1000), (4096, 32000)]
+
+
+def loom_smoothed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return soft_cross_entropy(logits, smooth_labels(logits, labels, SMOOTHING))
+
+
+def one_hot_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, one_hot_formula(logits, labels, SMOOTHING))
+
+
+def compare_losses(rounds: int) -> None:
+    loss_kernels.report(
+        "label-smoothed cross-entropy, forward + backward",
+        LOSS_SHAPES,
+        (
+            "F.cross_entropy(label_smoothing=s)",
+            lambda shape: lambda x, y: fused_loss(x, y, SMOOTHING),
+        ),
+        [
+            ("smooth_labels + soft_cross_entropy", lambda shape: loom_smoothed_loss, "<= 1.15"),
+            ("one-hot formula + F.cross_entropy", lambda shape: one_hot_loss, "for scale"),
+        ],
+        rounds,
+    )
+
+
 def compare_trainer_steps(repeats: int, steps: int) -> None:
     plain, smoothed, ratio, control = trainer_overhead(repeats, steps)
     print(f"\nsmall CNN, batch 128, one thread, {steps} steps x {repeats} repetitions:")
@@ -184,15 +221,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["all", "targets", "trainer"], default="all")
+    parser.add_argument("--part", choices=["all", "targets", "loss", "trainer"], default="all")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--loss-rounds", type=int, default=21)
+    parser.add_argument(
+        "--allocator", choices=["default", "caching"], default="default",
+        help="caching: rerun with glibc keeping freed memory (see benchmarks/loss_kernels.py)",
+    )  # fmt: skip
     parser.add_argument("--cnn-repeats", type=int, default=31)
     parser.add_argument("--cnn-steps", type=int, default=10)
     args = parser.parse_args()
+    loss_kernels.use_allocator(args.allocator)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, smoothing={SMOOTHING}")
-    if args.part != "trainer":
+    if args.part in ("all", "targets"):
         compare_targets(args.repeats)
-    if args.part != "targets":
+    if args.part in ("all", "loss"):
+        compare_losses(args.loss_rounds)
+    if args.part in ("all", "trainer"):
         compare_trainer_steps(args.cnn_repeats, args.cnn_steps)
 
 

@@ -12,9 +12,19 @@ version, and what its epoch end costs.
    of the tiny MLP's outputs) are also timed alone, interleaved: the whole-step ratio
    is within this machine's noise, the hooks' is not.
 3. The epoch-end cost (next_epoch) for C = 1000.
+4. The loss itself (--part loss): OnlineLabelSmoothingLoss in train() mode, statistics
+   on, forward + backward, against F.cross_entropy on class indices, for logits of
+   (256, 1000) and (4096, 1000), with one thread and with all; time ratios and the
+   allocator's peak (see benchmarks/loss_kernels.py). Called as a drop-in criterion
+   (its class targets derived from the matrix on every call) and with the class
+   targets built once, as the OnlineLabelSmoothing algorithm does once per epoch.
+   Logits of (4096, 32000) need three 32000 x 32000 float32 tables (the matrix, the
+   accumulator and the class targets: 12 GiB); --large-vocabulary adds them.
 
     python benchmarks/online_label_smoothing.py   # targets: overhead <= 5% on the small
-                                                  # CNN; faster per step than the mask version
+                                                  # CNN; faster per step than the mask
+                                                  # version; the loss <= 2.5x cross-entropy
+    python benchmarks/online_label_smoothing.py --part loss [--large-vocabulary]
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import time
 import timeit
 from collections.abc import Callable
 
+import loss_kernels
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from loom import Trainer
@@ -143,14 +155,53 @@ def epoch_end_cost(num_classes: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def drop_in_criterion(shape: tuple[int, int]) -> Callable:
+    """The criterion called as a drop-in: its class targets derived on every call."""
+    return OnlineLabelSmoothingLoss(alpha=0.5, n_classes=shape[1]).train()
+
+
+def criterion_with_epoch_targets(shape: tuple[int, int]) -> Callable:
+    """The criterion given its class targets, built once, as the algorithm does each epoch."""
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=shape[1]).train()
+    class_targets = criterion.class_targets()
+    return lambda logits, labels: criterion(logits, labels, class_targets=class_targets)
+
+
+def compare_losses(rounds: int, large_vocabulary: bool) -> None:
+    shapes = [(256, 1000), (4096, 1000)] + ([(4096, 32000)] if large_vocabulary else [])
+    loss_kernels.report(
+        "OnlineLabelSmoothingLoss, train() mode, forward + backward",
+        shapes,
+        ("F.cross_entropy(logits, labels)", lambda shape: F.cross_entropy),
+        [
+            ("OLS loss, drop-in", drop_in_criterion, "<= 2.5"),
+            ("OLS loss, class targets per epoch", criterion_with_epoch_targets, "<= 2.5"),
+        ],
+        rounds,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--part", choices=["all", "trainer", "loss"], default="all")
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--loss-rounds", type=int, default=41)
+    parser.add_argument(
+        "--allocator", choices=["default", "caching"], default="default",
+        help="caching: rerun with glibc keeping freed memory (see benchmarks/loss_kernels.py)",
+    )  # fmt: skip
+    parser.add_argument("--large-vocabulary", action="store_true")
     args = parser.parse_args()
+    loss_kernels.use_allocator(args.allocator)
+    if args.part != "trainer":
+        print(f"torch {torch.__version__}")
+        compare_losses(args.loss_rounds, args.large_vocabulary)
+    if args.part == "loss":
+        return
     torch.set_num_threads(1)  # the second core's neighbours make multi-threaded timings drift
-    print(f"torch {torch.__version__}, one thread")
+    print(f"\ntorch {torch.__version__}, one thread")
     plain = list
     online = lambda: [OnlineLabelSmoothing(n_classes=10)]  # noqa: E731
     masked = lambda: [MaskedOnlineLabelSmoothing(n_classes=10)]  # noqa: E731

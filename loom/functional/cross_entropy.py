@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from loom.functional.checks import check_class_indices
+from loom.functional.dense_cross_entropy import dense_cross_entropy, to_positions
+from loom.functional.label_smoothing import fused_form
 
 __all__ = ["cross_entropy", "soft_cross_entropy"]
 
@@ -22,6 +24,13 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     all zero, so a position marked as ignored by an all-zero target counts
     neither in the sum nor in the mean, as with ``F.cross_entropy(ignore_index=...)``.
     The log-probabilities are computed in float32 at least, also under autocast.
+
+    Targets that :func:`smooth_labels` made from class indices, unchanged since, are
+    not read: the loss is torch's fused ``F.cross_entropy(logits, indices,
+    label_smoothing=s)``, the same number. Other targets go through one softmax whose
+    result serves the loss and the gradient, formed in the forward pass; the backward
+    pass scales it, once (``retain_graph=True`` is refused, and so is a second
+    derivative, as ``torch.autograd.function.once_differentiable`` does).
 
     Args:
         logits: Unnormalised scores, shape ``(N, C, ...)``.
@@ -48,9 +57,14 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         )
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # low-precision log-probabilities would lose the soft mass
-    # The fused kernel sums over every position; the mean leaves all-zero targets out.
-    total = F.cross_entropy(logits, targets.to(logits.dtype), reduction="sum")
-    return total / targets.any(dim=1).sum()
+    smoothed = fused_form(targets)
+    if smoothed is not None and targets.device == logits.device:
+        # The same loss and gradient as below, from the class indices alone.
+        indices, smoothing, ignore_index = smoothed
+        return F.cross_entropy(
+            logits, indices.long(), label_smoothing=smoothing, ignore_index=ignore_index
+        )
+    return dense_cross_entropy(to_positions(logits), to_positions(targets.to(logits.dtype)))
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

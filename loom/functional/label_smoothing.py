@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
 
-__all__ = ["smooth_labels"]
+__all__ = ["fused_form", "smooth_labels"]
+
+_PROVENANCE = "_loom_smoothed_from"
+"""The attribute under which smooth_labels notes, on the targets it builds from class
+indices, what it built them from; read by :func:`fused_form`."""
+
+
+class _SmoothedFrom(NamedTuple):
+    indices: torch.Tensor
+    smoothing: float
+    ignore_index: int
+    indices_version: int
+    targets_version: int
+
+
+def fused_form(targets: torch.Tensor) -> tuple[torch.Tensor, float, int] | None:
+    """``(indices, smoothing, ignore_index)`` when ``targets`` are, unchanged, what
+    :func:`smooth_labels` built from those class indices; None otherwise.
+
+    A loss can then compute the same cross-entropy with
+    ``F.cross_entropy(logits, indices, label_smoothing=smoothing, ignore_index=...)``,
+    which never reads the dense targets. Editing the targets or the indices in place
+    after they were built (both bump the tensor's version counter) makes the answer
+    None, and so does any new tensor made from them (a copy, a view, a cast).
+    """
+    origin: _SmoothedFrom | None = getattr(targets, _PROVENANCE, None)
+    if (
+        origin is None
+        or targets._version != origin.targets_version
+        or origin.indices._version != origin.indices_version
+    ):
+        return None
+    return origin.indices, origin.smoothing, origin.ignore_index
 
 
 def smooth_labels(
@@ -34,6 +68,9 @@ def smooth_labels(
     Returns:
         Targets with the shape of ``logits`` and its floating dtype, but never
         below float32 (in bfloat16 the smoothing mass of large ``C`` rounds away).
+        Built from class indices, they also carry a note of those indices, so that
+        :func:`loom.functional.soft_cross_entropy` can compute its loss with torch's
+        fused label-smoothing kernel instead of reading them (see :func:`fused_form`).
 
     Raises:
         TypeError: ``smoothing`` is not a number, or ``logits``/``target`` are not tensors.
@@ -79,13 +116,17 @@ def smooth_labels(
     if every_index_is_a_class(target, num_classes, ignore_index):
         # The common case, told apart by one min/max pass: no row is ignored.
         targets = torch.full(logits.shape, off_value, dtype=dtype, device=logits.device)
-        return targets.scatter_(1, target.long().unsqueeze(1), on_value)
-    kept = target != ignore_index
-    check_class_indices(target, kept, num_classes, ignore_index)
-    # One output allocation: every row starts at the off-value (0 where ignored),
-    # then one scatter writes the on-value (0 where ignored) at the true class.
-    kept_rows = kept.to(dtype).unsqueeze(1)
-    targets = torch.empty(logits.shape, dtype=dtype, device=logits.device)
-    targets.copy_((kept_rows * off_value).expand(logits.shape))
-    class_index = torch.where(kept, target, 0).long().unsqueeze(1)
-    return targets.scatter_(1, class_index, kept_rows * on_value)
+        targets.scatter_(1, target.long().unsqueeze(1), on_value)
+    else:
+        kept = target != ignore_index
+        check_class_indices(target, kept, num_classes, ignore_index)
+        # One output allocation: every row starts at the off-value (0 where ignored),
+        # then one scatter writes the on-value (0 where ignored) at the true class.
+        kept_rows = kept.to(dtype).unsqueeze(1)
+        targets = torch.empty(logits.shape, dtype=dtype, device=logits.device)
+        targets.copy_((kept_rows * off_value).expand(logits.shape))
+        class_index = torch.where(kept, target, 0).long().unsqueeze(1)
+        targets.scatter_(1, class_index, kept_rows * on_value)
+    origin = _SmoothedFrom(target, smoothing, ignore_index, target._version, targets._version)
+    setattr(targets, _PROVENANCE, origin)
+    return targets

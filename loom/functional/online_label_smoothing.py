@@ -9,7 +9,12 @@ from torch import nn
 
 from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
 from loom.functional.collectives import all_reduce_sum
-from loom.functional.cross_entropy import soft_cross_entropy
+from loom.functional.dense_cross_entropy import (
+    accumulate_correct_predictions,
+    class_target_cross_entropy,
+    from_positions,
+    to_positions,
+)
 
 __all__ = ["ClassIndices", "OnlineLabelSmoothingLoss"]
 
@@ -100,10 +105,13 @@ class OnlineLabelSmoothingLoss(nn.Module):
         self.ignore_index = ignore_index
         initial = torch.full((n_classes, n_classes), smoothing / (n_classes - 1))
         initial.fill_diagonal_(1 - smoothing)
-        self.register_buffer("matrix", initial)
-        self.register_buffer("accumulator", torch.zeros(n_classes, n_classes))
+        # Both are stored class by class in memory (their transposes are contiguous): a
+        # batch reads its classes' targets, and adds to its classes' sums, as whole rows.
+        self.register_buffer("matrix", initial.t().contiguous().t())
+        self.register_buffer("accumulator", torch.zeros(n_classes, n_classes).t())
         self.register_buffer("counts", torch.zeros(n_classes))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(
         self,
@@ -120,11 +128,16 @@ class OnlineLabelSmoothingLoss(nn.Module):
             class_targets: :meth:`class_targets` of the current matrix, when the caller
                 keeps them; built here otherwise.
         """
-        indices = self._indices(logits, target)
-        targets = self.soft_targets(logits, indices, class_targets=class_targets)
-        if self.training:
-            self.accumulate(logits, indices)
-        return soft_cross_entropy(logits, targets)
+        labels, kept = self._indices(logits, target)
+        rows = self.class_targets() if class_targets is None else class_targets
+        positions = to_positions(logits)
+        if positions.dtype in (torch.float16, torch.bfloat16):
+            positions = positions.float()  # low-precision log-probabilities lose the soft mass
+        statistics = (self.accumulator.t(), self.counts) if self.training else None
+        workspace = self._workspace(positions)
+        return class_target_cross_entropy(
+            positions, labels, kept, rows.to(positions.dtype), statistics, workspace
+        )
 
     def check_targets(self, logits: torch.Tensor, target: torch.Tensor) -> ClassIndices:
         """Checks ``target`` against ``logits`` and flattens it, for the other methods.
@@ -156,7 +169,7 @@ class OnlineLabelSmoothingLoss(nn.Module):
 
     def class_targets(self) -> torch.Tensor:
         """Row ``c``: class ``c``'s whole target, ``alpha * onehot(c) + (1 - alpha) * S[:, c]``."""
-        targets = self.matrix.t() * (1 - self.alpha)
+        targets = self.matrix.t() * (1 - self.alpha)  # contiguous rows, as the matrix is stored
         targets.diagonal().add_(self.alpha)
         return targets
 
@@ -178,20 +191,16 @@ class OnlineLabelSmoothingLoss(nn.Module):
         if kept is not None:
             targets.mul_(kept.unsqueeze(1))  # ignored positions: all zero
         dtype = torch.promote_types(logits.dtype, torch.float32)
-        return _positions_to_logits_layout(targets, logits.shape).to(dtype)
+        return from_positions(targets, logits.shape).to(dtype)
 
     def accumulate(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> None:
         """Adds the correctly predicted samples' probabilities to their classes' columns."""
         labels, kept = self._indices(logits, target)
         # From detached logits, so no graph is built (a no_grad context costs more).
-        probabilities = _logits_to_positions(logits.detach()).float().softmax(dim=1)
-        # Weight each sample by its 0/1 correctness: no boolean mask, so no host sync.
-        correct = probabilities.argmax(dim=1) == labels
-        if kept is not None:
-            correct &= kept
-        weights = correct.to(probabilities.dtype)
-        self.accumulator.index_add_(1, labels, (probabilities * weights.unsqueeze(1)).t())
-        self.counts.index_add_(0, labels, weights)
+        probabilities = to_positions(logits.detach()).float().softmax(dim=1)
+        accumulate_correct_predictions(
+            probabilities, labels, kept, self.accumulator.t(), self.counts, scratch=probabilities
+        )
 
     @torch.no_grad()
     def next_epoch(self) -> None:
@@ -209,18 +218,24 @@ class OnlineLabelSmoothingLoss(nn.Module):
         self.counts.zero_()
         self.epoch += 1
 
+    def _workspace(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two scratch buffers shaped like ``positions``, kept from one call to the next.
+
+        A fresh buffer of millions of elements costs more to fault into memory than
+        a pass over it; these hold only what dies inside one forward pass.
+        """
+        scratch = self._scratch
+        if (
+            scratch is None
+            or scratch[0].shape != positions.shape
+            or scratch[0].dtype != positions.dtype
+            or scratch[0].device != positions.device
+        ):
+            scratch = self._scratch = (torch.empty_like(positions), torch.empty_like(positions))
+        return scratch
+
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, n_classes={self.n_classes}"
 
     def _indices(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> ClassIndices:
         return target if isinstance(target, ClassIndices) else self.check_targets(logits, target)
-
-
-def _logits_to_positions(logits: torch.Tensor) -> torch.Tensor:
-    """(N, C, ...) -> (positions, C)."""
-    return logits.movedim(1, -1).reshape(-1, logits.shape[1])
-
-
-def _positions_to_logits_layout(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """(positions, C) -> (N, C, ...), the inverse of :func:`_logits_to_positions`."""
-    return values.reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1)

@@ -225,3 +225,22 @@ def test_targets_changed_in_place_are_checked_again():
     labels[1] = 7
     with pytest.raises(ValueError, match=r"class index 7 at position \(1,\)"):
         criterion.accumulate(torch.zeros(2, 3), labels)
+
+
+def test_accumulate_alone_gathers_what_the_reference_observes():
+    """The path the OnlineLabelSmoothing algorithm takes: soft targets, then accumulate."""
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=5, smoothing=0.1)
+    reference = ReferenceOnlineLabelSmoothing(alpha=0.5, num_classes=5, smoothing=0.1)
+    for epoch in seeded_batches(epochs=2):
+        for logits, labels in epoch:
+            criterion.accumulate(logits, labels)
+            reference.observe(logits, labels)
+        torch.testing.assert_close(
+            criterion.accumulator.double(), reference.sums, rtol=1e-5, atol=1e-6
+        )
+        assert criterion.counts.tolist() == reference.counts
+        criterion.next_epoch()
+        reference.next_epoch()
+        torch.testing.assert_close(
+            criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
+        )

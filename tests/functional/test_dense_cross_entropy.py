@@ -1,0 +1,224 @@
+"""The one-pass kernels behind soft_cross_entropy and OnlineLabelSmoothingLoss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from loom.functional import OnlineLabelSmoothingLoss, smooth_labels, soft_cross_entropy
+from loom.functional.dense_cross_entropy import (
+    class_target_cross_entropy,
+    dense_cross_entropy,
+    label_is_prediction,
+)
+from loom.functional.label_smoothing import fused_form
+
+
+def float64_loss_and_gradient(logits, targets):
+    """-sum(t * log_softmax) per row, mean over rows with a non-zero target, in float64."""
+    logits = logits.detach().double().requires_grad_()
+    targets = targets.double()
+    kept = targets.abs().sum(dim=1) > 0
+    per_row = -(targets * logits.log_softmax(dim=1)).sum(dim=1)
+    loss = per_row[kept].sum() / kept.sum()
+    loss.backward()
+    return loss.detach(), logits.grad
+
+
+def random_problem(rows=64, classes=7, seed=0, scale=3.0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(rows, classes, generator=generator) * scale).requires_grad_()
+    targets = torch.rand(rows, classes, generator=generator).softmax(dim=1)
+    return logits, targets
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # large logits: the log-softmax must stay exact
+def test_dense_loss_and_gradient_follow_the_float64_reference(scale):
+    logits, targets = random_problem(scale=scale)
+    targets[3] = 0  # an ignored row
+    loss = dense_cross_entropy(logits, targets)
+    (gradient,) = torch.autograd.grad(loss, logits)
+    expected_loss, expected_gradient = float64_loss_and_gradient(logits, targets)
+    torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-5, atol=1e-7)
+    assert gradient[3].abs().sum() == 0
+
+
+def test_targets_that_do_not_sum_to_one_get_the_gradient_of_their_mass():
+    logits, targets = random_problem()
+    targets = targets * 2.5  # mass 2.5 a row: the gradient is 2.5 p - t
+    (gradient,) = torch.autograd.grad(dense_cross_entropy(logits, targets), logits)
+    _, expected = float64_loss_and_gradient(logits, targets)
+    torch.testing.assert_close(gradient.double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_batch_with_every_row_ignored_has_a_nan_loss_and_a_zero_gradient_as_torch():
+    logits = torch.randn(4, 5, requires_grad=True)
+    loss = dense_cross_entropy(logits, torch.zeros(4, 5))
+    (gradient,) = torch.autograd.grad(loss, logits)
+    torch_loss = F.cross_entropy(logits, torch.full((4,), -100))
+    (torch_gradient,) = torch.autograd.grad(torch_loss, logits)
+    assert loss.isnan()
+    assert torch_loss.isnan()
+    assert torch.equal(gradient, torch_gradient)
+    assert torch.equal(gradient, torch.zeros(4, 5))
+    labels = torch.zeros(4, dtype=torch.long)
+    kept = torch.zeros(4, dtype=torch.bool)
+    loss = class_target_cross_entropy(logits, labels, kept, torch.eye(5))
+    (gradient,) = torch.autograd.grad(loss, logits)
+    assert loss.isnan()
+    assert torch.equal(gradient, torch.zeros(4, 5))
+
+
+def test_a_second_backward_through_the_same_loss_is_refused():
+    logits, targets = random_problem()
+    loss = dense_cross_entropy(logits, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"backward through the same loss twice"):
+        loss.backward()
+
+
+def test_targets_that_require_a_gradient_get_it():
+    logits, targets = random_problem()
+    targets.requires_grad_()
+    loss = dense_cross_entropy(logits, targets)
+    logits_gradient, targets_gradient = torch.autograd.grad(loss, (logits, targets))
+    reference_targets = targets.detach().clone().requires_grad_()
+    reference_logits = logits.detach().clone().requires_grad_()
+    reference = -(reference_targets * reference_logits.log_softmax(dim=1)).sum(dim=1).mean()
+    reference.backward()
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(logits_gradient, reference_logits.grad)
+    torch.testing.assert_close(targets_gradient, reference_targets.grad)
+
+
+def test_without_a_gradient_the_loss_is_the_same():
+    logits, targets = random_problem()
+    with torch.no_grad():
+        quiet = dense_cross_entropy(logits, targets)
+    assert not quiet.requires_grad
+    assert torch.equal(quiet, dense_cross_entropy(logits, targets).detach())
+
+
+def test_class_targets_of_a_table_equal_the_dense_loss_whichever_way_the_mass_is_summed():
+    table = torch.rand(3, 3).softmax(dim=1) * 1.5
+    for rows in (2, 12):  # fewer and more rows than classes
+        logits = torch.randn(rows, 3, requires_grad=True)
+        labels = torch.randint(0, 3, (rows,))
+        loss = class_target_cross_entropy(logits, labels, None, table)
+        (gradient,) = torch.autograd.grad(loss, logits)
+        expected_loss, expected_gradient = float64_loss_and_gradient(logits, table[labels])
+        torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "probabilities",
+    [
+        torch.tensor([[0.4, 0.4, 0.2], [0.1, 0.7, 0.2], [0.3, 0.3, 0.4]]),  # a tie
+        torch.full((3, 3), 1 / 3),  # every class tied: argmax says class 0
+        torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]]),  # no tie
+        torch.tensor([[float("nan"), 0.3, 0.2], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]]),
+    ],
+)
+def test_label_is_prediction_means_the_label_is_the_first_argmax(probabilities):
+    largest = probabilities.amax(dim=1, keepdim=True)
+    for labels in torch.cartesian_prod(*[torch.arange(3)] * 3):
+        expected = probabilities.argmax(dim=1) == labels
+        assert torch.equal(label_is_prediction(probabilities, labels, largest), expected)
+
+
+def test_label_is_prediction_on_random_batches():
+    generator = torch.Generator().manual_seed(0)
+    probabilities = torch.randn(512, 10, generator=generator).softmax(dim=1)
+    labels = torch.randint(0, 10, (512,), generator=generator)
+    largest = probabilities.amax(dim=1, keepdim=True)
+    scratch = torch.empty_like(probabilities)
+    expected = probabilities.argmax(dim=1) == labels
+    assert torch.equal(label_is_prediction(probabilities, labels, largest, scratch), expected)
+
+
+def test_the_criterion_gradient_follows_the_float64_reference_and_its_workspace_is_reused():
+    criterion = OnlineLabelSmoothingLoss(alpha=0.4, n_classes=6, smoothing=0.2)
+    table = (0.4 * torch.eye(6) + 0.6 * criterion.matrix.t()).double()
+    generator = torch.Generator().manual_seed(1)
+    for rows in (8, 3, 8):  # a new shape gets a new workspace; an old one, correct again
+        logits = (torch.randn(rows, 6, generator=generator) * 2).requires_grad_()
+        labels = torch.randint(0, 6, (rows,), generator=generator)
+        loss = criterion(logits, labels)
+        (gradient,) = torch.autograd.grad(loss, logits)
+        expected_loss, expected_gradient = float64_loss_and_gradient(logits, table[labels])
+        torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-5, atol=1e-7)
+
+
+def test_float64_logits_train_float32_statistics():
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=3)
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0]], dtype=torch.float64)
+    loss = criterion(logits, torch.tensor([0, 2]))
+    assert loss.dtype == torch.float64
+    assert criterion.accumulator.dtype == torch.float32
+    torch.testing.assert_close(criterion.accumulator[:, 0], logits[0].softmax(dim=0).float())
+
+
+def test_a_state_dict_with_a_contiguous_accumulator_loads_into_the_row_layout():
+    """Checkpoints written before the accumulator was stored class by class."""
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=3)
+    sums = torch.tensor([[0.8, 0.0, 0.1], [0.1, 0.0, 0.1], [0.1, 0.0, 0.8]])
+    saved = {**criterion.state_dict(), "accumulator": sums.contiguous()}
+    saved["counts"] = torch.tensor([1.0, 0.0, 1.0])
+    criterion.load_state_dict(saved)
+    criterion(torch.tensor([[0.0, 5.0, 0.0]]), torch.tensor([1]))  # class 1: one sample
+    criterion.next_epoch()
+    torch.testing.assert_close(criterion.matrix[:, 0], sums[:, 0])
+    torch.testing.assert_close(criterion.matrix[:, 2], sums[:, 2])
+    torch.testing.assert_close(criterion.matrix[:, 1], torch.tensor([0.0, 5.0, 0.0]).softmax(0))
+
+
+def test_smoothed_index_targets_take_the_fused_kernel_until_they_are_edited():
+    logits = torch.randn(16, 5, requires_grad=True)
+    labels = torch.randint(0, 5, (16,))
+    labels[2] = -100
+    targets = smooth_labels(logits, labels, smoothing=0.2)
+    indices, smoothing, ignore_index = fused_form(targets)
+    assert indices is labels
+    assert (smoothing, ignore_index) == (0.2, -100)
+    loss = soft_cross_entropy(logits, targets)
+    (gradient,) = torch.autograd.grad(loss, logits)
+    expected_loss, expected_gradient = float64_loss_and_gradient(logits, targets)
+    torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-5, atol=1e-7)
+    targets[0] = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])  # edited in place: not smoothing any more
+    assert fused_form(targets) is None
+    expected_loss, _ = float64_loss_and_gradient(logits, targets)
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, targets).double(), expected_loss, rtol=1e-6, atol=1e-6
+    )
+
+
+def test_editing_the_indices_or_copying_the_targets_leaves_the_fused_kernel():
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 1, 2, 1])
+    targets = smooth_labels(logits, labels, smoothing=0.1)
+    assert fused_form(targets.clone()) is None
+    assert fused_form(targets[:2]) is None
+    labels[0] = 2
+    assert fused_form(targets) is None
+    expected_loss, _ = float64_loss_and_gradient(logits, targets)
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, targets).double(), expected_loss, rtol=1e-6, atol=1e-6
+    )
+    assert fused_form(smooth_labels(logits, torch.eye(3)[labels], smoothing=0.1)) is None
+
+
+def test_under_bf16_autocast_both_losses_are_computed_in_float32():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 5, generator=generator).bfloat16()
+    labels = torch.randint(0, 5, (8,), generator=generator)
+    targets = torch.rand(8, 5, generator=generator).softmax(dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = soft_cross_entropy(logits, targets)
+        smoothed = soft_cross_entropy(logits, smooth_labels(logits, labels, 0.1))
+    assert dense.dtype == smoothed.dtype == torch.float32
+    torch.testing.assert_close(dense, soft_cross_entropy(logits.float(), targets))
+    expected = F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
+    torch.testing.assert_close(smoothed, expected)
