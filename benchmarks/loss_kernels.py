@@ -154,12 +154,12 @@ def report(
             baseline_step()  # the logits' gradient, from here on
             fresh_baseline = forward_backward(make_baseline(shape), logits, labels)
             baseline_peak = allocator_peak_bytes(fresh_baseline)
-            baseline_faults = baseline_page_faults(baseline_step)
             for name, make_loss, target in candidates:
                 step = forward_backward(make_loss(shape), logits, labels)
                 ratio, control, baseline_seconds, _, faults = paired_ratio(
                     baseline_step, step, rounds
                 )
+                baseline_faults = baseline_page_faults(baseline_step)  # after the warm-up
                 peak = allocator_peak_bytes(forward_backward(make_loss(shape), logits, labels))
                 print(
                     f"  {shape!s:14} {name:34} {ratio:6.2f} {control:6.2f} "

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from loom.functional.checks import check_class_indices
-from loom.functional.dense_cross_entropy import dense_cross_entropy, to_positions
+from loom.functional.dense_cross_entropy import ONE_PASS_FROM, dense_cross_entropy
 from loom.functional.label_smoothing import fused_form
 
 __all__ = ["cross_entropy", "soft_cross_entropy"]
@@ -25,19 +25,22 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     neither in the sum nor in the mean, as with ``F.cross_entropy(ignore_index=...)``.
     The log-probabilities are computed in float32 at least, also under autocast.
 
-    Targets that :func:`smooth_labels` made from class indices, unchanged since, are
-    not read: the loss is torch's fused ``F.cross_entropy(logits, indices,
-    label_smoothing=s)``, the same number. Other targets go through one softmax whose
-    result serves the loss and the gradient, formed in the forward pass; the backward
-    pass scales it, once (``retain_graph=True`` is refused, and so is a second
-    derivative, as ``torch.autograd.function.once_differentiable`` does).
+    On logits of at least ``ONE_PASS_FROM`` elements (65,536) two faster paths are
+    taken, to the same number. Targets that :func:`smooth_labels` made from class
+    indices, unchanged since, are not read: the loss is torch's fused
+    ``F.cross_entropy(logits, indices, label_smoothing=s)``. Other targets go through
+    one softmax whose result serves both the loss and its gradient, which is formed in
+    the forward pass; the backward pass scales it, once (``retain_graph=True`` is
+    refused, and so is a second derivative, as with ``once_differentiable``). Smaller
+    logits go through autograd's log-softmax, which costs fewer operations there.
 
     Args:
         logits: Unnormalised scores, shape ``(N, C, ...)``.
         targets: Target distributions over the ``C`` classes, same shape.
 
     Returns:
-        A scalar tensor: the mean loss (NaN when every target is all zero).
+        A scalar tensor: the mean loss (NaN when every target is all zero; the
+        gradient is then zero, as ``F.cross_entropy``'s is when every index is ignored).
 
     Raises:
         ValueError: ``targets`` does not have the shape of ``logits``.
@@ -57,14 +60,16 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         )
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # low-precision log-probabilities would lose the soft mass
-    smoothed = fused_form(targets)
+    # Torch's fused label smoothing runs more operations than a dense-target loss,
+    # which costs more than its saved passes on small logits.
+    smoothed = fused_form(targets) if logits.numel() >= ONE_PASS_FROM else None
     if smoothed is not None and targets.device == logits.device:
         # The same loss and gradient as below, from the class indices alone.
         indices, smoothing, ignore_index = smoothed
         return F.cross_entropy(
             logits, indices.long(), label_smoothing=smoothing, ignore_index=ignore_index
         )
-    return dense_cross_entropy(to_positions(logits), to_positions(targets.to(logits.dtype)))
+    return dense_cross_entropy(logits, targets.to(logits.dtype))
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,11 @@ classes along dimension 1. The callers flatten ``(N, C, ...)`` logits into it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = [
@@ -25,6 +27,18 @@ __all__ = [
     "label_is_prediction",
     "to_positions",
 ]
+
+
+ONE_PASS_FROM = 2**16
+"""Logits of fewer elements than this go through autograd's log-softmax: below it the
+count of operations, each a few microseconds of dispatch, costs more than the passes
+over memory that the one-pass form saves (measured on the CPU, forward + backward:
+41 against 57 us at 64 x 10, 72 against 86 at 256 x 100, 299 against 191 at 128 x 1000)."""
+
+COUNT_MAXIMA_FROM = 2**13
+"""Probabilities of fewer elements than this are tested with ``argmax``, which costs
+less there than counting the maxima (2.5 against 7.7 us at 64 x 10; 16 against 9.5 at
+128 x 100)."""
 
 
 class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
@@ -65,33 +79,37 @@ class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
 
 
 def dense_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean of ``-sum_c targets_c * log_softmax(logits)_c`` over rows whose target is not all zero.
+    """Mean of ``-sum_c targets_c * log_softmax(logits)_c`` over positions whose target
+    is not all zero.
 
     Args:
-        logits: ``(P, C)``, float32 or float64.
-        targets: ``(P, C)``, the logits' dtype.
+        logits: ``(N, C, ...)``, float32 or float64.
+        targets: The logits' shape and dtype.
 
     Returns:
         A scalar: NaN when every row's target is all zero (its gradient is then zero).
-        Targets that require a gradient get one, through torch's own log-softmax.
+        Small logits (see :data:`ONE_PASS_FROM`), and targets that require a gradient,
+        go through torch's own log-softmax, which also gives the targets theirs.
     """
-    if targets.requires_grad and torch.is_grad_enabled():
-        count = ((targets.amax(dim=1) != 0) | (targets.amin(dim=1) != 0)).sum()
-        return -(logits.log_softmax(dim=1) * targets).sum() / count
+    if logits.numel() < ONE_PASS_FROM or (targets.requires_grad and torch.is_grad_enabled()):
+        # Autograd's way: fewer operations, and a gradient for targets that want one.
+        count = targets.any(dim=1).sum()
+        mean = F.cross_entropy(logits, targets, reduction="sum") / count.clamp(min=1)
+        # No row counts: a NaN loss with a zero gradient, as below (0/0 would give NaN).
+        return mean.masked_fill(count == 0, float("nan"))
+    logits, targets = to_positions(logits), to_positions(targets)
     values = logits.detach()
     probabilities = values.softmax(dim=1)
     largest = probabilities.amax(dim=1, keepdim=True)
     log_probabilities = _log_softmax_from(values, largest)
-    # All zero means both extremes are zero: two vectorised reductions, where a
-    # boolean any() costs ten times as much on the CPU.
-    count = ((targets.amax(dim=1) != 0) | (targets.amin(dim=1) != 0)).sum()
     loss_sum = -_summed_product(log_probabilities, targets)
-    if not _gradient_wanted(logits):
-        return loss_sum / count
-    mass = targets.sum(dim=1, keepdim=True)
-    # Written over the probabilities, which are not needed after it: no new buffer.
-    negative_gradient = torch.addcmul(targets, probabilities, mass, value=-1, out=probabilities)
-    return _MeanLossWithPrecomputedGradient.apply(logits, loss_sum, count, negative_gradient)
+
+    def negative_gradient() -> torch.Tensor:
+        mass = targets.sum(dim=1, keepdim=True)
+        # Written over the probabilities, which are not needed after it: no new buffer.
+        return torch.addcmul(targets, probabilities, mass, value=-1, out=probabilities)
+
+    return _mean(logits, loss_sum, _counted_rows(targets), negative_gradient)
 
 
 def class_target_cross_entropy(
@@ -136,17 +154,18 @@ def class_target_cross_entropy(
         accumulate_correct_predictions(
             probabilities, labels, kept, *statistics, correct=correct, scratch=log_probabilities
         )
-    if not _gradient_wanted(logits):
-        return loss_sum / count
-    if labels.numel() > class_targets.shape[0]:
-        # Fewer sums over the table than over the batch; the same sums, bit for bit.
-        mass = class_targets.sum(dim=1).index_select(0, labels).unsqueeze(1)
-        if kept is not None:
-            mass.mul_(kept.unsqueeze(1))
-    else:
-        mass = targets.sum(dim=1, keepdim=True)
-    negative_gradient = targets.addcmul_(probabilities, mass, value=-1)
-    return _MeanLossWithPrecomputedGradient.apply(logits, loss_sum, count, negative_gradient)
+
+    def negative_gradient() -> torch.Tensor:
+        if labels.numel() > class_targets.shape[0]:
+            # Fewer sums over the table than over the batch; the same sums, bit for bit.
+            mass = class_targets.sum(dim=1).index_select(0, labels).unsqueeze(1)
+            if kept is not None:
+                mass.mul_(kept.unsqueeze(1))
+        else:
+            mass = targets.sum(dim=1, keepdim=True)
+        return targets.addcmul_(probabilities, mass, value=-1)
+
+    return _mean(logits, loss_sum, count, negative_gradient)
 
 
 def accumulate_correct_predictions(
@@ -169,9 +188,7 @@ def accumulate_correct_predictions(
     themselves when the caller needs them no more.
     """
     if correct is None:
-        correct = label_is_prediction(
-            probabilities, labels, probabilities.amax(dim=1, keepdim=True)
-        )
+        correct = label_is_prediction(probabilities, labels)
     if kept is not None:
         correct = correct & kept
     weights = correct.to(accumulator_rows.dtype)
@@ -183,7 +200,7 @@ def accumulate_correct_predictions(
 def label_is_prediction(
     probabilities: torch.Tensor,
     labels: torch.Tensor,
-    largest: torch.Tensor,
+    largest: torch.Tensor | None = None,
     scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Whether each row's label is ``probabilities.argmax(dim=1)``, the first largest.
@@ -192,21 +209,25 @@ def label_is_prediction(
     no row has two classes at its maximum, the label is the argmax exactly when it
     holds the maximum, which two vectorised passes tell. The maxima are counted
     exactly: ``p - largest`` is zero only where ``p`` equals it. A batch with a tie
-    (or a NaN) goes to ``argmax``, as every batch does off the CPU, where reading
-    the count would make the call wait for the device.
+    (or a NaN) goes to ``argmax``, as small batches do (see :data:`COUNT_MAXIMA_FROM`)
+    and every batch off the CPU, where reading the count would wait for the device.
 
     Args:
         probabilities: ``(P, C)``.
         labels: ``(P,)`` class indices in ``[0, C)``.
-        largest: ``probabilities.amax(dim=1, keepdim=True)``.
+        largest: ``probabilities.amax(dim=1, keepdim=True)``, when the caller has it.
         scratch: A spare buffer of the probabilities' shape for the count.
     """
     rows, classes = probabilities.shape
-    if probabilities.device.type == "cpu" and rows * classes < 2**24:  # exact float32 sums
+    size = rows * classes
+    # Below 2**24 elements the float32 sum of -1s and 0s is exact.
+    if probabilities.device.type == "cpu" and COUNT_MAXIMA_FROM <= size < 2**24:
+        if largest is None:
+            largest = probabilities.amax(dim=1, keepdim=True)
         # sign(p - largest) is -1 below the maximum and 0 at it, so its sum counts the
         # elements below their row's maximum. (heaviside would count the maxima, slower.)
         below = torch.sub(probabilities, largest, out=scratch).sign_().sum()
-        if rows * classes + below.item() == rows:  # one maximum a row
+        if size + below.item() == rows:  # one maximum a row
             return probabilities.gather(1, labels.unsqueeze(1)).squeeze(1) == largest.squeeze(1)
     return probabilities.argmax(dim=1) == labels
 
@@ -224,6 +245,25 @@ def _log_softmax_from(
     return torch.sub(logits, log_normaliser, out=out)
 
 
+def _mean(
+    logits: torch.Tensor,
+    loss_sum: torch.Tensor,
+    count: torch.Tensor,
+    negative_gradient: Callable[[], torch.Tensor],
+) -> torch.Tensor:
+    """``loss_sum / count``, with its gradient attached when the logits want one."""
+    if not (logits.requires_grad and torch.is_grad_enabled()):
+        return loss_sum / count
+    return _MeanLossWithPrecomputedGradient.apply(logits, loss_sum, count, negative_gradient())
+
+
+def _counted_rows(targets: torch.Tensor) -> torch.Tensor:
+    """How many rows are not all zero, as ``targets.any(dim=1).sum()``: a row is all zero
+    when both its extremes are. (Two vectorised reductions, where a boolean ``any``
+    costs ten times as much on the CPU at the sizes this path takes.)"""
+    return ((targets.amax(dim=1) != 0) | (targets.amin(dim=1) != 0)).sum()
+
+
 def _summed_product(buffer: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``(buffer * other).sum()``, the product written over ``buffer``.
 
@@ -231,10 +271,6 @@ def _summed_product(buffer: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     millions of elements, where the cascade summation of ``sum`` loses 1e-8.
     """
     return buffer.mul_(other).sum()
-
-
-def _gradient_wanted(logits: torch.Tensor) -> bool:
-    return logits.requires_grad and torch.is_grad_enabled()
 
 
 def to_positions(values: torch.Tensor) -> torch.Tensor:

@@ -52,11 +52,18 @@ class OnlineLabelSmoothingLoss(nn.Module):
     previous column (instead of an all-zero one, which silently drops its soft loss),
     and a ``next_epoch()`` with nothing accumulated leaves the matrix as it is.
 
-    Nothing is cached between calls: the per-class targets are derived from the
-    matrix on every call (a ``C x C`` computation). A loop that calls it every step
-    with many classes may build them once per epoch with :meth:`class_targets` and
-    pass them in; and :meth:`check_targets` checks a batch's indices once for the
-    several calls an algorithm makes on it.
+    Nothing derived from the matrix is cached between calls: the per-class targets are
+    built from it on every call (a ``C x C`` computation). A loop that calls it every
+    step with many classes may build them once per epoch with :meth:`class_targets`
+    and pass them in; and :meth:`check_targets` checks a batch's indices once for the
+    several calls an algorithm makes on it. What the module does keep is scratch: two
+    buffers of the logits' size that each forward pass overwrites (a fresh buffer of
+    millions of elements costs more to fault into memory than a pass over it).
+
+    The forward pass computes one softmax and uses it three times: for the loss (with
+    the log-softmax read off it), for the gradient, which it forms there
+    (``p - alpha * onehot(y) - (1 - alpha) * S[:, y]``, so the backward pass only
+    scales it), and for the statistics. The backward pass can run once per forward.
 
     Beyond that criterion: statistics are kept in float32 whatever the autocast dtype;
     no step waits for the device (each sample is weighted by its 0/1 correctness instead

@@ -114,6 +114,28 @@ def test_a_trainer_run_follows_a_plain_loop_with_fused_label_smoothing(model):
         torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
 
 
+def test_the_default_loss_takes_the_fused_kernel_so_a_run_equals_the_plain_loop_bitwise():
+    """Large logits: smooth_labels' targets reach soft_cross_entropy unchanged, and it
+    computes torch's fused label-smoothed loss from the class indices."""
+    generator = torch.Generator().manual_seed(0)
+    classes = 2048  # batches of 32 x 2048 logits, above ONE_PASS_FROM
+    inputs = torch.randn(96, 8, generator=generator)
+    labels = torch.randint(0, classes, (96,), generator=generator)
+    loader = DataLoader(TensorDataset(inputs, labels), batch_size=32)
+    model = torch.nn.Linear(8, classes)
+    fused = lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=0.1)  # noqa: E731
+    plain_model, plain_losses = plain_sgd_run(model, loader, epochs=1, loss_fn=fused)
+    recorder = LossRecorder()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    Trainer(
+        model, loader, optimizers=optimizer, max_duration="1ep", device="cpu",
+        algorithms=[LabelSmoothing(0.1)], callbacks=[recorder],
+    ).fit()  # fmt: skip
+    assert recorder.losses == plain_losses
+    for ours, plain in zip(model.parameters(), plain_model.parameters(), strict=True):
+        assert torch.equal(ours, plain)
+
+
 def test_bf16_autocast_and_gradient_accumulation(model):
     batch = separable_data(num_samples=30)
     gradients = {}

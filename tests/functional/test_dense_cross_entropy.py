@@ -6,11 +6,17 @@ import torch.nn.functional as F
 
 from loom.functional import OnlineLabelSmoothingLoss, smooth_labels, soft_cross_entropy
 from loom.functional.dense_cross_entropy import (
+    COUNT_MAXIMA_FROM,
+    ONE_PASS_FROM,
     class_target_cross_entropy,
     dense_cross_entropy,
     label_is_prediction,
 )
 from loom.functional.label_smoothing import fused_form
+
+# Rows of 40 classes: the first takes autograd's path, the second the one-pass kernel.
+ROWS = pytest.mark.parametrize("rows", [64, 2048])
+assert 64 * 40 < ONE_PASS_FROM <= 2048 * 40
 
 
 def float64_loss_and_gradient(logits, targets):
@@ -24,7 +30,7 @@ def float64_loss_and_gradient(logits, targets):
     return loss.detach(), logits.grad
 
 
-def random_problem(rows=64, classes=7, seed=0, scale=3.0):
+def random_problem(rows=64, classes=40, seed=0, scale=3.0):
     generator = torch.Generator().manual_seed(seed)
     logits = (torch.randn(rows, classes, generator=generator) * scale).requires_grad_()
     targets = torch.rand(rows, classes, generator=generator).softmax(dim=1)
@@ -32,8 +38,9 @@ def random_problem(rows=64, classes=7, seed=0, scale=3.0):
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0])  # large logits: the log-softmax must stay exact
-def test_dense_loss_and_gradient_follow_the_float64_reference(scale):
-    logits, targets = random_problem(scale=scale)
+@ROWS
+def test_dense_loss_and_gradient_follow_the_float64_reference(rows, scale):
+    logits, targets = random_problem(rows, scale=scale)
     targets[3] = 0  # an ignored row
     loss = dense_cross_entropy(logits, targets)
     (gradient,) = torch.autograd.grad(loss, logits)
@@ -43,42 +50,45 @@ def test_dense_loss_and_gradient_follow_the_float64_reference(scale):
     assert gradient[3].abs().sum() == 0
 
 
-def test_targets_that_do_not_sum_to_one_get_the_gradient_of_their_mass():
-    logits, targets = random_problem()
+@ROWS
+def test_targets_that_do_not_sum_to_one_get_the_gradient_of_their_mass(rows):
+    logits, targets = random_problem(rows)
     targets = targets * 2.5  # mass 2.5 a row: the gradient is 2.5 p - t
     (gradient,) = torch.autograd.grad(dense_cross_entropy(logits, targets), logits)
     _, expected = float64_loss_and_gradient(logits, targets)
     torch.testing.assert_close(gradient.double(), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_a_batch_with_every_row_ignored_has_a_nan_loss_and_a_zero_gradient_as_torch():
-    logits = torch.randn(4, 5, requires_grad=True)
-    loss = dense_cross_entropy(logits, torch.zeros(4, 5))
+@ROWS
+def test_a_batch_with_every_row_ignored_has_a_nan_loss_and_a_zero_gradient_as_torch(rows):
+    logits = torch.randn(rows, 40, requires_grad=True)
+    loss = dense_cross_entropy(logits, torch.zeros(rows, 40))
     (gradient,) = torch.autograd.grad(loss, logits)
-    torch_loss = F.cross_entropy(logits, torch.full((4,), -100))
+    torch_loss = F.cross_entropy(logits, torch.full((rows,), -100))
     (torch_gradient,) = torch.autograd.grad(torch_loss, logits)
     assert loss.isnan()
     assert torch_loss.isnan()
     assert torch.equal(gradient, torch_gradient)
-    assert torch.equal(gradient, torch.zeros(4, 5))
-    labels = torch.zeros(4, dtype=torch.long)
-    kept = torch.zeros(4, dtype=torch.bool)
-    loss = class_target_cross_entropy(logits, labels, kept, torch.eye(5))
+    assert torch.equal(gradient, torch.zeros(rows, 40))
+    labels = torch.zeros(rows, dtype=torch.long)
+    kept = torch.zeros(rows, dtype=torch.bool)
+    loss = class_target_cross_entropy(logits, labels, kept, torch.eye(40))
     (gradient,) = torch.autograd.grad(loss, logits)
     assert loss.isnan()
-    assert torch.equal(gradient, torch.zeros(4, 5))
+    assert torch.equal(gradient, torch.zeros(rows, 40))
 
 
 def test_a_second_backward_through_the_same_loss_is_refused():
-    logits, targets = random_problem()
+    logits, targets = random_problem(rows=2048)
     loss = dense_cross_entropy(logits, targets)
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match=r"backward through the same loss twice"):
         loss.backward()
 
 
-def test_targets_that_require_a_gradient_get_it():
-    logits, targets = random_problem()
+@ROWS
+def test_targets_that_require_a_gradient_get_it(rows):
+    logits, targets = random_problem(rows)
     targets.requires_grad_()
     loss = dense_cross_entropy(logits, targets)
     logits_gradient, targets_gradient = torch.autograd.grad(loss, (logits, targets))
@@ -91,8 +101,9 @@ def test_targets_that_require_a_gradient_get_it():
     torch.testing.assert_close(targets_gradient, reference_targets.grad)
 
 
-def test_without_a_gradient_the_loss_is_the_same():
-    logits, targets = random_problem()
+@ROWS
+def test_without_a_gradient_the_loss_is_the_same(rows):
+    logits, targets = random_problem(rows)
     with torch.no_grad():
         quiet = dense_cross_entropy(logits, targets)
     assert not quiet.requires_grad
@@ -127,10 +138,16 @@ def test_label_is_prediction_means_the_label_is_the_first_argmax(probabilities):
         assert torch.equal(label_is_prediction(probabilities, labels, largest), expected)
 
 
-def test_label_is_prediction_on_random_batches():
+@pytest.mark.parametrize("rows", [64, 2048])  # by argmax; by counting the maxima
+@pytest.mark.parametrize("with_tie", [False, True])
+def test_label_is_prediction_on_random_batches(rows, with_tie):
+    assert 64 * 10 < COUNT_MAXIMA_FROM <= 2048 * 10
     generator = torch.Generator().manual_seed(0)
-    probabilities = torch.randn(512, 10, generator=generator).softmax(dim=1)
-    labels = torch.randint(0, 10, (512,), generator=generator)
+    probabilities = torch.randn(rows, 10, generator=generator).softmax(dim=1)
+    labels = torch.randint(0, 10, (rows,), generator=generator)
+    if with_tie:
+        probabilities[5, :2] = probabilities[5].amax()  # two maxima: argmax says class 0
+        labels[5] = 1
     largest = probabilities.amax(dim=1, keepdim=True)
     scratch = torch.empty_like(probabilities)
     expected = probabilities.argmax(dim=1) == labels
@@ -174,9 +191,10 @@ def test_a_state_dict_with_a_contiguous_accumulator_loads_into_the_row_layout():
     torch.testing.assert_close(criterion.matrix[:, 1], torch.tensor([0.0, 5.0, 0.0]).softmax(0))
 
 
-def test_smoothed_index_targets_take_the_fused_kernel_until_they_are_edited():
-    logits = torch.randn(16, 5, requires_grad=True)
-    labels = torch.randint(0, 5, (16,))
+@ROWS
+def test_smoothed_index_targets_take_the_fused_kernel_until_they_are_edited(rows):
+    logits = torch.randn(rows, 40, requires_grad=True)
+    labels = torch.randint(0, 40, (rows,))
     labels[2] = -100
     targets = smooth_labels(logits, labels, smoothing=0.2)
     indices, smoothing, ignore_index = fused_form(targets)
@@ -187,7 +205,13 @@ def test_smoothed_index_targets_take_the_fused_kernel_until_they_are_edited():
     expected_loss, expected_gradient = float64_loss_and_gradient(logits, targets)
     torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(gradient.double(), expected_gradient, rtol=1e-5, atol=1e-7)
-    targets[0] = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])  # edited in place: not smoothing any more
+    if logits.numel() >= ONE_PASS_FROM:  # large logits: torch's fused kernel, to the bit
+        fused = F.cross_entropy(logits, labels, label_smoothing=0.2)
+        (fused_gradient,) = torch.autograd.grad(fused, logits)
+        assert torch.equal(loss, fused)
+        assert torch.equal(gradient, fused_gradient)
+    targets[0] = 0.0
+    targets[0, 0] = 1.0  # edited in place: not smoothing any more
     assert fused_form(targets) is None
     expected_loss, _ = float64_loss_and_gradient(logits, targets)
     torch.testing.assert_close(
@@ -222,3 +246,17 @@ def test_under_bf16_autocast_both_losses_are_computed_in_float32():
     torch.testing.assert_close(dense, soft_cross_entropy(logits.float(), targets))
     expected = F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
     torch.testing.assert_close(smoothed, expected)
+
+
+def test_positions_of_image_shaped_logits_take_the_one_pass_kernel_too():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(8, 40, 16, 16, generator=generator, requires_grad=True)
+    assert logits.numel() >= ONE_PASS_FROM
+    targets = torch.rand(8, 40, 16, 16, generator=generator).softmax(dim=1)
+    targets[0, :, 0, 0] = 0  # an ignored position
+    loss = soft_cross_entropy(logits, targets)
+    (gradient,) = torch.autograd.grad(loss, logits)
+    flat = lambda values: values.movedim(1, -1).reshape(-1, 40)  # noqa: E731
+    expected_loss, expected_gradient = float64_loss_and_gradient(flat(logits), flat(targets))
+    torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(flat(gradient).double(), expected_gradient, rtol=1e-5, atol=1e-7)
