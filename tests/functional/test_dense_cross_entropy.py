@@ -234,11 +234,12 @@ def test_editing_the_indices_or_copying_the_targets_leaves_the_fused_kernel():
     assert fused_form(smooth_labels(logits, torch.eye(3)[labels], smoothing=0.1)) is None
 
 
-def test_under_bf16_autocast_both_losses_are_computed_in_float32():
+@ROWS
+def test_under_bf16_autocast_both_losses_are_computed_in_float32(rows):
     generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(8, 5, generator=generator).bfloat16()
-    labels = torch.randint(0, 5, (8,), generator=generator)
-    targets = torch.rand(8, 5, generator=generator).softmax(dim=1)
+    logits = torch.randn(rows, 40, generator=generator).bfloat16()
+    labels = torch.randint(0, 40, (rows,), generator=generator)
+    targets = torch.rand(rows, 40, generator=generator).softmax(dim=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         dense = soft_cross_entropy(logits, targets)
         smoothed = soft_cross_entropy(logits, smooth_labels(logits, labels, 0.1))
@@ -260,3 +261,28 @@ def test_positions_of_image_shaped_logits_take_the_one_pass_kernel_too():
     expected_loss, expected_gradient = float64_loss_and_gradient(flat(logits), flat(targets))
     torch.testing.assert_close(loss.double(), expected_loss, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(flat(gradient).double(), expected_gradient, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+def test_on_cuda_both_kernels_give_the_cpus_losses_gradients_and_statistics():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2048, 40, generator=generator) * 2
+    labels = torch.randint(0, 40, (2048,), generator=generator)
+    targets = torch.rand(2048, 40, generator=generator).softmax(dim=1)
+    results = {}
+    for device in ("cpu", "cuda"):
+        on_device = logits.to(device).requires_grad_()
+        criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=40).to(device)
+        losses = (
+            soft_cross_entropy(on_device, targets.to(device)),
+            soft_cross_entropy(on_device, smooth_labels(on_device, labels.to(device), 0.1)),
+            criterion(on_device, labels.to(device)),
+        )
+        gradients = [torch.autograd.grad(loss, on_device)[0].cpu() for loss in losses]
+        results[device] = ([loss.detach().cpu() for loss in losses], gradients, criterion)
+    for cpu, cuda in zip(results["cpu"][:2], results["cuda"][:2], strict=True):
+        torch.testing.assert_close(cuda, cpu, rtol=1e-5, atol=1e-6)
+    cpu_criterion, cuda_criterion = results["cpu"][2], results["cuda"][2]
+    assert cuda_criterion.accumulator.stride() == cpu_criterion.accumulator.stride()
+    torch.testing.assert_close(cuda_criterion.accumulator.cpu(), cpu_criterion.accumulator)
+    torch.testing.assert_close(cuda_criterion.counts.cpu(), cpu_criterion.counts)
