@@ -16,8 +16,9 @@ version, and what its epoch end costs.
    on, forward + backward, against F.cross_entropy on class indices, for logits of
    (256, 1000) and (4096, 1000), with one thread and with all; time ratios and the
    allocator's peak (see benchmarks/loss_kernels.py). Called as a drop-in criterion
-   (its class targets derived from the matrix on every call) and with the class
-   targets built once, as the OnlineLabelSmoothing algorithm does once per epoch.
+   (its class targets derived from the matrix on every call), with the class targets
+   built once, and as the OnlineLabelSmoothing algorithm uses it (soft targets, the
+   Trainer's default loss on them, then accumulate: two softmaxes a step).
    Logits of (4096, 32000) need three 32000 x 32000 float32 tables (the matrix, the
    accumulator and the class targets: 12 GiB); --large-vocabulary adds them.
 
@@ -43,7 +44,7 @@ from torch import nn
 
 from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
-from loom.functional import OnlineLabelSmoothingLoss
+from loom.functional import OnlineLabelSmoothingLoss, cross_entropy
 from loom.trainer import Duration, State
 
 
@@ -161,10 +162,27 @@ def drop_in_criterion(shape: tuple[int, int]) -> Callable:
 
 
 def criterion_with_epoch_targets(shape: tuple[int, int]) -> Callable:
-    """The criterion given its class targets, built once, as the algorithm does each epoch."""
+    """The criterion given its class targets, built once (the algorithm builds its own
+    once an epoch)."""
     criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=shape[1]).train()
     class_targets = criterion.class_targets()
     return lambda logits, labels: criterion(logits, labels, class_targets=class_targets)
+
+
+def algorithm_path(shape: tuple[int, int]) -> Callable:
+    """What the OnlineLabelSmoothing algorithm runs a step: the soft targets (its
+    before_loss), the Trainer's default loss on them, and accumulate (its after_loss)."""
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=shape[1]).train()
+    class_targets = criterion.class_targets()
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        indices = criterion.check_targets(logits, labels)
+        soft = criterion.soft_targets(logits, indices, class_targets=class_targets)
+        value = cross_entropy(logits, soft)
+        criterion.accumulate(logits, indices)
+        return value
+
+    return loss
 
 
 def compare_losses(rounds: int, large_vocabulary: bool) -> None:
@@ -176,6 +194,7 @@ def compare_losses(rounds: int, large_vocabulary: bool) -> None:
         [
             ("OLS loss, drop-in", drop_in_criterion, "<= 2.5"),
             ("OLS loss, class targets per epoch", criterion_with_epoch_targets, "<= 2.5"),
+            ("the algorithm's three steps", algorithm_path, "for scale"),
         ],
         rounds,
     )

@@ -30,8 +30,8 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     indices, unchanged since, are not read: the loss is torch's fused
     ``F.cross_entropy(logits, indices, label_smoothing=s)``. Other targets go through
     one softmax whose result serves both the loss and its gradient, which is formed in
-    the forward pass; the backward pass scales it, once (``retain_graph=True`` is
-    refused, and so is a second derivative, as with ``once_differentiable``). Smaller
+    the forward pass; the backward pass scales it, once: ``retain_graph=True`` and a
+    second derivative (``create_graph=True``) are refused with a message. Smaller
     logits go through autograd's log-softmax, which costs fewer operations there.
 
     Args:
@@ -66,8 +66,10 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     if smoothed is not None and targets.device == logits.device:
         # The same loss and gradient as below, from the class indices alone.
         indices, smoothing, ignore_index = smoothed
+        # A copy: the kernel saves its indices for backward, and the caller's may change.
+        indices = indices.to(torch.long, copy=True)
         return F.cross_entropy(
-            logits, indices.long(), label_smoothing=smoothing, ignore_index=ignore_index
+            logits, indices, label_smoothing=smoothing, ignore_index=ignore_index
         )
     return dense_cross_entropy(logits, targets.to(logits.dtype))
 

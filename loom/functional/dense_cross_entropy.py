@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 __all__ = [
     "accumulate_correct_predictions",
@@ -47,7 +46,8 @@ class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
     ``negative_gradient`` holds ``t - p * sum(t)`` per position, minus the gradient of
     the summed loss; the backward pass scales it in place and returns it, so that the
     loss allocates no buffer of its own for the gradient. The buffer is then spent:
-    a second backward pass through the same loss is refused.
+    a second backward pass through the same loss is refused, and so is one that would
+    differentiate the gradient again (``create_graph=True``), which this form cannot.
     """
 
     @staticmethod
@@ -63,8 +63,14 @@ class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
         return loss_sum / count
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative is wanted
+            raise RuntimeError(
+                "loom's cross-entropy against dense targets has no second derivative "
+                "(its gradient comes precomputed): for create_graph=True, as in a "
+                "gradient penalty or MAML, compute the loss with torch's own ops, e.g. "
+                "-(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()."
+            )
         if ctx.spent:
             raise RuntimeError(
                 "loom's cross-entropy against dense targets returns its gradient from "
@@ -147,7 +153,8 @@ def class_target_cross_entropy(
     targets = class_targets.index_select(0, labels)
     if kept is not None:
         targets.mul_(kept.unsqueeze(1))  # ignored positions: an all-zero target
-    count = labels.new_tensor(labels.numel()) if kept is None else kept.sum()
+    # torch.full, not new_tensor: no copy from the host, so no wait for the device.
+    count = torch.full((), labels.numel(), device=labels.device) if kept is None else kept.sum()
     loss_sum = -_summed_product(log_probabilities, targets)
     if statistics is not None:
         # The log-probabilities are spent: their buffer can take the weighted probabilities.
@@ -207,10 +214,12 @@ def label_is_prediction(
 
     On the CPU, ``argmax`` is a scalar loop that costs as much as the softmax; where
     no row has two classes at its maximum, the label is the argmax exactly when it
-    holds the maximum, which two vectorised passes tell. The maxima are counted
+    holds the maximum, which a subtraction, a sign and a sum tell. The maxima are counted
     exactly: ``p - largest`` is zero only where ``p`` equals it. A batch with a tie
-    (or a NaN) goes to ``argmax``, as small batches do (see :data:`COUNT_MAXIMA_FROM`)
-    and every batch off the CPU, where reading the count would wait for the device.
+    (or a NaN) goes to ``argmax``, and so do small batches (see
+    :data:`COUNT_MAXIMA_FROM`), batches of 2**24 elements or more (where a float32
+    count stops being exact), code under ``torch.compile`` and every batch off the
+    CPU, where reading the count would wait for the device.
 
     Args:
         probabilities: ``(P, C)``.
@@ -221,7 +230,11 @@ def label_is_prediction(
     rows, classes = probabilities.shape
     size = rows * classes
     # Below 2**24 elements the float32 sum of -1s and 0s is exact.
-    if probabilities.device.type == "cpu" and COUNT_MAXIMA_FROM <= size < 2**24:
+    if (
+        probabilities.device.type == "cpu"
+        and COUNT_MAXIMA_FROM <= size < 2**24
+        and not torch.compiler.is_compiling()  # reading the count would break the graph
+    ):
         if largest is None:
             largest = probabilities.amax(dim=1, keepdim=True)
         # sign(p - largest) is -1 below the maximum and 0 at it, so its sum counts the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -10,17 +11,44 @@ from loom.functional.checks import check_class_indices, check_fraction, every_in
 
 __all__ = ["fused_form", "smooth_labels"]
 
-_PROVENANCE = "_loom_smoothed_from"
-"""The attribute under which smooth_labels notes, on the targets it builds from class
-indices, what it built them from; read by :func:`fused_form`."""
-
 
 class _SmoothedFrom(NamedTuple):
+    """What :func:`smooth_labels` built one dense target tensor from."""
+
+    targets: weakref.ref
     indices: torch.Tensor
     smoothing: float
     ignore_index: int
-    indices_version: int
-    targets_version: int
+    state: tuple[int, ...]
+    """Both tensors' version counters and data pointers when the targets were built."""
+
+
+_NOTES: dict[int, _SmoothedFrom] = {}
+"""A note for each live target tensor that smooth_labels built from class indices, by
+``id``. Held here rather than on the tensor, so that no copy, deepcopy or pickle of the
+targets carries it; each note goes when its targets are freed."""
+
+
+def _state(targets: torch.Tensor, indices: torch.Tensor) -> tuple[int, ...]:
+    return (targets._version, indices._version, targets.data_ptr(), indices.data_ptr())
+
+
+def _note(
+    targets: torch.Tensor, indices: torch.Tensor, smoothing: float, ignore_index: int
+) -> None:
+    if targets.is_inference() or indices.is_inference():
+        return  # inference tensors keep no version counter: an edit could not be told
+
+    key = id(targets)
+
+    def forget(reference: weakref.ref) -> None:
+        note = _NOTES.get(key)
+        if note is not None and note.targets is reference:  # not a later tensor's note
+            del _NOTES[key]
+
+    reference = weakref.ref(targets, forget)
+    state = _state(targets, indices)
+    _NOTES[key] = _SmoothedFrom(reference, indices, smoothing, ignore_index, state)
 
 
 def fused_form(targets: torch.Tensor) -> tuple[torch.Tensor, float, int] | None:
@@ -29,18 +57,22 @@ def fused_form(targets: torch.Tensor) -> tuple[torch.Tensor, float, int] | None:
 
     A loss can then compute the same cross-entropy with
     ``F.cross_entropy(logits, indices, label_smoothing=smoothing, ignore_index=...)``,
-    which never reads the dense targets. Editing the targets or the indices in place
-    after they were built (both bump the tensor's version counter) makes the answer
-    None, and so does any new tensor made from them (a copy, a view, a cast).
+    which never reads the dense targets. The answer is None for any other tensor (a
+    copy, a view, a cast, a deepcopy or unpickled copy), once the targets or the indices
+    have been edited in place (their version counters move) or given new storage, and
+    for targets that require a gradient, which the fused kernel would not give them.
+    An edit that bypasses autograd's version counter (through ``.data`` or a NumPy view)
+    cannot be seen, here as in autograd itself.
     """
-    origin: _SmoothedFrom | None = getattr(targets, _PROVENANCE, None)
+    note = _NOTES.get(id(targets))
     if (
-        origin is None
-        or targets._version != origin.targets_version
-        or origin.indices._version != origin.indices_version
+        note is None
+        or note.targets() is not targets
+        or targets.requires_grad
+        or _state(targets, note.indices) != note.state
     ):
         return None
-    return origin.indices, origin.smoothing, origin.ignore_index
+    return note.indices, note.smoothing, note.ignore_index
 
 
 def smooth_labels(
@@ -68,9 +100,10 @@ def smooth_labels(
     Returns:
         Targets with the shape of ``logits`` and its floating dtype, but never
         below float32 (in bfloat16 the smoothing mass of large ``C`` rounds away).
-        Built from class indices, they also carry a note of those indices, so that
-        :func:`loom.functional.soft_cross_entropy` can compute its loss with torch's
-        fused label-smoothing kernel instead of reading them (see :func:`fused_form`).
+        Built from class indices, they are noted (beside them, not on them) as made
+        from those indices, so that :func:`loom.functional.soft_cross_entropy` can
+        compute its loss with torch's fused label-smoothing kernel instead of reading
+        them (see :func:`fused_form`).
 
     Raises:
         TypeError: ``smoothing`` is not a number, or ``logits``/``target`` are not tensors.
@@ -127,6 +160,5 @@ def smooth_labels(
         targets.copy_((kept_rows * off_value).expand(logits.shape))
         class_index = torch.where(kept, target, 0).long().unsqueeze(1)
         targets.scatter_(1, class_index, kept_rows * on_value)
-    origin = _SmoothedFrom(target, smoothing, ignore_index, target._version, targets._version)
-    setattr(targets, _PROVENANCE, origin)
+    _note(targets, target, smoothing, ignore_index)
     return targets

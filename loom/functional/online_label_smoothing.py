@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -141,7 +141,7 @@ class OnlineLabelSmoothingLoss(nn.Module):
         if positions.dtype in (torch.float16, torch.bfloat16):
             positions = positions.float()  # low-precision log-probabilities lose the soft mass
         statistics = (self.accumulator.t(), self.counts) if self.training else None
-        workspace = self._workspace(positions)
+        workspace = self._workspace(positions)  # None where it would not pay
         return class_target_cross_entropy(
             positions, labels, kept, rows.to(positions.dtype), statistics, workspace
         )
@@ -225,21 +225,33 @@ class OnlineLabelSmoothingLoss(nn.Module):
         self.counts.zero_()
         self.epoch += 1
 
-    def _workspace(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _workspace(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Two scratch buffers shaped like ``positions``, kept from one call to the next.
 
-        A fresh buffer of millions of elements costs more to fault into memory than
-        a pass over it; these hold only what dies inside one forward pass.
+        On the CPU a fresh buffer of millions of elements costs more to fault into
+        memory than a pass over it; these hold only what dies inside one forward pass.
+        CUDA's caching allocator already reuses memory, and compiled code keeps its
+        own buffers: there, none is kept.
         """
+        if positions.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
         scratch = self._scratch
         if (
             scratch is None
             or scratch[0].shape != positions.shape
             or scratch[0].dtype != positions.dtype
-            or scratch[0].device != positions.device
         ):
             scratch = self._scratch = (torch.empty_like(positions), torch.empty_like(positions))
         return scratch
+
+    def _apply(self, fn, recurse=True):
+        self._scratch = None  # moved or cast: the next call makes its own
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_scratch"] = None  # scratch is not state: no copy or pickle carries it
+        return state
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, n_classes={self.n_classes}"

@@ -1,9 +1,13 @@
 """The one-pass kernels behind soft_cross_entropy and OnlineLabelSmoothingLoss."""
 
+import copy
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import loom.functional.dense_cross_entropy as dense_cross_entropy_module
 from loom.functional import OnlineLabelSmoothingLoss, smooth_labels, soft_cross_entropy
 from loom.functional.dense_cross_entropy import (
     COUNT_MAXIMA_FROM,
@@ -131,7 +135,11 @@ def test_class_targets_of_a_table_equal_the_dense_loss_whichever_way_the_mass_is
         torch.tensor([[float("nan"), 0.3, 0.2], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]]),
     ],
 )
-def test_label_is_prediction_means_the_label_is_the_first_argmax(probabilities):
+@pytest.mark.parametrize("count_from", [COUNT_MAXIMA_FROM, 0])  # argmax; the count first
+def test_label_is_prediction_means_the_label_is_the_first_argmax(
+    probabilities, count_from, monkeypatch
+):
+    monkeypatch.setattr(dense_cross_entropy_module, "COUNT_MAXIMA_FROM", count_from)
     largest = probabilities.amax(dim=1, keepdim=True)
     for labels in torch.cartesian_prod(*[torch.arange(3)] * 3):
         expected = probabilities.argmax(dim=1) == labels
@@ -140,7 +148,7 @@ def test_label_is_prediction_means_the_label_is_the_first_argmax(probabilities):
 
 @pytest.mark.parametrize("rows", [64, 2048])  # by argmax; by counting the maxima
 @pytest.mark.parametrize("with_tie", [False, True])
-def test_label_is_prediction_on_random_batches(rows, with_tie):
+def test_label_is_prediction_on_random_batches(rows, with_tie, monkeypatch):
     assert 64 * 10 < COUNT_MAXIMA_FROM <= 2048 * 10
     generator = torch.Generator().manual_seed(0)
     probabilities = torch.randn(rows, 10, generator=generator).softmax(dim=1)
@@ -151,6 +159,8 @@ def test_label_is_prediction_on_random_batches(rows, with_tie):
     largest = probabilities.amax(dim=1, keepdim=True)
     scratch = torch.empty_like(probabilities)
     expected = probabilities.argmax(dim=1) == labels
+    if rows * 10 >= COUNT_MAXIMA_FROM and not with_tie:  # the count alone must decide
+        monkeypatch.setattr(torch.Tensor, "argmax", lambda *args, **kwargs: 1 / 0)
     assert torch.equal(label_is_prediction(probabilities, labels, largest, scratch), expected)
 
 
@@ -220,18 +230,74 @@ def test_smoothed_index_targets_take_the_fused_kernel_until_they_are_edited(rows
 
 
 def test_editing_the_indices_or_copying_the_targets_leaves_the_fused_kernel():
-    logits = torch.randn(4, 3)
-    labels = torch.tensor([0, 1, 2, 1])
+    logits = torch.randn(2048, 40)
+    assert logits.numel() >= ONE_PASS_FROM  # where the fused kernel would be taken
+    labels = torch.randint(0, 40, (2048,))
     targets = smooth_labels(logits, labels, smoothing=0.1)
     assert fused_form(targets.clone()) is None
     assert fused_form(targets[:2]) is None
-    labels[0] = 2
+    assert fused_form(copy.deepcopy(targets)) is None
+    buffer = io.BytesIO()
+    torch.save(targets, buffer)  # no note travels with the tensor, so it pickles
+    buffer.seek(0)
+    assert fused_form(torch.load(buffer, weights_only=True)) is None
+    labels[0] = (labels[0] + 1) % 40
     assert fused_form(targets) is None
     expected_loss, _ = float64_loss_and_gradient(logits, targets)
     torch.testing.assert_close(
         soft_cross_entropy(logits, targets).double(), expected_loss, rtol=1e-6, atol=1e-6
     )
-    assert fused_form(smooth_labels(logits, torch.eye(3)[labels], smoothing=0.1)) is None
+    assert fused_form(smooth_labels(logits, torch.eye(40)[labels], smoothing=0.1)) is None
+
+
+def test_targets_that_require_a_gradient_leave_the_fused_kernel_and_get_it():
+    logits = torch.randn(2048, 40, requires_grad=True)
+    targets = smooth_labels(logits, torch.randint(0, 40, (2048,)), 0.1).requires_grad_()
+    assert fused_form(targets) is None
+    (gradient,) = torch.autograd.grad(soft_cross_entropy(logits, targets), targets)
+    torch.testing.assert_close(gradient, -logits.detach().log_softmax(dim=1) / 2048)
+
+
+def test_the_callers_indices_may_change_between_forward_and_backward():
+    logits = torch.randn(2048, 40, requires_grad=True)
+    labels = torch.randint(0, 40, (2048,))
+    loss = soft_cross_entropy(logits, smooth_labels(logits, labels, 0.1))
+    labels.zero_()  # e.g. a loader reusing its label buffer
+    loss.backward()
+    assert logits.grad is not None
+
+
+def test_under_inference_mode_nothing_is_noted_and_both_losses_work():
+    logits = torch.randn(2048, 40)
+    labels = torch.randint(0, 40, (2048,))
+    expected = F.cross_entropy(logits, labels, label_smoothing=0.1)
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=40).eval()
+    with torch.inference_mode():
+        targets = smooth_labels(logits, labels, 0.1)
+        assert fused_form(targets) is None
+        torch.testing.assert_close(soft_cross_entropy(logits, targets), expected)
+        assert criterion(logits, labels).isfinite()
+
+
+@pytest.mark.parametrize("loss", ["dense", "online label smoothing"])
+def test_a_second_derivative_is_refused_not_wrong(loss):
+    logits = torch.randn(2048, 40, requires_grad=True)
+    if loss == "dense":
+        value = soft_cross_entropy(logits, torch.rand(2048, 40).softmax(dim=1))
+    else:
+        value = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=40)(
+            logits, torch.randint(0, 40, (2048,))
+        )
+    with pytest.raises(RuntimeError, match=r"no second derivative.*create_graph=True"):
+        torch.autograd.grad(value, logits, create_graph=True)
+
+
+def test_the_workspace_is_scratch_no_copy_or_move_carries_it():
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=40)
+    criterion(torch.randn(2048, 40), torch.randint(0, 40, (2048,)))
+    assert criterion._scratch is not None
+    assert copy.deepcopy(criterion)._scratch is None
+    assert criterion.to(torch.float64)._scratch is None
 
 
 @ROWS

@@ -244,3 +244,23 @@ def test_accumulate_alone_gathers_what_the_reference_observes():
         torch.testing.assert_close(
             criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
         )
+
+
+def test_large_batches_take_the_maxima_count_and_the_workspace_and_follow_the_reference():
+    """2048 x 40 logits: above COUNT_MAXIMA_FROM, so correctness is counted, not argmax'd."""
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=40, smoothing=0.1)
+    reference = ReferenceOnlineLabelSmoothing(alpha=0.5, num_classes=40, smoothing=0.1)
+    for epoch in seeded_batches(epochs=2, batches=2, size=2048, num_classes=40):
+        for logits, labels in epoch:
+            expected = reference.loss(logits, labels)
+            reference.observe(logits, labels)
+            torch.testing.assert_close(
+                criterion(logits, labels).double(), expected, rtol=1e-5, atol=1e-6
+            )
+        assert criterion._scratch is not None
+        assert criterion.counts.tolist() == reference.counts
+        criterion.next_epoch()
+        reference.next_epoch()
+        torch.testing.assert_close(
+            criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
+        )
