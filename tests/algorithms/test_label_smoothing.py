@@ -99,17 +99,24 @@ def test_the_loss_sees_the_smoothed_targets(model):
     torch.testing.assert_close(seen["targets"], smooth_labels(torch.zeros(16, 4), labels, 0.2))
 
 
-def test_a_trainer_run_follows_a_plain_loop_with_fused_label_smoothing(model):
-    loader = DataLoader(TensorDataset(*separable_data()), batch_size=32)
+def trainer_and_plain_fused_loop(model, loader, epochs):
+    """Trains ``model`` with LabelSmoothing(0.1) and a copy in a plain loop with the fused
+    loss; returns the plain copy and both runs' losses."""
     fused = lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=0.1)  # noqa: E731
-    plain_model, plain_losses = plain_sgd_run(model, loader, epochs=2, loss_fn=fused)
+    plain_model, plain_losses = plain_sgd_run(model, loader, epochs=epochs, loss_fn=fused)
     recorder = LossRecorder()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     Trainer(
-        model, loader, optimizers=optimizer, max_duration="2ep", device="cpu",
+        model, loader, optimizers=optimizer, max_duration=f"{epochs}ep", device="cpu",
         algorithms=[LabelSmoothing(0.1)], callbacks=[recorder],
     ).fit()  # fmt: skip
-    assert recorder.losses == pytest.approx(plain_losses, rel=1e-6)
+    return plain_model, recorder.losses, plain_losses
+
+
+def test_a_trainer_run_follows_a_plain_loop_with_fused_label_smoothing(model):
+    loader = DataLoader(TensorDataset(*separable_data()), batch_size=32)
+    plain_model, losses, plain_losses = trainer_and_plain_fused_loop(model, loader, epochs=2)
+    assert losses == pytest.approx(plain_losses, rel=1e-6)
     for ours, plain in zip(model.parameters(), plain_model.parameters(), strict=True):
         torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
 
@@ -123,15 +130,8 @@ def test_the_default_loss_takes_the_fused_kernel_so_a_run_equals_the_plain_loop_
     labels = torch.randint(0, classes, (96,), generator=generator)
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=32)
     model = torch.nn.Linear(8, classes)
-    fused = lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=0.1)  # noqa: E731
-    plain_model, plain_losses = plain_sgd_run(model, loader, epochs=1, loss_fn=fused)
-    recorder = LossRecorder()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    Trainer(
-        model, loader, optimizers=optimizer, max_duration="1ep", device="cpu",
-        algorithms=[LabelSmoothing(0.1)], callbacks=[recorder],
-    ).fit()  # fmt: skip
-    assert recorder.losses == plain_losses
+    plain_model, losses, plain_losses = trainer_and_plain_fused_loop(model, loader, epochs=1)
+    assert losses == plain_losses
     for ours, plain in zip(model.parameters(), plain_model.parameters(), strict=True):
         assert torch.equal(ours, plain)
 
