@@ -63,7 +63,8 @@ class OnlineLabelSmoothingLoss(nn.Module):
     The forward pass computes one softmax and uses it three times: for the loss (with
     the log-softmax read off it), for the gradient, which it forms there
     (``p - alpha * onehot(y) - (1 - alpha) * S[:, y]``, so the backward pass only
-    scales it), and for the statistics. The backward pass can run once per forward.
+    scales it), and for the statistics. The backward pass runs once per forward and
+    not under ``create_graph=True`` (both refused with a message).
 
     Beyond that criterion: statistics are kept in float32 whatever the autocast dtype;
     no step waits for the device (each sample is weighted by its 0/1 correctness instead
