@@ -6,7 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from loom.functional.checks import check_class_indices
-from loom.functional.dense_cross_entropy import ONE_PASS_FROM, dense_cross_entropy
+from loom.functional.dense_cross_entropy import (
+    ONE_PASS_FROM,
+    at_least_float32,
+    dense_cross_entropy,
+)
 from loom.functional.label_smoothing import fused_form
 
 __all__ = ["cross_entropy", "soft_cross_entropy"]
@@ -58,8 +62,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
             f"got {tuple(targets.shape)}; pass class indices of shape "
             f"{(logits.shape[0], *logits.shape[2:])} or one distribution per position."
         )
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # low-precision log-probabilities would lose the soft mass
+    logits = at_least_float32(logits)
     # Torch's fused label smoothing runs more operations than a dense-target loss,
     # which costs more than its saved passes on small logits.
     smoothed = fused_form(targets) if logits.numel() >= ONE_PASS_FROM else None

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 
 __all__ = [
     "accumulate_correct_predictions",
+    "at_least_float32",
     "class_target_cross_entropy",
     "dense_cross_entropy",
     "from_positions",
+    "gather_class_targets",
     "label_is_prediction",
     "to_positions",
 ]
@@ -150,9 +152,7 @@ def class_target_cross_entropy(
     if statistics is not None:  # before the log-softmax, whose buffer it may borrow
         correct = label_is_prediction(probabilities, labels, largest, log_probabilities_out)
     log_probabilities = _log_softmax_from(values, largest, log_probabilities_out)
-    targets = class_targets.index_select(0, labels)
-    if kept is not None:
-        targets.mul_(kept.unsqueeze(1))  # ignored positions: an all-zero target
+    targets = gather_class_targets(class_targets, labels, kept)
     # torch.full, not new_tensor: no copy from the host, so no wait for the device.
     count = torch.full((), labels.numel(), device=labels.device) if kept is None else kept.sum()
     loss_sum = -_summed_product(log_probabilities, targets)
@@ -173,6 +173,25 @@ def class_target_cross_entropy(
         return targets.addcmul_(probabilities, mass, value=-1)
 
     return _mean(logits, loss_sum, count, negative_gradient)
+
+
+def gather_class_targets(
+    class_targets: torch.Tensor, labels: torch.Tensor, kept: torch.Tensor | None
+) -> torch.Tensor:
+    """``class_targets[labels]``, ``(P, C)``: each position's target row, all zero where
+    ``kept`` is False (an ignored position)."""
+    targets = class_targets.index_select(0, labels)
+    if kept is not None:
+        targets.mul_(kept.unsqueeze(1))
+    return targets
+
+
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in float32 when they are half or bfloat16: low-precision
+    log-probabilities would lose the soft targets' small mass."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        return logits.float()
+    return logits
 
 
 def accumulate_correct_predictions(

@@ -11,8 +11,10 @@ from loom.functional.checks import check_class_indices, check_fraction, every_in
 from loom.functional.collectives import all_reduce_sum
 from loom.functional.dense_cross_entropy import (
     accumulate_correct_predictions,
+    at_least_float32,
     class_target_cross_entropy,
     from_positions,
+    gather_class_targets,
     to_positions,
 )
 
@@ -137,10 +139,8 @@ class OnlineLabelSmoothingLoss(nn.Module):
                 keeps them; built here otherwise.
         """
         labels, kept = self._indices(logits, target)
-        rows = self.class_targets() if class_targets is None else class_targets
-        positions = to_positions(logits)
-        if positions.dtype in (torch.float16, torch.bfloat16):
-            positions = positions.float()  # low-precision log-probabilities lose the soft mass
+        rows = self._table(class_targets)
+        positions = at_least_float32(to_positions(logits))
         statistics = (self.accumulator.t(), self.counts) if self.training else None
         workspace = self._workspace(positions)  # None where it would not pay
         return class_target_cross_entropy(
@@ -194,10 +194,7 @@ class OnlineLabelSmoothingLoss(nn.Module):
         below float32. ``target`` and ``class_targets`` are as for :meth:`forward`.
         """
         labels, kept = self._indices(logits, target)
-        rows = self.class_targets() if class_targets is None else class_targets
-        targets = rows.index_select(0, labels)
-        if kept is not None:
-            targets.mul_(kept.unsqueeze(1))  # ignored positions: all zero
+        targets = gather_class_targets(self._table(class_targets), labels, kept)
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return from_positions(targets, logits.shape).to(dtype)
 
@@ -256,6 +253,10 @@ class OnlineLabelSmoothingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, n_classes={self.n_classes}"
+
+    def _table(self, class_targets: torch.Tensor | None) -> torch.Tensor:
+        """The class targets a caller kept, or the current matrix's."""
+        return self.class_targets() if class_targets is None else class_targets
 
     def _indices(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> ClassIndices:
         return target if isinstance(target, ClassIndices) else self.check_targets(logits, target)
