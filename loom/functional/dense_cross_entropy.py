@@ -19,14 +19,18 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "REDUCTIONS",
     "accumulate_correct_predictions",
     "at_least_float32",
+    "check_reduction",
     "class_target_cross_entropy",
     "dense_cross_entropy",
     "from_positions",
     "gather_class_targets",
     "label_is_prediction",
+    "position_losses",
     "to_positions",
+    "zero_when_nothing_counts",
 ]
 
 
@@ -42,14 +46,26 @@ less there than counting the maxima (2.5 against 7.7 us at 64 x 10; 16 against 9
 128 x 100)."""
 
 
-class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
-    """Hands autograd a mean loss whose gradient the forward pass already computed.
+REDUCTIONS = ("mean", "sum", "none")
+"""The reductions of every loss in loom, as in ``torch.nn.functional.cross_entropy``."""
+
+
+def check_reduction(reduction: object) -> str:
+    """``reduction`` when it is one of :data:`REDUCTIONS`; a ValueError naming it otherwise."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} must be 'mean', 'sum' or 'none'.")
+    return reduction
+
+
+class _ReducedLossWithPrecomputedGradient(torch.autograd.Function):
+    """Hands autograd a summed or mean loss whose gradient the forward pass already computed.
 
     ``negative_gradient`` holds ``t - p * sum(t)`` per position, minus the gradient of
     the summed loss; the backward pass scales it in place and returns it, so that the
     loss allocates no buffer of its own for the gradient. The buffer is then spent:
     a second backward pass through the same loss is refused, and so is one that would
     differentiate the gradient again (``create_graph=True``), which this form cannot.
+    ``count``: the mean's divisor, or None for the sum.
     """
 
     @staticmethod
@@ -57,12 +73,12 @@ class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
         ctx: Any,
         logits: torch.Tensor,
         loss_sum: torch.Tensor,
-        count: torch.Tensor,
+        count: torch.Tensor | None,
         negative_gradient: torch.Tensor,
     ) -> torch.Tensor:
         ctx.save_for_backward(negative_gradient, count)
         ctx.spent = False
-        return loss_sum / count
+        return loss_sum.clone() if count is None else _mean_of(loss_sum, count)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -81,30 +97,49 @@ class _MeanLossWithPrecomputedGradient(torch.autograd.Function):
             )
         ctx.spent = True
         negative_gradient, count = ctx.saved_tensors
-        # With nothing counted the gradient is zero, as torch's: 0/0 would make it NaN.
-        scale = grad_output / count.clamp(min=1)
+        scale = grad_output if count is None else _mean_of(grad_output, count)
         return negative_gradient.mul_(-scale), None, None, None
 
 
-def dense_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean of ``-sum_c targets_c * log_softmax(logits)_c`` over positions whose target
-    is not all zero.
+def zero_when_nothing_counts(mean: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """A mean loss that torch computed, made 0 where ``count``, its divisor, is 0: the
+    loss of a batch whose every position is ignored is 0 in loom, NaN (0/0) in torch.
+    The gradient is zero in both."""
+    return mean.masked_fill(count == 0, 0.0)
+
+
+def _mean_of(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``total / count``, and 0 when nothing counted (0/0 would be NaN): the loss of a
+    batch whose every position is ignored is 0, with a zero gradient."""
+    return total / count.clamp(min=1)
+
+
+def dense_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """``-sum_c targets_c * log_softmax(logits)_c`` at each position, reduced.
 
     Args:
         logits: ``(N, C, ...)``, float32 or float64.
         targets: The logits' shape and dtype.
+        reduction: ``"mean"`` over the positions whose target is not all zero (0 when
+            there is none), ``"sum"``, or ``"none"`` (shape ``(N, ...)``, 0 at ignored
+            positions), as ``F.cross_entropy``'s with ``ignore_index``.
 
-    Returns:
-        A scalar: NaN when every row's target is all zero (its gradient is then zero).
-        Small logits (see :data:`ONE_PASS_FROM`), and targets that require a gradient,
-        go through torch's own log-softmax, which also gives the targets theirs.
+    Small logits (see :data:`ONE_PASS_FROM`), ``reduction="none"`` and targets that
+    require a gradient go through torch's own log-softmax, which also gives the targets
+    theirs. A batch with nothing counted has a zero gradient either way.
     """
-    if logits.numel() < ONE_PASS_FROM or (targets.requires_grad and torch.is_grad_enabled()):
+    if (
+        reduction == "none"
+        or logits.numel() < ONE_PASS_FROM
+        or (targets.requires_grad and torch.is_grad_enabled())
+    ):
         # Autograd's way: fewer operations, and a gradient for targets that want one.
-        count = targets.any(dim=1).sum()
-        mean = F.cross_entropy(logits, targets, reduction="sum") / count.clamp(min=1)
-        # No row counts: a NaN loss with a zero gradient, as below (0/0 would give NaN).
-        return mean.masked_fill(count == 0, float("nan"))
+        if reduction == "none":
+            return position_losses(logits, targets)
+        total = F.cross_entropy(logits, targets, reduction="sum")
+        return _mean_of(total, targets.any(dim=1).sum()) if reduction == "mean" else total
     logits, targets = to_positions(logits), to_positions(targets)
     values = logits.detach()
     probabilities = values.softmax(dim=1)
@@ -117,7 +152,15 @@ def dense_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
         # Written over the probabilities, which are not needed after it: no new buffer.
         return torch.addcmul(targets, probabilities, mass, value=-1, out=probabilities)
 
-    return _mean(logits, loss_sum, _counted_rows(targets), negative_gradient)
+    count = _counted_rows(targets) if reduction == "mean" else None
+    return _reduced(logits, loss_sum, count, negative_gradient)
+
+
+def position_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Autograd's ``-sum_c targets_c * log_softmax(logits)_c`` at each position,
+    ``(N, ...)``: 0 where a target is all zero, as torch's loss of class indices is at
+    ignored positions (its -0 made +0)."""
+    return F.cross_entropy(logits, targets, reduction="none") + 0.0
 
 
 def class_target_cross_entropy(
@@ -127,8 +170,10 @@ def class_target_cross_entropy(
     class_targets: torch.Tensor,
     statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
     workspace: tuple[torch.Tensor, torch.Tensor] | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean cross-entropy against ``class_targets[labels]``, the target rows of a class table.
+    """Cross-entropy against ``class_targets[labels]``, the target rows of a class table,
+    summed or averaged over the kept positions.
 
     Args:
         logits: ``(P, C)``, float32 or float64.
@@ -140,9 +185,11 @@ def class_target_cross_entropy(
         workspace: Two buffers of the logits' shape and dtype that the forward pass
             may overwrite (for the probabilities and the log-probabilities, which
             die with it), kept by a caller that calls it every step.
+        reduction: ``"mean"`` (0 when no position is kept, with a zero gradient) or
+            ``"sum"``.
 
     Returns:
-        A scalar: NaN when no position is kept (its gradient is then zero).
+        A scalar.
     """
     values = logits.detach()
     probabilities_out, log_probabilities_out = (None, None) if workspace is None else workspace
@@ -153,8 +200,13 @@ def class_target_cross_entropy(
         correct = label_is_prediction(probabilities, labels, largest, log_probabilities_out)
     log_probabilities = _log_softmax_from(values, largest, log_probabilities_out)
     targets = gather_class_targets(class_targets, labels, kept)
-    # torch.full, not new_tensor: no copy from the host, so no wait for the device.
-    count = torch.full((), labels.numel(), device=labels.device) if kept is None else kept.sum()
+    if reduction == "sum":
+        count = None
+    elif kept is None:
+        # torch.full, not new_tensor: no copy from the host, so no wait for the device.
+        count = torch.full((), labels.numel(), device=labels.device)
+    else:
+        count = kept.sum()
     loss_sum = -_summed_product(log_probabilities, targets)
     if statistics is not None:
         # The log-probabilities are spent: their buffer can take the weighted probabilities.
@@ -172,7 +224,7 @@ def class_target_cross_entropy(
             mass = targets.sum(dim=1, keepdim=True)
         return targets.addcmul_(probabilities, mass, value=-1)
 
-    return _mean(logits, loss_sum, count, negative_gradient)
+    return _reduced(logits, loss_sum, count, negative_gradient)
 
 
 def gather_class_targets(
@@ -277,16 +329,17 @@ def _log_softmax_from(
     return torch.sub(logits, log_normaliser, out=out)
 
 
-def _mean(
+def _reduced(
     logits: torch.Tensor,
     loss_sum: torch.Tensor,
-    count: torch.Tensor,
+    count: torch.Tensor | None,
     negative_gradient: Callable[[], torch.Tensor],
 ) -> torch.Tensor:
-    """``loss_sum / count``, with its gradient attached when the logits want one."""
+    """The mean (``loss_sum / count``) or, when ``count`` is None, the sum, with its
+    gradient attached when the logits want one."""
     if not (logits.requires_grad and torch.is_grad_enabled()):
-        return loss_sum / count
-    return _MeanLossWithPrecomputedGradient.apply(logits, loss_sum, count, negative_gradient())
+        return loss_sum if count is None else _mean_of(loss_sum, count)
+    return _ReducedLossWithPrecomputedGradient.apply(logits, loss_sum, count, negative_gradient())
 
 
 def _counted_rows(targets: torch.Tensor) -> torch.Tensor:

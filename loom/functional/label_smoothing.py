@@ -85,13 +85,17 @@ def smooth_labels(
 
     The convention of ``F.cross_entropy(label_smoothing=...)``, Composer and timm:
     the smoothing mass is spread over all ``C`` classes, the true one included.
+    Dense targets get Composer's ``(1 - smoothing) * targets + smoothing / C``, row by
+    row, whatever a row sums to (``[1, 1, 0, 0]`` with 0.2 gives ``[.85, .85, .05, .05]``),
+    except that a row that is all zero, loom's mark of an ignored position, stays
+    all zero.
 
     Args:
         logits: The model's outputs, ``(N, C, ...)``; only their shape, dtype and
             device are used.
         target: Class indices of shape ``(N, ...)`` (any integer dtype), or dense
-            targets with the shape of ``logits`` (one-hot or already soft), to which
-            the same convex combination is applied.
+            targets with the shape of ``logits`` (one-hot, already soft, or any
+            non-negative weights), to which the same formula is applied.
         smoothing: In [0, 1]: 0 gives the one-hot targets, 1 the uniform distribution.
         ignore_index: Index positions equal to it get an all-zero target, which
             :func:`soft_cross_entropy` leaves out of its mean. Dense rows that are
@@ -118,6 +122,9 @@ def smooth_labels(
         >>> smooth_labels(logits, torch.tensor([1, -100]), smoothing=0.2)
         tensor([[0.0500, 0.8500, 0.0500, 0.0500],
                 [0.0000, 0.0000, 0.0000, 0.0000]])
+        >>> smooth_labels(logits, torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0] * 4]), smoothing=0.2)
+        tensor([[0.8500, 0.8500, 0.0500, 0.0500],
+                [0.0000, 0.0000, 0.0000, 0.0000]])
     """
     smoothing = check_fraction(smoothing, "smoothing")
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
@@ -130,9 +137,10 @@ def smooth_labels(
     num_classes = logits.shape[1]
     dtype = torch.promote_types(logits.dtype, torch.float32)
     if target.shape == logits.shape and target.is_floating_point():
-        # Scaling the uniform part by each row's mass keeps all-zero (ignored) rows at zero.
-        mass = target.sum(dim=1, keepdim=True, dtype=dtype)
-        return torch.add(target * (1 - smoothing), mass, alpha=smoothing / num_classes).to(dtype)
+        target = target.to(dtype)
+        # The uniform part goes to every row but the all-zero (ignored) ones.
+        counted = (target.amax(dim=1, keepdim=True) != 0) | (target.amin(dim=1, keepdim=True) != 0)
+        return torch.add(target * (1 - smoothing), counted, alpha=smoothing / num_classes)
     index_shape = (logits.shape[0], *logits.shape[2:])
     if target.shape != index_shape:
         raise ValueError(

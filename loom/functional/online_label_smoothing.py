@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -12,13 +12,28 @@ from loom.functional.collectives import all_reduce_sum
 from loom.functional.dense_cross_entropy import (
     accumulate_correct_predictions,
     at_least_float32,
+    check_reduction,
     class_target_cross_entropy,
     from_positions,
     gather_class_targets,
+    position_losses,
     to_positions,
 )
 
 __all__ = ["ClassIndices", "OnlineLabelSmoothingLoss"]
+
+FIRST_EPOCH_MATRICES = ("label_smoothing", "zero", "uniform")
+"""What the matrix holds before any epoch has ended: the reference criterion's label
+smoothing, the authors' CIFAR code's zeros (epoch 1 trains on ``alpha * CE`` alone),
+their fine-grained code's uniform ``1 / C``."""
+
+EMPTY_COLUMNS = ("zero", "keep", "uniform")
+"""What :meth:`OnlineLabelSmoothingLoss.next_epoch` gives a class with no correct
+prediction in the epoch: the reference criterion's zero column, its previous column,
+or the authors' uniform ``1 / C``."""
+
+# The reference criterion's buffer names, and loom's for the same tensors.
+_REFERENCE_BUFFERS = {"supervise": "matrix", "update": "accumulator", "idx_count": "counts"}
 
 
 class ClassIndices(NamedTuple):
@@ -45,14 +60,19 @@ class OnlineLabelSmoothingLoss(nn.Module):
     cross-entropy against ``alpha * onehot(y) + (1 - alpha) * S[:, y]`` (cross-entropy is
     linear in its target).
 
-    A drop-in for the widely used ``OnlineLabelSmoothing`` criterion: same arguments,
-    ``forward(logits, target)`` returns the mean loss, ``next_epoch()`` advances the
-    matrix, statistics accumulate only in ``train()`` mode, and the matrix and the
-    accumulators are buffers in ``state_dict``. Its losses and matrices equal that
-    criterion's whenever every class had at least one correct prediction in the epoch.
-    It differs on purpose in two ways: a class with no correct prediction keeps its
-    previous column (instead of an all-zero one, which silently drops its soft loss),
-    and a ``next_epoch()`` with nothing accumulated leaves the matrix as it is.
+    A drop-in for the widely used ``OnlineLabelSmoothing`` criterion
+    (ankandrew/online-label-smoothing-pt): the same arguments in the same order
+    (``alpha, n_classes, smoothing, warmup, ls_as_hard``), ``forward(logits, target)``
+    returns the mean loss, ``next_epoch()`` advances the matrix, statistics accumulate
+    only in ``train()`` mode and after ``warmup`` epochs, and the matrix and the
+    accumulators are buffers in ``state_dict``; a state dict saved by that criterion
+    (``supervise``, ``update``, ``idx_count``) loads as it is. With the default options
+    its losses and matrices are that criterion's. Options reproduce the paper authors'
+    code instead (zhangchbin/OnlineLabelSmoothing): ``first_epoch="zero"`` and
+    ``empty_column="uniform"`` are their CIFAR script's, ``first_epoch="uniform"``
+    with ``empty_column="uniform"`` their fine-grained one's; ``empty_column="keep"``
+    keeps a class's previous column when it had no correct prediction, so that its
+    soft loss does not vanish for an epoch.
 
     Nothing derived from the matrix is cached between calls: the per-class targets are
     built from it on every call (a ``C x C`` computation). A loop that calls it every
@@ -64,23 +84,37 @@ class OnlineLabelSmoothingLoss(nn.Module):
 
     The forward pass computes one softmax and uses it three times: for the loss (with
     the log-softmax read off it), for the gradient, which it forms there
-    (``p - alpha * onehot(y) - (1 - alpha) * S[:, y]``, so the backward pass only
-    scales it), and for the statistics. The backward pass runs once per forward and
-    not under ``create_graph=True`` (both refused with a message).
+    (``p * sum(t) - t`` for the target ``t``, so the backward pass only scales it), and
+    for the statistics. The backward pass runs once per forward and not under
+    ``create_graph=True`` (both refused with a message).
 
     Beyond that criterion: statistics are kept in float32 whatever the autocast dtype;
     no step waits for the device (each sample is weighted by its 0/1 correctness instead
     of being selected by a boolean mask); positions equal to ``ignore_index`` are
-    skipped; logits ``(N, C, ...)`` count one sample per position; and when
-    ``torch.distributed`` is initialised, :meth:`next_epoch` sums the statistics over
-    all processes first (one all-reduce), so every process holds the same matrix, one
-    that does not depend on the number of processes. Every process must then call it.
+    skipped; logits ``(N, C, ...)`` count one sample per position; ``reduction`` is
+    torch's; and when ``torch.distributed`` is initialised, :meth:`next_epoch` sums the
+    statistics over all processes first (one all-reduce), so every process holds the
+    same matrix, one that does not depend on the number of processes. Every process
+    must then call it.
 
     Args:
         alpha: Weight of the hard-label cross-entropy, in [0, 1]; the paper uses 0.5.
         n_classes: The number of classes ``C``, at least 2.
-        smoothing: The first epoch's label smoothing, in [0, 1].
+        smoothing: The first epoch's label smoothing, in [0, 1] (``1 - smoothing`` on
+            the diagonal, ``smoothing / (C - 1)`` elsewhere); also the hard loss's
+            with ``ls_as_hard``.
+        warmup: Epochs (calls of :meth:`next_epoch`) before statistics are accumulated;
+            until then the matrix stays the first epoch's.
+        ls_as_hard: The hard loss against label-smoothed targets (``1 - smoothing``
+            on the true class, ``smoothing / (C - 1)`` on the others) instead of one-hot.
         ignore_index: Target positions equal to it count in neither loss nor statistics.
+        first_epoch: The matrix before any statistics: ``"label_smoothing"`` (the
+            reference's), ``"zero"`` or ``"uniform"`` (see :data:`FIRST_EPOCH_MATRICES`).
+        empty_column: What a class with no correct prediction in an epoch gets:
+            ``"zero"`` (the reference's), ``"keep"`` or ``"uniform"`` (see
+            :data:`EMPTY_COLUMNS`).
+        reduction: ``"mean"`` over the positions not ignored (0 when there is none),
+            ``"sum"``, or ``"none"`` (one loss per position, shape ``(N, ...)``).
 
     Examples:
         >>> import torch
@@ -90,8 +124,8 @@ class OnlineLabelSmoothingLoss(nn.Module):
         >>> criterion.next_epoch()
         >>> criterion.matrix[:, 0]  # class 0's soft label: its correct sample's softmax
         tensor([0.9647, 0.0177, 0.0177])
-        >>> criterion.matrix[:, 2]  # class 2 had no correct prediction: kept
-        tensor([0.0500, 0.0500, 0.9000])
+        >>> criterion.matrix[:, 2]  # class 2 had no correct prediction: zero
+        tensor([0., 0., 0.])
     """
 
     matrix: torch.Tensor
@@ -104,23 +138,38 @@ class OnlineLabelSmoothingLoss(nn.Module):
         alpha: float = 0.5,
         n_classes: int | None = None,
         smoothing: float = 0.1,
+        warmup: int = 0,
+        ls_as_hard: bool = False,
+        *,
         ignore_index: int = -100,
+        first_epoch: Literal["label_smoothing", "zero", "uniform"] = "label_smoothing",
+        empty_column: Literal["zero", "keep", "uniform"] = "zero",
+        reduction: Literal["mean", "sum", "none"] = "mean",
     ):
         super().__init__()
         self.alpha = check_fraction(alpha, "alpha")
         if type(n_classes) is not int or n_classes < 2:
             raise ValueError(f"n_classes={n_classes!r} must be an int >= 2.")
-        smoothing = check_fraction(smoothing, "smoothing")
+        self.smoothing = check_fraction(smoothing, "smoothing")
+        if type(warmup) is not int or warmup < 0:
+            raise ValueError(f"warmup={warmup!r} must be an int >= 0 (epochs).")
+        if not isinstance(ls_as_hard, bool):
+            raise TypeError(f"ls_as_hard={ls_as_hard!r} must be True or False.")
+        _check_choice(first_epoch, "first_epoch", FIRST_EPOCH_MATRICES)
+        _check_choice(empty_column, "empty_column", EMPTY_COLUMNS)
         self.n_classes = n_classes
+        self.warmup, self.ls_as_hard = warmup, ls_as_hard
         self.ignore_index = ignore_index
-        initial = torch.full((n_classes, n_classes), smoothing / (n_classes - 1))
-        initial.fill_diagonal_(1 - smoothing)
+        self.first_epoch, self.empty_column = first_epoch, empty_column
+        self.reduction = check_reduction(reduction)
+        initial = self._first_epoch_matrix()
         # Both are stored class by class in memory (their transposes are contiguous): a
         # batch reads its classes' targets, and adds to its classes' sums, as whole rows.
         self.register_buffer("matrix", initial.t().contiguous().t())
         self.register_buffer("accumulator", torch.zeros(n_classes, n_classes).t())
         self.register_buffer("counts", torch.zeros(n_classes))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self._collecting = warmup == 0  # follows the epoch count: no device read per step
         self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(
@@ -141,11 +190,33 @@ class OnlineLabelSmoothingLoss(nn.Module):
         labels, kept = self._indices(logits, target)
         rows = self._table(class_targets)
         positions = at_least_float32(to_positions(logits))
-        statistics = (self.accumulator.t(), self.counts) if self.training else None
+        collecting = self.training and self._collecting
+        statistics = (self.accumulator.t(), self.counts) if collecting else None
+        if self.reduction == "none":
+            return self._position_losses(logits, positions, labels, kept, rows, statistics)
         workspace = self._workspace(positions)  # None where it would not pay
         return class_target_cross_entropy(
-            positions, labels, kept, rows.to(positions.dtype), statistics, workspace
+            positions, labels, kept, rows.to(positions.dtype), statistics, workspace, self.reduction
         )
+
+    def _position_losses(
+        self,
+        logits: torch.Tensor,
+        positions: torch.Tensor,
+        labels: torch.Tensor,
+        kept: torch.Tensor | None,
+        rows: torch.Tensor,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """``reduction="none"``: autograd's cross-entropy at each position, ``(N, ...)``."""
+        targets = gather_class_targets(rows.to(positions.dtype), labels, kept)
+        losses = position_losses(positions, targets)
+        if statistics is not None:
+            probabilities = positions.detach().softmax(dim=1)
+            accumulate_correct_predictions(
+                probabilities, labels, kept, *statistics, scratch=probabilities
+            )
+        return losses.reshape(logits.shape[0], *logits.shape[2:])
 
     def check_targets(self, logits: torch.Tensor, target: torch.Tensor) -> ClassIndices:
         """Checks ``target`` against ``logits`` and flattens it, for the other methods.
@@ -176,9 +247,16 @@ class OnlineLabelSmoothingLoss(nn.Module):
         return ClassIndices(torch.where(kept, target, 0).reshape(-1).long(), kept.reshape(-1))
 
     def class_targets(self) -> torch.Tensor:
-        """Row ``c``: class ``c``'s whole target, ``alpha * onehot(c) + (1 - alpha) * S[:, c]``."""
+        """Row ``c``: class ``c``'s whole target, ``alpha * hard(c) + (1 - alpha) * S[:, c]``,
+        where ``hard(c)`` is the one-hot label (or, with ``ls_as_hard``, its label
+        smoothing)."""
         targets = self.matrix.t() * (1 - self.alpha)  # contiguous rows, as the matrix is stored
-        targets.diagonal().add_(self.alpha)
+        if self.ls_as_hard:
+            off = self.smoothing / (self.n_classes - 1)
+            targets.add_(self.alpha * off)
+            targets.diagonal().add_(self.alpha * (1 - self.smoothing - off))
+        else:
+            targets.diagonal().add_(self.alpha)
         return targets
 
     def soft_targets(
@@ -199,7 +277,10 @@ class OnlineLabelSmoothingLoss(nn.Module):
         return from_positions(targets, logits.shape).to(dtype)
 
     def accumulate(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> None:
-        """Adds the correctly predicted samples' probabilities to their classes' columns."""
+        """Adds the correctly predicted samples' probabilities to their classes' columns
+        (in ``train()`` mode or not; during ``warmup``, nothing)."""
+        if not self._collecting:
+            return
         labels, kept = self._indices(logits, target)
         # From detached logits, so no graph is built (a no_grad context costs more).
         probabilities = to_positions(logits.detach()).float().softmax(dim=1)
@@ -211,17 +292,49 @@ class OnlineLabelSmoothingLoss(nn.Module):
     def next_epoch(self) -> None:
         """Makes each column of the matrix the mean of what it gathered, then starts over.
 
-        A column with nothing gathered keeps its values. Under ``torch.distributed`` the
+        A column with nothing gathered becomes what ``empty_column`` says. During
+        ``warmup`` the matrix is left as it is. Under ``torch.distributed`` the
         statistics are summed over all processes first; every process must call this.
         """
-        # One packed (C + 1) x C buffer, summed over every process of a torchrun job.
-        statistics = all_reduce_sum(torch.cat([self.accumulator, self.counts.unsqueeze(0)]))
-        accumulator, counts = statistics[:-1], statistics[-1]
-        means = accumulator / counts.clamp(min=1)
-        self.matrix.copy_(torch.where(counts > 0, means, self.matrix))
-        self.accumulator.zero_()
-        self.counts.zero_()
+        if self._collecting:
+            # One packed (C + 1) x C buffer, summed over every process of a torchrun job.
+            statistics = all_reduce_sum(torch.cat([self.accumulator, self.counts.unsqueeze(0)]))
+            accumulator, counts = statistics[:-1], statistics[-1]
+            means = accumulator / counts.clamp(min=1)  # a column with nothing: zero
+            if self.empty_column == "zero":
+                self.matrix.copy_(means)
+            else:
+                empty = self.matrix if self.empty_column == "keep" else 1 / self.n_classes
+                self.matrix.copy_(torch.where(counts > 0, means, empty))
+            self.accumulator.zero_()
+            self.counts.zero_()
         self.epoch += 1
+        self._collecting = self._collecting or self.warmup <= self._epochs_ended()
+
+    def _epochs_ended(self) -> int:
+        """The epoch counter, read from its buffer (once per epoch: it may be on a GPU)."""
+        return int(self.epoch)
+
+    def _first_epoch_matrix(self) -> torch.Tensor:
+        size = self.n_classes
+        if self.first_epoch == "zero":
+            return torch.zeros(size, size)
+        if self.first_epoch == "uniform":
+            return torch.full((size, size), 1 / size)
+        initial = torch.full((size, size), self.smoothing / (size - 1))
+        return initial.fill_diagonal_(1 - self.smoothing)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        names = {prefix + old: prefix + new for old, new in _REFERENCE_BUFFERS.items()}
+        if all(name in state_dict for name in names) and prefix + "matrix" not in state_dict:
+            # Saved by the reference criterion: the same tensors in the same layout
+            # (column c for class c) under its names. It keeps no epoch count in its
+            # state dict, so this module's stays as it is.
+            for old, new in names.items():
+                state_dict[new] = state_dict.pop(old)
+            state_dict.setdefault(prefix + "epoch", self.epoch.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._collecting = self.warmup <= self._epochs_ended()
 
     def _workspace(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Two scratch buffers shaped like ``positions``, kept from one call to the next.
@@ -252,7 +365,23 @@ class OnlineLabelSmoothingLoss(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, n_classes={self.n_classes}"
+        options = {"alpha": self.alpha, "n_classes": self.n_classes, **self.variants()}
+        return ", ".join(f"{name}={value!r}" for name, value in options.items())
+
+    def variants(self) -> dict[str, Any]:
+        """The options set away from the reference criterion's defaults, by name."""
+        defaults = {
+            "warmup": 0,
+            "ls_as_hard": False,
+            "first_epoch": "label_smoothing",
+            "empty_column": "zero",
+            "reduction": "mean",
+        }
+        return {
+            name: getattr(self, name)
+            for name, default in defaults.items()
+            if getattr(self, name) != default
+        }
 
     def _table(self, class_targets: torch.Tensor | None) -> torch.Tensor:
         """The class targets a caller kept, or the current matrix's."""
@@ -260,3 +389,9 @@ class OnlineLabelSmoothingLoss(nn.Module):
 
     def _indices(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> ClassIndices:
         return target if isinstance(target, ClassIndices) else self.check_targets(logits, target)
+
+
+def _check_choice(value: object, argument: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{argument}={value!r} must be one of {listed}.")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loom.functional import smooth_labels, soft_cross_entropy
+from loom.functional import cross_entropy, smooth_labels, soft_cross_entropy
 
 SMOOTHINGS = [0.0, 0.1, 0.5, 1.0]
 
@@ -34,14 +34,15 @@ def test_index_targets_match_the_formula(logit_shape, num_classes, smoothing):
 
 
 @pytest.mark.parametrize("smoothing", SMOOTHINGS)
-def test_dense_targets_get_the_same_convex_combination(smoothing):
+def test_dense_targets_follow_composers_formula_whatever_their_rows_sum_to(smoothing):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 5, 2, generator=generator)
-    soft = torch.rand(6, 5, 2, generator=generator).softmax(dim=1)
-    soft[2] = 0  # an ignored sample stays ignored
-    expected = (1 - smoothing) * soft + smoothing / 5
+    dense = torch.rand(6, 5, 2, generator=generator) * 2  # rows summing to anything
+    dense[2] = 0  # an ignored sample stays ignored
+    dense[4, :, 1] = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0])  # a multi-label row, sum 2
+    expected = (1 - smoothing) * dense.double() + smoothing / 5  # Composer's, in float64
     expected[2] = 0
-    torch.testing.assert_close(smooth_labels(logits, soft, smoothing), expected)
+    torch.testing.assert_close(smooth_labels(logits, dense, smoothing).double(), expected)
     labels = torch.randint(0, 5, (6, 2), generator=generator)
     onehot = F.one_hot(labels, 5).movedim(-1, 1).float()
     torch.testing.assert_close(
@@ -49,21 +50,77 @@ def test_dense_targets_get_the_same_convex_combination(smoothing):
     )
 
 
-@pytest.mark.parametrize("smoothing", SMOOTHINGS)
-@pytest.mark.parametrize("shape", [(32, 10), (4, 6, 5, 5)])
-@pytest.mark.parametrize("with_ignored", [False, True])
-def test_loss_and_gradient_equal_fused_cross_entropy(shape, smoothing, with_ignored):
-    generator = torch.Generator().manual_seed(1)
-    logits = torch.randn(shape, generator=generator, dtype=torch.float64, requires_grad=True)
+def test_the_issues_example_of_a_row_that_does_not_sum_to_one():
+    smoothed = smooth_labels(torch.zeros(1, 4), torch.tensor([[1.0, 1.0, 0.0, 0.0]]), 0.2)
+    torch.testing.assert_close(smoothed, torch.tensor([[0.85, 0.85, 0.05, 0.05]]))
+
+
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+@pytest.mark.parametrize(
+    "shape",
+    [(32, 10), (4, 6, 5, 5), (64, 1100)],  # the last takes the paths for large logits
+)
+@pytest.mark.parametrize("ignored", ["none", "some", "all"])
+def test_every_reduction_equals_torchs_label_smoothing(shape, reduction, ignore_index, ignored):
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(shape, generator=generator, requires_grad=True)
     labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=generator)
-    if with_ignored:
-        labels.view(-1)[::3] = -100
-    ours = soft_cross_entropy(logits, smooth_labels(logits, labels, smoothing))
-    (our_gradient,) = torch.autograd.grad(ours, logits)
-    fused = F.cross_entropy(logits, labels, label_smoothing=smoothing, ignore_index=-100)
-    (fused_gradient,) = torch.autograd.grad(fused, logits)
-    torch.testing.assert_close(ours, fused)
-    torch.testing.assert_close(our_gradient, fused_gradient)
+    if ignore_index != -100:
+        labels[labels == ignore_index] = 0
+    if ignored == "some":
+        labels.view(-1)[::3] = ignore_index
+    elif ignored == "all":
+        labels.fill_(ignore_index)
+    fused = F.cross_entropy(
+        logits, labels, label_smoothing=0.1, ignore_index=ignore_index, reduction=reduction
+    )
+    (fused_gradient,) = torch.autograd.grad(fused.sum(), logits)
+    targets = smooth_labels(logits, labels, 0.1, ignore_index=ignore_index)
+    # The targets as smooth_labels made them (noted, so the fused path may take them),
+    # and a copy (the general dense path).
+    for form in (targets, targets.clone()):
+        ours = soft_cross_entropy(logits, form, reduction=reduction)
+        (our_gradient,) = torch.autograd.grad(ours.sum(), logits)
+        if reduction == "mean" and ignored == "all":
+            assert fused.isnan()  # torch's 0/0; loom's is 0, with torch's zero gradient
+            assert ours.item() == 0
+        else:
+            assert ours.shape == fused.shape
+            torch.testing.assert_close(ours, fused, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(our_gradient, fused_gradient, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_of_class_indices_reduces_as_torch_and_is_zero_when_all_ignored(reduction):
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 5, 3, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 5, (4, 3), generator=generator)
+    labels[0] = -100
+    expected = F.cross_entropy(logits, labels, reduction=reduction)
+    torch.testing.assert_close(cross_entropy(logits, labels, reduction), expected)
+    nothing = torch.full_like(labels, -100)
+    loss = cross_entropy(logits, nothing, reduction)
+    (gradient,) = torch.autograd.grad(loss.sum(), logits)
+    assert loss.abs().sum().item() == 0
+    assert gradient.abs().sum().item() == 0
+
+
+def test_a_diverged_model_still_has_a_nan_loss():
+    logits = torch.full((2, 3), float("nan"))
+    assert cross_entropy(logits, torch.tensor([0, -100])).isnan()
+    assert soft_cross_entropy(logits, torch.eye(3)[:2]).isnan()
+
+
+def test_an_unknown_reduction_is_named():
+    for loss in (cross_entropy, soft_cross_entropy):
+        with pytest.raises(ValueError, match=r"reduction='avg' must be 'mean', 'sum' or 'none'"):
+            loss(torch.zeros(2, 3), torch.eye(3)[:2], reduction="avg")
+    with pytest.raises(ValueError, match=r"reduction='avg' must be"):
+        cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), reduction="avg")
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])

@@ -8,24 +8,56 @@ from loom.functional import OnlineLabelSmoothingLoss
 
 
 class ReferenceOnlineLabelSmoothing:
-    """Written out from the method's description, with plain loops and masks."""
+    """Written out in float64 from the codes each variant follows, with plain loops.
 
-    def __init__(self, alpha, num_classes, smoothing):
-        self.alpha, self.num_classes = alpha, num_classes
-        self.matrix = torch.full(
-            (num_classes, num_classes), smoothing / (num_classes - 1), dtype=torch.float64
-        )
-        self.matrix.fill_diagonal_(1 - smoothing)
-        self.sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    The defaults are the reference criterion's (ankandrew/online-label-smoothing-pt);
+    ``first_epoch`` and ``empty_column`` are the variants of the paper authors' code
+    (zhangchbin/OnlineLabelSmoothing), and ``"keep"`` loom's own.
+    """
+
+    def __init__(
+        self,
+        alpha,
+        num_classes,
+        smoothing,
+        warmup=0,
+        ls_as_hard=False,
+        first_epoch="label_smoothing",
+        empty_column="zero",
+    ):
+        self.alpha, self.num_classes, self.smoothing = alpha, num_classes, smoothing
+        self.warmup, self.ls_as_hard, self.empty_column = warmup, ls_as_hard, empty_column
+        size = (num_classes, num_classes)
+        if first_epoch == "label_smoothing":
+            self.matrix = self.label_smoothing_matrix()
+        elif first_epoch == "zero":  # the CIFAR script: epoch 1 is alpha * CE alone
+            self.matrix = torch.zeros(size, dtype=torch.float64)
+        else:  # the fine-grained script
+            self.matrix = torch.full(size, 1 / num_classes, dtype=torch.float64)
+        self.sums = torch.zeros(size, dtype=torch.float64)
         self.counts = [0] * num_classes
+        self.epoch = 0
 
-    def loss(self, logits, labels):
+    def label_smoothing_matrix(self):
+        classes, s = self.num_classes, self.smoothing
+        matrix = torch.full((classes, classes), s / (classes - 1), dtype=torch.float64)
+        return matrix.fill_diagonal_(1 - s)
+
+    def per_position_losses(self, logits, labels):
         log_probs = logits.double().log_softmax(dim=1)
-        hard = -log_probs[torch.arange(len(labels)), labels].mean()
-        soft = -(self.matrix[:, labels].t() * log_probs).sum(dim=1).mean()
+        if self.ls_as_hard:  # the reference's LabelSmoothingLoss: s / (C - 1) off the label
+            hard = -(self.label_smoothing_matrix()[:, labels].t() * log_probs).sum(dim=1)
+        else:
+            hard = -log_probs[torch.arange(len(labels)), labels]
+        soft = -(self.matrix[:, labels].t() * log_probs).sum(dim=1)
         return self.alpha * hard + (1 - self.alpha) * soft
 
+    def loss(self, logits, labels):
+        return self.per_position_losses(logits, labels).mean()
+
     def observe(self, logits, labels):
+        if self.epoch < self.warmup:
+            return
         probabilities = logits.double().softmax(dim=1)
         for row, label in zip(probabilities, labels.tolist(), strict=True):
             if row.argmax().item() == label:
@@ -33,21 +65,32 @@ class ReferenceOnlineLabelSmoothing:
                 self.counts[label] += 1
 
     def next_epoch(self):
-        for c in range(self.num_classes):
-            if self.counts[c]:
-                self.matrix[:, c] = self.sums[:, c] / self.counts[c]
-        self.sums.zero_()
-        self.counts = [0] * self.num_classes
+        if self.epoch >= self.warmup:
+            for c in range(self.num_classes):
+                if self.counts[c]:
+                    self.matrix[:, c] = self.sums[:, c] / self.counts[c]
+                elif self.empty_column == "zero":
+                    self.matrix[:, c] = 0
+                elif self.empty_column == "uniform":
+                    self.matrix[:, c] = 1 / self.num_classes
+            self.sums.zero_()
+            self.counts = [0] * self.num_classes
+        self.epoch += 1
 
 
-def seeded_batches(epochs=3, batches=4, size=64, num_classes=5, seed=0):
+def seeded_batches(epochs=3, batches=4, size=64, num_classes=5, seed=0, never_right=None):
+    """Batches of logits and labels, most predictions correct. ``never_right``:
+    ``(epoch, class)``, a class with no correct prediction in that epoch."""
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    for epoch_index in range(epochs):
         epoch = []
         for _ in range(batches):
             labels = torch.randint(0, num_classes, (size,), generator=generator)
             logits = torch.randn(size, num_classes, generator=generator) * 2
             logits[torch.arange(size), labels] += 1.5  # most, not all, predictions correct
+            if never_right is not None and never_right[0] == epoch_index:
+                wrong = labels == never_right[1]
+                logits[wrong, never_right[1]] = -10.0
             epoch.append((logits, labels))
         yield epoch
 
@@ -81,17 +124,151 @@ def test_eval_mode_leaves_the_statistics_alone():
     assert criterion.accumulator.abs().sum() == 0
 
 
-def test_a_class_without_correct_predictions_keeps_its_column_and_empty_epochs_change_nothing():
-    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=3, smoothing=0.3)
+VARIANTS = {
+    "the reference criterion": {},
+    "its warmup": {"warmup": 1},
+    "its label smoothing as the hard loss": {"ls_as_hard": True},
+    "the authors' CIFAR code": {"first_epoch": "zero", "empty_column": "uniform"},
+    "the authors' fine-grained code": {"first_epoch": "uniform", "empty_column": "uniform"},
+    "loom's kept column": {"empty_column": "keep"},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
+def test_every_variant_follows_its_float64_reference(variant):
+    # Class 3 has no correct prediction in the second epoch, so the empty-column rule acts.
+    criterion = OnlineLabelSmoothingLoss(0.4, 5, 0.2, **variant)
+    reference = ReferenceOnlineLabelSmoothing(0.4, 5, 0.2, **variant)
+    for epoch in seeded_batches(never_right=(1, 3)):
+        for logits, labels in epoch:
+            expected = reference.loss(logits, labels)
+            reference.observe(logits, labels)
+            torch.testing.assert_close(
+                criterion(logits, labels).double(), expected, rtol=1e-5, atol=1e-6
+            )
+        criterion.next_epoch()
+        reference.next_epoch()
+        torch.testing.assert_close(
+            criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
+        )
+    assert reference.counts == [0] * 5  # (the reference's own state, for the record)
+
+
+@pytest.mark.parametrize(
+    ("empty_column", "expected"),
+    [("zero", torch.zeros(3)), ("uniform", torch.full((3,), 1 / 3)), ("keep", None)],
+)
+def test_a_class_without_correct_predictions_gets_its_empty_column(empty_column, expected):
+    criterion = OnlineLabelSmoothingLoss(0.5, 3, 0.3, empty_column=empty_column)
     initial = criterion.matrix.clone()
     logits = torch.tensor([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
     criterion(logits, torch.tensor([0, 2]))  # class 0 right; class 2 wrong; class 1 unseen
     criterion.next_epoch()
     torch.testing.assert_close(criterion.matrix[:, 0], logits[0].softmax(dim=0))
-    torch.testing.assert_close(criterion.matrix[:, 1:], initial[:, 1:])
+    for unlearned in (1, 2):
+        wanted = initial[:, unlearned] if expected is None else expected
+        torch.testing.assert_close(criterion.matrix[:, unlearned], wanted)
+
+
+def test_with_kept_columns_an_epoch_with_nothing_gathered_changes_nothing():
+    criterion = OnlineLabelSmoothingLoss(0.5, 3, 0.3, empty_column="keep")
+    criterion(torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0]))
+    criterion.next_epoch()
     learned = criterion.matrix.clone()
     criterion.next_epoch()
-    torch.testing.assert_close(criterion.matrix, learned)
+    torch.testing.assert_close(criterion.matrix, learned, rtol=0, atol=0)
+
+
+def test_warmup_epochs_gather_nothing_and_keep_the_first_matrix():
+    criterion = OnlineLabelSmoothingLoss(0.5, 3, 0.3, warmup=2)
+    initial = criterion.matrix.clone()
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    labels = torch.tensor([0, 1, 2])
+    for _ in range(2):
+        criterion(logits, labels)
+        criterion.accumulate(logits, labels)  # the algorithm's path, too
+        assert criterion.counts.sum() == 0
+        criterion.next_epoch()
+        torch.testing.assert_close(criterion.matrix, initial, rtol=0, atol=0)
+    criterion(logits, labels)  # the third epoch gathers
+    assert criterion.counts.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_reductions_follow_the_reference_per_position(reduction):
+    criterion = OnlineLabelSmoothingLoss(0.5, 5, 0.1, reduction=reduction)
+    reference = ReferenceOnlineLabelSmoothing(0.5, 5, 0.1)
+    for logits, labels in next(seeded_batches(epochs=1)):
+        expected = reference.per_position_losses(logits, labels)
+        reference.observe(logits, labels)
+        loss = criterion(logits, labels)
+        if reduction == "sum":
+            expected = expected.sum()
+        torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
+    criterion.next_epoch()
+    reference.next_epoch()
+    torch.testing.assert_close(criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7)
+
+
+def test_reductions_of_positions_with_ignored_targets():
+    generator = torch.Generator().manual_seed(5)
+    logits = (torch.randn(2, 4, 3, 3, generator=generator) * 3).requires_grad_()
+    labels = torch.randint(0, 4, (2, 3, 3), generator=generator)
+    labels[1, :, 0] = -100
+    per_position = OnlineLabelSmoothingLoss(0.5, 4, reduction="none").eval()(logits, labels)
+    assert per_position.shape == (2, 3, 3)
+    assert per_position[1, :, 0].abs().sum() == 0
+    summed = OnlineLabelSmoothingLoss(0.5, 4, reduction="sum").eval()(logits, labels)
+    mean = OnlineLabelSmoothingLoss(0.5, 4).eval()(logits, labels)
+    torch.testing.assert_close(summed, per_position.sum())
+    torch.testing.assert_close(mean, per_position.sum() / (labels != -100).sum())
+    everything_ignored = torch.full_like(labels, -100)
+    for reduction in ("mean", "sum"):
+        loss = OnlineLabelSmoothingLoss(0.5, 4, reduction=reduction)(logits, everything_ignored)
+        (gradient,) = torch.autograd.grad(loss, logits)
+        assert loss.item() == 0
+        assert gradient.abs().sum() == 0
+
+
+def test_a_state_dict_saved_by_the_reference_criterion_loads():
+    """The reference's layout, as its code documents it: ``supervise`` (column c is class
+    c's soft label), ``update`` (column c sums class c's correct predictions),
+    ``idx_count`` (their number per class); it saves no epoch count."""
+    generator = torch.Generator().manual_seed(0)
+    supervise = torch.rand(4, 4, generator=generator).softmax(dim=0)
+    update = torch.rand(4, 4, generator=generator) * 3
+    update[:, 1] = 0  # class 1: no correct prediction so far
+    idx_count = torch.tensor([3.0, 0.0, 1.0, 2.0])
+    saved = {"supervise": supervise, "update": update, "idx_count": idx_count}
+    criterion = OnlineLabelSmoothingLoss(0.5, 4)
+    criterion.load_state_dict(saved)
+    assert torch.equal(criterion.matrix, supervise)
+    assert torch.equal(criterion.accumulator, update)
+    assert torch.equal(criterion.counts, idx_count)
+    assert criterion.epoch.item() == 0
+    criterion.next_epoch()  # the reference's next_epoch on the same state
+    expected = update / idx_count.clamp(min=1)
+    torch.testing.assert_close(criterion.matrix, expected, rtol=0, atol=0)
+    assert criterion.matrix[:, 1].abs().sum() == 0  # its empty column: zero
+    # Inside a model, under the model's prefix:
+    holder = torch.nn.ModuleDict({"criterion": OnlineLabelSmoothingLoss(0.5, 4)})
+    holder.load_state_dict({f"criterion.{name}": value for name, value in saved.items()})
+    assert torch.equal(holder["criterion"].matrix, supervise)
+
+
+def test_warmup_follows_the_epoch_count_of_a_loaded_state_dict():
+    warm = OnlineLabelSmoothingLoss(0.5, 3, warmup=1)
+    warm.next_epoch()
+    resumed = OnlineLabelSmoothingLoss(0.5, 3, warmup=1)
+    resumed.load_state_dict(warm.state_dict())
+    resumed(torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert resumed.counts.tolist() == [1.0, 0.0, 0.0]
+    # A reference state dict, with the epochs already run added as it loads:
+    saved = {"supervise": torch.eye(3), "update": torch.zeros(3, 3), "idx_count": torch.zeros(3)}
+    from_reference = OnlineLabelSmoothingLoss(0.5, 3, warmup=1)
+    from_reference.load_state_dict({**saved, "epoch": torch.tensor(1)})
+    from_reference(torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert from_reference.counts.tolist() == [1.0, 0.0, 0.0]
 
 
 def test_bf16_autocast_keeps_float32_statistics():
@@ -147,6 +324,17 @@ def test_state_dict_round_trip_mid_epoch():
         ({"n_classes": 1}, r"n_classes=1 must be an int >= 2"),
         ({}, r"n_classes=None must be an int >= 2"),
         ({"n_classes": 3, "smoothing": 2.0}, r"smoothing=2.0 must lie in \[0, 1\]"),
+        ({"n_classes": 3, "warmup": -1}, r"warmup=-1 must be an int >= 0 \(epochs\)"),
+        ({"n_classes": 3, "warmup": 1.5}, r"warmup=1.5 must be an int >= 0"),
+        (
+            {"n_classes": 3, "first_epoch": "identity"},
+            r"first_epoch='identity' must be one of 'label_smoothing', 'zero', 'uniform'",
+        ),
+        (
+            {"n_classes": 3, "empty_column": "previous"},
+            r"empty_column='previous' must be one of 'zero', 'keep', 'uniform'",
+        ),
+        ({"n_classes": 3, "reduction": "avg"}, r"reduction='avg' must be 'mean', 'sum' or 'none'"),
     ],
 )
 def test_bad_arguments(kwargs, message):

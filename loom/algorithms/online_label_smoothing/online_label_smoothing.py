@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -33,6 +33,16 @@ class OnlineLabelSmoothing(Algorithm):
         smoothing: The first epoch's label smoothing, in [0, 1].
         target_key: Where the targets are in a batch, when not at the run's
             ``target_key`` (int, str or (getter, setter)); None uses the run's.
+        warmup: Epochs before statistics are accumulated (the reference's warm-up).
+        ls_as_hard: Label smoothing, not one-hot, as the hard targets.
+        first_epoch: The matrix before any statistics: ``"label_smoothing"``,
+            ``"zero"`` or ``"uniform"``.
+        empty_column: What a class with no correct prediction in an epoch gets:
+            ``"zero"``, ``"keep"`` (its previous column) or ``"uniform"``.
+
+    These four are the variants of the reference criterion and of the paper's code, as
+    for :class:`loom.functional.OnlineLabelSmoothingLoss`; the method card has a table
+    of which setting reproduces which code.
 
     Examples:
         >>> from loom.algorithms import OnlineLabelSmoothing
@@ -47,10 +57,21 @@ class OnlineLabelSmoothing(Algorithm):
         alpha: float = 0.5,
         smoothing: float = 0.1,
         target_key: BatchKey | None = None,
+        *,
+        warmup: int = 0,
+        ls_as_hard: bool = False,
+        first_epoch: Literal["label_smoothing", "zero", "uniform"] = "label_smoothing",
+        empty_column: Literal["zero", "keep", "uniform"] = "zero",
     ):
         # Private: the class targets below follow its matrix, so only this class changes it.
         self._criterion = OnlineLabelSmoothingLoss(
-            alpha=alpha, n_classes=n_classes, smoothing=smoothing
+            alpha,
+            n_classes,
+            smoothing,
+            warmup,
+            ls_as_hard,
+            first_epoch=first_epoch,
+            empty_column=empty_column,
         )
         if target_key is not None:
             validate_batch_key(target_key, "target_key")
@@ -115,7 +136,9 @@ class OnlineLabelSmoothing(Algorithm):
 
     def __repr__(self) -> str:
         criterion = self._criterion
-        key = "" if self.target_key is None else f", target_key={self.target_key!r}"
-        return (
-            f"OnlineLabelSmoothing(n_classes={criterion.n_classes}, alpha={criterion.alpha}{key})"
-        )
+        options = {"n_classes": criterion.n_classes, "alpha": criterion.alpha}
+        options |= criterion.variants()
+        if self.target_key is not None:
+            options["target_key"] = self.target_key
+        listed = ", ".join(f"{name}={value!r}" for name, value in options.items())
+        return f"OnlineLabelSmoothing({listed})"
