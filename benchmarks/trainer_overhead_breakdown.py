@@ -49,7 +49,7 @@ class NoEventsTrainer(Trainer):
         state.outputs = state.model(inputs)
         loss = state.loss = self.loss_fn(state.outputs, get_batch_item(batch, state.target_key))
         loss.backward()
-        state.train_losses.update(loss.detach())
+        state.train_losses.update(loss.detach(), num_samples)
         for optimizer in state.optimizers:
             optimizer.step()
         timestamp = state.timestamp
@@ -70,7 +70,7 @@ class BareStepTrainer(Trainer):
             optimizer.zero_grad(set_to_none=True)
         loss = state.loss = F.cross_entropy(state.model(inputs), targets)
         loss.backward()
-        state.train_losses.update(loss.detach())
+        state.train_losses.update(loss.detach(), len(inputs))
         for optimizer in state.optimizers:
             optimizer.step()
         timestamp = state.timestamp

@@ -47,6 +47,20 @@ class ClassIndices(NamedTuple):
     kept: torch.Tensor | None
     """Where the positions count (flat, bool), or None when none is ignored."""
 
+    def without_last_samples(self, count: int, samples: int) -> ClassIndices:
+        """These indices with the positions of the last ``count`` of ``samples`` samples
+        ignored too (repeats that a ``DistributedSampler`` added, say).
+
+        Examples:
+            >>> indices = ClassIndices(torch.tensor([0, 1, 2, 1]), None)
+            >>> indices.without_last_samples(1, samples=4).kept
+            tensor([ True,  True,  True, False])
+        """
+        kept = torch.ones_like(self.labels, dtype=torch.bool) if self.kept is None else self.kept
+        kept = kept.clone()
+        kept[len(kept) - count * (len(kept) // samples) :] = False
+        return ClassIndices(self.labels, kept)
+
 
 class OnlineLabelSmoothingLoss(nn.Module):
     """Cross-entropy against soft labels learned from the model's own correct predictions.

@@ -154,7 +154,7 @@ def restore_checkpoint(
         state.grad_scaler.load_state_dict(checkpoint["grad_scaler"])
     state.timestamp.load_state_dict(checkpoint["timestamp"])
     losses = checkpoint["train_losses"]["losses"].to(state.device)
-    state.train_losses.load_state_dict({"losses": losses})
+    state.train_losses.load_state_dict({**checkpoint["train_losses"], "losses": losses})
     state.metrics = dict(checkpoint["metrics"])
     state.last_eval_batch = checkpoint["last_eval_batch"]
     state.epoch_start_rng = checkpoint["epoch_start_rng"]
@@ -357,6 +357,11 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
     losses = losses.get("losses") if isinstance(losses, Mapping) else None
     if not isinstance(losses, torch.Tensor) or losses.dim() != 1:
         raise refuse("has a malformed 'train_losses' entry: not the epoch's losses.")
+    samples = checkpoint["train_losses"].get("samples")
+    if samples is not None and (
+        not isinstance(samples, torch.Tensor) or samples.shape != losses.shape
+    ):
+        raise refuse("has a malformed 'train_losses' entry: no sample count for each loss.")
 
 
 def _fits(saved: Any, reference: Any) -> bool:

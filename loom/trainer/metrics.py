@@ -50,46 +50,49 @@ def check_losses_are_finite(state: State) -> None:
 
 
 class TrainLoss:
-    """Mean training loss over the batches since the last :meth:`compute`.
+    """Mean training loss per sample over the batches since the last :meth:`compute`.
 
-    Keeps every batch's loss on the device and reads them only when asked (one
-    number per :meth:`first_non_finite`, one per :meth:`compute`), so the training
-    step never waits for the device. ``update(loss)`` adds one batch's
-    loss: a scalar tensor, detached from its graph, so that no spent graph
-    outlives its step.
+    Each batch's mean loss weighs as many samples as the batch counts, so that the
+    result is the mean over the epoch's samples whatever the batch sizes and the
+    number of ranks (a batch's repeated samples, see ``State.repeated_samples``, do
+    not count). Keeps every batch's loss on the device and reads them only when
+    asked (one number per :meth:`first_non_finite`, one per :meth:`compute`), so the
+    training step never waits for the device. ``update(loss, samples)`` adds one
+    batch: its loss, a scalar tensor detached from its graph (so that no spent graph
+    outlives its step), and the number of samples it counts.
 
     Examples:
         >>> losses = TrainLoss()
-        >>> for value in (0.5, 0.25):
-        ...     losses.update(torch.tensor(value))
-        >>> losses.compute()
-        0.375
+        >>> losses.update(torch.tensor(0.5), 3)
+        >>> losses.update(torch.tensor(0.25), 1)  # a last, smaller batch
+        >>> losses.compute()  # (3 * 0.5 + 1 * 0.25) / 4
+        0.4375
     """
 
     def __init__(self) -> None:
         self._checked: list[torch.Tensor] = []  # 1-D chunks, known to be finite
         self._unchecked: torch.Tensor | None = None  # 1-D, stacked but not yet found finite
         self._pending: list[torch.Tensor] = []  # 0-D, one per batch
-        # The list's own append, bound once: a Python method around it would cost
-        # the training step more than the append itself.
-        self.update = self._pending.append
+        self._samples: list[int] = []  # one per batch, in the order of the losses
+
+    def update(self, loss: torch.Tensor, samples: int) -> None:
+        self._pending.append(loss)
+        self._samples.append(samples)
 
     def compute(self) -> float | None:
         """The mean since the last call (None if no batch ran), then starts over.
 
-        Under torchrun, the mean over every rank's batches (every rank must call it).
+        Under torchrun, the mean over every rank's samples (every rank must call it).
         """
         losses = self._all()
         if losses is None:
             return None
-        if is_distributed():
-            count = losses.new_tensor(len(losses), dtype=torch.float32)
-            total = all_reduce_sum(torch.stack([losses.float().sum(), count]))
-            mean = (total[0] / total[1]).item()
-        else:
-            mean = losses.float().mean().item()
-        self._checked, self._unchecked = [], None
-        return mean
+        samples = torch.tensor(self._samples, dtype=torch.float32, device=losses.device)
+        # A batch that counts nothing is left out, not multiplied: 0 * inf would be NaN.
+        weighted = torch.where(samples > 0, losses.float() * samples, 0.0)
+        totals = all_reduce_sum(torch.stack([weighted.sum(), samples.sum()])).tolist()
+        self._checked, self._unchecked, self._samples = [], None, []
+        return totals[0] / totals[1] if totals[1] > 0 else None
 
     def first_non_finite(self) -> int | None:
         """The position (batch of the epoch) of the first NaN or infinite loss not checked
@@ -98,7 +101,7 @@ class TrainLoss:
         Examples:
             >>> losses = TrainLoss()
             >>> for value in (0.5, float("nan"), 0.2):
-            ...     losses.update(torch.tensor(value))
+            ...     losses.update(torch.tensor(value), 8)
             >>> losses.first_non_finite()
             1
         """
@@ -117,12 +120,20 @@ class TrainLoss:
         return None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The epoch's losses so far, so a resumed epoch reports the same mean."""
+        """The epoch's losses and their batches' sample counts so far, so a resumed
+        epoch reports the same mean."""
         losses = self._all()
-        return {"losses": losses.float().cpu() if losses is not None else torch.zeros(0)}
+        return {
+            "losses": losses.float().cpu() if losses is not None else torch.zeros(0),
+            "samples": torch.tensor(self._samples, dtype=torch.long),
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._checked, self._unchecked = [], state["losses"]
+        losses = state["losses"]
+        # A checkpoint from before the counts were kept weighs its batches equally.
+        samples = state.get("samples", torch.ones(len(losses), dtype=torch.long))
+        self._checked, self._unchecked = [], losses
+        self._samples = samples.tolist()
         self._pending.clear()
 
     def _unchecked_losses(self) -> torch.Tensor | None:

@@ -45,6 +45,7 @@ __all__ = [
     "interruption_message",
     "is_main_process",
     "join_torchrun_job",
+    "repeated_samples",
     "resolve_device",
     "scaled_or_clipped_step",
     "seed_everything",
@@ -306,6 +307,40 @@ def shard_train_loader(loader: Any, rank: int, world_size: int, seed: int) -> An
         drop_last=loader.drop_last,
     )
     return _rebuild(loader, sharded)
+
+
+def repeated_samples(loader: Any) -> dict[int, int]:
+    """Where this rank's epoch repeats samples: ``{batch of the epoch: how many at its end}``.
+
+    A ``DistributedSampler`` (without ``drop_last``) gives every rank as many samples by
+    repeating the first few of its order at the end: with 121 samples on 2 ranks, one
+    of them is seen twice each epoch. Statistics over an epoch's samples (the training
+    loss, online label smoothing's matrix) leave these out, so that every sample counts
+    once whatever the number of ranks. Empty for any other sampler.
+
+    Examples:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+        >>> data = TensorDataset(torch.arange(121))
+        >>> sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)
+        >>> repeated_samples(DataLoader(data, batch_size=30, sampler=sampler))
+        {2: 1}
+    """
+    sampler = getattr(loader, "sampler", None)
+    batch_size = getattr(loader, "batch_size", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last or not batch_size:
+        return {}
+    # This rank's i-th sample is the (i * num_replicas + rank)-th of the padded order,
+    # whose positions from len(dataset) on repeat earlier ones.
+    first_repeat = max(0, -(-(len(sampler.dataset) - sampler.rank) // sampler.num_replicas))
+    end = sampler.num_samples
+    if loader.drop_last:  # the loader drops a last partial batch, and any repeat in it
+        end -= end % batch_size
+    repeats = {}
+    for position in range(first_repeat, end):
+        batch = position // batch_size
+        repeats[batch] = repeats.get(batch, 0) + 1
+    return repeats
 
 
 def shard_eval_loader(loader: Any, rank: int, world_size: int) -> Any:

@@ -147,6 +147,14 @@ class State:
         batch: The current batch (training or evaluation), on ``device``. Read and
             replace its inputs and targets with the methods below, other items with
             ``get_batch_item`` and ``set_batch_item``.
+        repeated_samples: How many samples at the end of the current training
+            (micro)batch repeat earlier ones of the epoch: under torchrun a
+            ``DistributedSampler`` pads the data so that every rank has as many
+            samples (see :func:`~loom.trainer.runtime.repeated_samples`). 0 but in
+            an epoch's last batch. They count in the gradient, as with any
+            ``DistributedSampler``; a plugin that gathers statistics over the
+            epoch's samples leaves them out, as the training loss and online label
+            smoothing do, so that every sample counts once whatever the world size.
         outputs: The model's outputs for the current batch, set after the forward.
         loss: The loss of the current (micro)batch, set after the loss, before
             ``backward``; an algorithm may replace it at ``before_backward``.
@@ -189,6 +197,7 @@ class State:
     world_size: int = 1
     timestamp: Timestamp = field(default_factory=Timestamp)
     batch: Any = None
+    repeated_samples: int = 0
     outputs: Any = None
     loss: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)

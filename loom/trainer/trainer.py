@@ -36,6 +36,7 @@ from loom.trainer.runtime import (
     distribute,
     grad_scaler_for,
     interruption_message,
+    repeated_samples,
     resolve_device,
     scaled_or_clipped_step,
     seed_everything,
@@ -214,6 +215,8 @@ class Trainer:
         # A CPU run gets its batches where they are: walking them would cost a few us a step.
         self._move_batches = resolved_device.type != "cpu"
         self._eval_batch: int | None = None  # the evaluation batch in progress, for errors
+        # {batch of the epoch: samples repeated at its end}, from the sampler's padding.
+        self._repeats: dict[int, int] = repeated_samples(train_dataloader)
         fire(engine.hooks.init, self.state)
         if load_path is not None:
             self.load_checkpoint(load_path, weights_only=load_weights_only)
@@ -345,6 +348,8 @@ class Trainer:
     def _train_batch(self, batch: Any) -> None:
         state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp
         state.batch = move_to_device(batch, state.device) if self._move_batches else batch
+        repeated = self._repeats.get(timestamp.batch_in_epoch, 0) if self._repeats else 0
+        state.repeated_samples = repeated
         fire(hooks.batch_start, state)
         inputs = state.get_inputs()
         num_samples = batch_size(inputs)
@@ -353,9 +358,9 @@ class Trainer:
         if self.grad_accum == 1:
             loss = self._forward_backward(inputs, 1.0)
         else:
-            loss = self._accumulate_microbatches(num_samples)
+            loss = self._accumulate_microbatches(num_samples, repeated)
         # Detached, so the spent graph goes now: kept, it would slow every allocation.
-        state.train_losses.update(loss.detach())
+        state.train_losses.update(loss.detach(), num_samples - repeated)
         if state.grad_scaler is None and self.grad_clip_norm is None:
             for optimizer in state.optimizers:
                 optimizer.step()
@@ -373,7 +378,9 @@ class Trainer:
         fire(hooks.batch_end, state)
 
     def _forward_backward(self, inputs: Any, loss_weight: float) -> torch.Tensor:
-        """Forward, loss and backward of one (micro)batch; returns the loss, unweighted.
+        """Forward, loss and backward of one (micro)batch; returns the loss, unweighted
+        (over the samples that count, when it holds repeated ones; see
+        :meth:`_loss_without_repeats`).
 
         ``inputs`` are the batch's, read before ``before_forward``; they are read
         again after it only when one of its hooks may have replaced them.
@@ -385,7 +392,9 @@ class Trainer:
         state.outputs = self._forward(state.model, inputs)
         fire(hooks.after_forward, state)
         fire(hooks.before_loss, state)
-        state.loss = self._loss(state.get_targets())
+        targets = state.get_targets()
+        state.loss = self._loss(targets)
+        counted = self._loss_without_repeats(targets) if state.repeated_samples else None
         fire(hooks.after_loss, state)
         fire(hooks.before_backward, state)
         loss = state.loss
@@ -394,10 +403,38 @@ class Trainer:
             scaled = state.grad_scaler.scale(scaled)
         scaled.backward()
         fire(hooks.after_backward, state)
-        return loss
+        return loss if counted is None else counted
 
-    def _accumulate_microbatches(self, num_samples: int) -> torch.Tensor:
-        """Runs each microbatch, weighting its mean loss by its share of the samples."""
+    def _loss_without_repeats(self, targets: Any) -> torch.Tensor | None:
+        """The (micro)batch's loss over its samples that are not repeats, for the
+        training loss (the gradient keeps them all, as with any ``DistributedSampler``).
+
+        Only the Trainer's own loss, which keeps no state, is computed a second time,
+        without gradient, on those samples; a loss function of your own is called once
+        a batch, and its batch's mean (None here) stands for them.
+        """
+        state = self.state
+        outputs = state.outputs
+        if self.loss_fn is not cross_entropy or not (
+            isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor)
+        ):
+            return None
+        kept = outputs.shape[0] - state.repeated_samples
+        if kept <= 0:
+            return None  # nothing counts: its weight in the training loss is 0
+        with torch.no_grad():
+            saved, state.outputs = outputs, outputs[:kept]
+            try:
+                return self._loss(targets[:kept])
+            finally:
+                state.outputs = saved
+
+    def _accumulate_microbatches(self, num_samples: int, repeated: int) -> torch.Tensor:
+        """Runs each microbatch, weighting its mean loss by its share of the samples.
+
+        The batch's ``repeated`` samples, at its end, are in its last microbatches;
+        the loss returned weighs each microbatch by its share of the others.
+        """
         state = self.state
         whole_batch = state.batch
         batch_loss = torch.zeros((), device=state.device)
@@ -405,13 +442,20 @@ class Trainer:
         # Under DistributedDataParallel, gradients are averaged over ranks once, after
         # the last microbatch's backward, not after each.
         no_sync = getattr(state.model, "no_sync", contextlib.nullcontext)
+        counted_samples, samples_before = num_samples - repeated, 0
         for index, microbatch in enumerate(microbatches):
             state.batch = microbatch
             inputs = state.get_inputs()
-            weight = batch_size(inputs) / num_samples
+            size = batch_size(inputs)
+            samples_after = num_samples - samples_before - size
+            state.repeated_samples = min(size, max(0, repeated - samples_after))
+            counted_share = (size - state.repeated_samples) / max(counted_samples, 1)
             with no_sync() if index < len(microbatches) - 1 else contextlib.nullcontext():
-                batch_loss += self._forward_backward(inputs, weight).detach() * weight
+                loss = self._forward_backward(inputs, size / num_samples).detach()
+            batch_loss += loss * counted_share
+            samples_before += size
         state.batch = whole_batch
+        state.repeated_samples = repeated
         return batch_loss
 
     def _forward(self, model: nn.Module, inputs: Any) -> Any:

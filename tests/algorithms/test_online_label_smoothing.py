@@ -35,10 +35,19 @@ def train(model, algorithm, callbacks=(), max_duration="3ep", **kwargs):
     return trainer, trainer.fit()
 
 
-def test_the_algorithm_and_the_loss_module_give_the_same_losses_and_matrix(model):
-    algorithm, recorder = OnlineLabelSmoothing(n_classes=4, alpha=0.5), RecordSteps()
+VARIANTS = {
+    "the reference's defaults": {},
+    "a warm-up and label smoothing as the hard loss": {"warmup": 1, "ls_as_hard": True},
+    "the authors' CIFAR code": {"first_epoch": "zero", "empty_column": "uniform"},
+    "kept columns": {"empty_column": "keep"},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
+def test_the_algorithm_and_the_loss_module_give_the_same_losses_and_matrix(model, variant):
+    algorithm, recorder = OnlineLabelSmoothing(n_classes=4, alpha=0.5, **variant), RecordSteps()
     train(model, algorithm, callbacks=[recorder])
-    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=4)
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=4, **variant)
     for step, (outputs, targets, loss) in enumerate(recorder.steps, start=1):
         assert targets.dtype == torch.int64, "after_loss callbacks see the hard labels again"
         assert criterion(outputs, targets).item() == pytest.approx(loss, rel=1e-6)

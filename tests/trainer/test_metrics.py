@@ -72,22 +72,37 @@ def test_train_loss_is_the_mean_since_the_last_read():
     tracker = TrainLoss()
     assert tracker.compute() is None
     for value in (1.0, 2.0, 6.0):
-        tracker.update(torch.tensor(value, requires_grad=True) * 1)
+        tracker.update(torch.tensor(value, requires_grad=True) * 1, 4)
     assert tracker.compute() == 3.0
     assert tracker.compute() is None
+
+
+def test_train_loss_weighs_each_batch_by_the_samples_it_counts():
+    tracker = TrainLoss()
+    for value, samples in ((1.0, 60), (2.0, 60), (10.0, 1), (float("inf"), 0)):
+        tracker.update(torch.tensor(value), samples)  # the last: only repeated samples
+    assert tracker.compute() == pytest.approx((60 + 120 + 10) / 121)
+    resumed = TrainLoss()
+    tracker.update(torch.tensor(1.0), 3)
+    tracker.update(torch.tensor(5.0), 1)
+    resumed.load_state_dict(tracker.state_dict())
+    assert resumed.compute() == tracker.compute() == 2.0
+    old_checkpoint = TrainLoss()  # no sample counts: each batch weighs the same
+    old_checkpoint.load_state_dict({"losses": torch.tensor([1.0, 5.0])})
+    assert old_checkpoint.compute() == 3.0
 
 
 def test_train_loss_holds_many_losses_and_reads_them_once():
     losses = TrainLoss()
     values = [float(i % 7) for i in range(150)]
     for value in values:
-        losses.update(torch.tensor(value))
+        losses.update(torch.tensor(value), 1)
     assert losses.first_non_finite() is None
     saved = losses.state_dict()["losses"]
     assert saved.tolist() == values
     restored = TrainLoss()
     restored.load_state_dict({"losses": saved})
-    restored.update(torch.tensor(float("inf")))
+    restored.update(torch.tensor(float("inf")), 1)
     assert restored.first_non_finite() == 150
     assert losses.compute() == pytest.approx(sum(values) / len(values))
     assert losses.compute() is None
@@ -96,7 +111,7 @@ def test_train_loss_holds_many_losses_and_reads_them_once():
 def test_finite_losses_whose_sum_overflows_are_not_reported():
     losses = TrainLoss()
     for _ in range(3):
-        losses.update(torch.tensor(3e38))  # each finite; their float32 sum is not
+        losses.update(torch.tensor(3e38), 1)  # each finite; their float32 sum is not
     assert losses.first_non_finite() is None
     assert losses.state_dict()["losses"].tolist() == pytest.approx([3e38] * 3)
 
@@ -104,14 +119,14 @@ def test_finite_losses_whose_sum_overflows_are_not_reported():
 def test_a_non_finite_loss_is_reported_until_the_epoch_is_read():
     losses = TrainLoss()
     for value in (0.5, 0.25):
-        losses.update(torch.tensor(value))
+        losses.update(torch.tensor(value), 1)
     assert losses.first_non_finite() is None  # these two are now known finite
     for value in (1.0, float("-inf"), float("nan")):
-        losses.update(torch.tensor(value))
+        losses.update(torch.tensor(value), 1)
     assert losses.first_non_finite() == 3
-    losses.update(torch.tensor(2.0))
+    losses.update(torch.tensor(2.0), 1)
     assert losses.first_non_finite() == 3  # still there, at the same batch
     assert losses.state_dict()["losses"].tolist()[:3] == [0.5, 0.25, 1.0]
     losses.compute()
-    losses.update(torch.tensor(2.0))
+    losses.update(torch.tensor(2.0), 1)
     assert losses.first_non_finite() is None

@@ -14,10 +14,12 @@ from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
 from loom.callbacks import latest_checkpoint
 from loom.functional import all_reduce_max, all_reduce_sum, is_distributed
+from loom.trainer import Callback
 from loom.trainer.runtime import (
     EvalShardSampler,
     is_main_process,
     join_torchrun_job,
+    repeated_samples,
     shard_eval_loader,
     shard_train_loader,
 )
@@ -25,8 +27,10 @@ from tests.conftest import TWO_PROCESS_TORCHRUN
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_job
+import uneven_shards_job
 
 SCRIPT = Path(__file__).with_name("distributed_job.py")
+UNEVEN_SCRIPT = Path(__file__).with_name("uneven_shards_job.py")
 
 DATA = TensorDataset(torch.arange(10).float(), torch.arange(10))
 
@@ -189,3 +193,98 @@ def test_a_rank_that_raises_ends_the_job_with_its_error(tmp_path):
     assert "raised by callback FailAt at event 'batch_end'" in result.stderr
     assert time.monotonic() - started < 120
     assert not (tmp_path / "rank0.pt").exists()
+
+
+# Shards that do not divide the data: DistributedSampler's repeated samples
+
+
+@pytest.fixture(scope="module")
+def one_process_on_uneven_data():
+    # The same order of samples as any number of ranks: DistributedSampler's, seeded 0.
+    data = uneven_shards_job.dataset()
+    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=0)
+    run = uneven_shards_job.trainer(DataLoader(data, batch_size=60, sampler=sampler))
+    run.fit()
+    return uneven_shards_job.results(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_every_sample_counts_once_whatever_the_number_of_ranks(
+    ranks, tmp_path, one_process_on_uneven_data
+):
+    """121 samples: 1 repeated on 2 ranks, 2 on 3; the matrix and train/loss are those
+    of one process, to float rounding. (Evaluation never repeats a sample: see
+    test_eval_metrics_equal_one_process_evaluating_everything.)"""
+    command = [*TWO_PROCESS_TORCHRUN[:-1], str(ranks), str(UNEVEN_SCRIPT), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks_saw = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(ranks)]
+    alone = one_process_on_uneven_data
+    for saw in ranks_saw:
+        assert saw["world_size"] == ranks
+        torch.testing.assert_close(saw["matrix"], alone["matrix"], rtol=0, atol=1e-6)
+        assert saw["metrics"]["train/loss"] == pytest.approx(alone["metrics"]["train/loss"], 1e-6)
+    assert torch.equal(ranks_saw[0]["matrix"], ranks_saw[-1]["matrix"])
+    assert not torch.equal(alone["matrix"], OnlineLabelSmoothing(n_classes=3).matrix)
+
+
+def test_repeated_samples_are_where_distributed_sampler_puts_them():
+    data = TensorDataset(torch.arange(121))
+    for ranks in (2, 3, 5):
+        for rank in range(ranks):
+            sampler = DistributedSampler(data, num_replicas=ranks, rank=rank, shuffle=True)
+            for batch_size, drop_last in ((60 // ranks, False), (1, False), (7, True)):
+                loader = DataLoader(data, batch_size, sampler=sampler, drop_last=drop_last)
+                # By brute force: which of this rank's samples sit past the data in the
+                # padded order (rank r's i-th sample is its (i * ranks + r)-th).
+                expected = {}
+                for index in range(len(loader) * batch_size if drop_last else len(sampler)):
+                    if index * ranks + rank >= len(data):
+                        batch = index // batch_size
+                        expected[batch] = expected.get(batch, 0) + 1
+                assert repeated_samples(loader) == expected, (ranks, rank, batch_size)
+    assert repeated_samples(DataLoader(data, batch_size=8, shuffle=True)) == {}
+    evenly = DistributedSampler(data, num_replicas=2, rank=1, drop_last=True)
+    assert repeated_samples(DataLoader(data, batch_size=8, sampler=evenly)) == {}
+
+
+class RecordRepeats(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def after_loss(self, state):
+        self.seen.append((state.timestamp.batch_in_epoch, state.repeated_samples))
+
+
+@pytest.mark.parametrize(
+    ("grad_accum", "batch_size", "repeats_seen"),
+    [(1, 4, [0, 1]), (2, 5, [0, 1])],  # a last batch of the repeat alone; a microbatch's
+)
+def test_a_ranks_repeats_are_left_out_of_the_matrix_and_the_training_loss(
+    grad_accum, batch_size, repeats_seen
+):
+    """Rank 1 of 2 on 9 samples, in one process (a sampler needs no process group): its
+    last sample repeats the epoch's first; the Trainer and OLS leave it out."""
+    data = TensorDataset(torch.randn(9, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2]))
+    sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)
+    order = list(sampler)  # samples 1, 3, 5, 7 and 0 again
+    assert order == [1, 3, 5, 7, 0]
+
+    def run(loader):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(4, 3)
+        recorder = RecordRepeats()
+        trainer = Trainer(
+            net, loader, max_duration="1ep", optimizers=torch.optim.SGD(net.parameters(), lr=0),
+            algorithms=[OnlineLabelSmoothing(n_classes=3)], callbacks=[recorder],
+            grad_accum=grad_accum, device="cpu",
+        )  # fmt: skip
+        return trainer.fit(), trainer.state.algorithms[0], recorder.seen
+
+    metrics, algorithm, seen = run(DataLoader(data, batch_size=batch_size, sampler=sampler))
+    assert [repeats for _, repeats in seen] == repeats_seen
+    without_repeat = torch.utils.data.Subset(data, order[:4])
+    expected_metrics, expected, _ = run(DataLoader(without_repeat, batch_size=4))
+    torch.testing.assert_close(algorithm.matrix, expected.matrix, rtol=0, atol=1e-7)
+    assert metrics["train/loss"] == pytest.approx(expected_metrics["train/loss"], rel=1e-6)

@@ -46,7 +46,7 @@ def test_no_spent_graph_outlives_its_step(model, loaders, optimizer):
     # allocation of the run would pay for the memory they pin.
     trainer = Trainer(model, loaders[0], optimizers=optimizer, max_duration="1ep", device="cpu")
     kept, keep = [], trainer.state.train_losses.update
-    trainer.state.train_losses.update = lambda loss: (kept.append(loss), keep(loss))
+    trainer.state.train_losses.update = lambda loss, n: (kept.append(loss), keep(loss, n))
     trainer.fit()
     assert len(kept) == len(loaders[0])
     assert all(loss.grad_fn is None and not loss.requires_grad for loss in kept)
@@ -462,3 +462,58 @@ def test_targets_are_read_after_before_loss_and_inputs_after_before_forward(mode
     )
     trainer.fit()
     assert torch.equal(seen["targets"], torch.zeros(32, dtype=torch.long))
+
+
+class RecordGradients(Callback):
+    """Each batch's loss and the largest absolute gradient of any parameter."""
+
+    def __init__(self):
+        self.losses, self.largest_gradients = [], []
+
+    def after_backward(self, state):
+        self.losses.append(state.loss.item())
+        gradients = [p.grad.abs().max() for p in state.model.parameters()]
+        self.largest_gradients.append(torch.stack(gradients).max().item())
+
+
+def segmentation_crops(num_crops=12, size=6, seed=0):
+    """(N, 3, H, W) images whose pixel class is its largest channel; crops 4 to 7 are all
+    ignored (-100), so that with batches of 4 the second batch has nothing to learn from."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(num_crops, 3, size, size, generator=generator)
+    labels = images.argmax(dim=1)
+    labels[:, 0, :] = -100  # some ignored pixels in every crop
+    labels[4:8] = -100
+    return TensorDataset(images, labels)
+
+
+@pytest.mark.parametrize("method", ["hard labels", "label smoothing", "online label smoothing"])
+def test_a_segmentation_batch_whose_every_pixel_is_ignored_neither_stops_nor_moves_the_run(
+    method,
+):
+    from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
+
+    algorithms = {
+        "hard labels": [],
+        "label smoothing": [LabelSmoothing(0.1)],
+        "online label smoothing": [OnlineLabelSmoothing(n_classes=3)],
+    }[method]
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 3, kernel_size=1)  # (N, C, H, W) logits, a class per pixel
+    recorder = RecordGradients()
+    data = segmentation_crops()
+    trainer = Trainer(
+        model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.5), max_duration="2ep",
+        algorithms=algorithms, callbacks=[recorder], finite_check_interval=1, device="cpu",
+    )  # fmt: skip
+    metrics = trainer.fit()  # the finite-loss check runs after every batch
+    for empty in (1, 4):  # the second batch of each epoch
+        assert recorder.losses[empty] == 0.0
+        assert recorder.largest_gradients[empty] == 0.0, "torch's gradient: zero"
+    assert all(gradient > 0 for i, gradient in enumerate(recorder.largest_gradients) if i % 3 != 1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(torch.tensor(value)) for value in metrics.values()), metrics
+    assert metrics["eval/accuracy"] > 0.6
+    if method == "online label smoothing":
+        assert torch.isfinite(algorithms[0].matrix).all()

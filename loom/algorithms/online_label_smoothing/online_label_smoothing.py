@@ -21,7 +21,9 @@ class OnlineLabelSmoothing(Algorithm):
     :class:`loom.functional.OnlineLabelSmoothingLoss`, whose matrix logic this uses).
     At ``before_loss`` the run's targets are replaced by those soft targets; at
     ``after_loss`` the originals go back and the batch's correct predictions are
-    accumulated from ``state.outputs``. Evaluation never touches the statistics.
+    accumulated from ``state.outputs``, leaving out the samples a ``DistributedSampler``
+    repeated (``state.repeated_samples``), so that the matrix does not depend on the
+    number of ranks. Evaluation never touches the statistics.
 
     Each class's whole target is derived from the matrix once per epoch (and after a
     checkpoint is loaded), not once per batch; a batch's class indices are checked
@@ -106,7 +108,10 @@ class OnlineLabelSmoothing(Algorithm):
 
     def after_loss(self, state: State) -> None:
         state.set_targets(self._original_targets, self.target_key)
-        self._criterion.accumulate(state.outputs, self._indices)
+        indices = self._indices
+        if state.repeated_samples:  # repeats of samples counted elsewhere in the epoch
+            indices = indices.without_last_samples(state.repeated_samples, len(state.outputs))
+        self._criterion.accumulate(state.outputs, indices)
         self._original_targets = self._indices = None
 
     def epoch_end(self, state: State) -> None:
