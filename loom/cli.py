@@ -116,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare",
         help="compare finished runs in one table and one plot",
-        description="Print final and best accuracy, NLL, ECE and time of each run, and "
-        "plot their curves side by side.",
+        description="Print final and best accuracy, NLL, ECE and time of each run (mean "
+        "and standard deviation over seeds), every seed's value, paired differences with "
+        "95% intervals between runs that differ only in their algorithms, and plot their "
+        "curves side by side.",
     )
     compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     compare.add_argument(
@@ -312,7 +314,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from loom.runs import compare_runs, find_runs
+    from loom.runs import compare_runs, compare_seeds, find_runs
     from loom.runs.compare import comparison_folder
 
     try:
@@ -323,7 +325,11 @@ def _compare(args: argparse.Namespace) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     plot, markdown = folder / "compare.png", folder / "compare.md"
     print(compare_runs(runs, plot))
-    markdown.write_text(compare_runs(runs, markdown=True) + "\n", encoding="utf-8")
+    seeds = compare_seeds(runs)
+    if seeds:
+        print(f"\n{seeds}\n")
+    tables = [compare_runs(runs, markdown=True), compare_seeds(runs, markdown=True)]
+    markdown.write_text("\n\n".join(filter(None, tables)) + "\n", encoding="utf-8")
     print(f"curves side by side: {plot}; Markdown table: {markdown}")
     return 0
 

@@ -315,6 +315,9 @@ def test_seeds_make_one_run_each_and_compare_groups_them(tmp_path, capsys):
     mean, spread = statistics.fmean(accuracies), statistics.stdev(accuracies)
     assert f"{mean:.4f} ± {spread:.4f}" in rows[0]
     assert markdown.read_text().startswith("| run | seeds | accuracy | best acc |")
+    assert "accuracy by seed:" in out
+    assert "### accuracy by seed\n| run | seed 0 | seed 1 |" in markdown.read_text()
+    assert "\n| accuracy | ols | ls | 0,1 | " in markdown.read_text(), "they differ in algorithms"
     assert plot.stat().st_size > 0
     assert not Path("compare.md").exists(), "nothing is written into the current directory"
     status, _, _ = run_loom(capsys, "compare", tmp_path / "ols", "--out", tmp_path / "elsewhere")

@@ -1,6 +1,14 @@
 """Run directories: running a job into one, its plots, and comparing runs."""
 
-from loom.runs.compare import RunGroup, RunResults, compare_runs, find_runs, group_runs, load_run
+from loom.runs.compare import (
+    RunGroup,
+    RunResults,
+    compare_runs,
+    compare_seeds,
+    find_runs,
+    group_runs,
+    load_run,
+)
 from loom.runs.recorder import RunDirectory, RunRecorder, new_run_dir
 from loom.runs.train import dry_run_job, job_trainer, train_job
 
@@ -10,6 +18,7 @@ __all__ = [
     "RunRecorder",
     "RunResults",
     "compare_runs",
+    "compare_seeds",
     "dry_run_job",
     "find_runs",
     "group_runs",

@@ -1,4 +1,5 @@
-"""``loom compare``: runs grouped by configuration, mean and spread over seeds, one plot."""
+"""``loom compare``: runs grouped by configuration, mean and spread over seeds, every
+seed's value, paired differences between methods with 95% intervals, one plot."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from loom.runs.paired import PairedDifference, paired_difference
 from loom.runs.plots import plot_comparison, read_records
 from loom.runs.recorder import RunDirectory
 
@@ -19,10 +21,12 @@ __all__ = [
     "RunGroup",
     "RunResults",
     "compare_runs",
+    "compare_seeds",
     "comparison_folder",
     "find_runs",
     "group_runs",
     "load_run",
+    "paired_differences",
 ]
 
 # (column, where the value is: summary["metrics"][key] or summary[key], digits, show spread)
@@ -33,6 +37,15 @@ _COLUMNS = (
     ("ece", ("metrics", "eval/ece"), 4, True),
     ("epochs", ("epochs",), 0, False),
     ("seconds", ("seconds",), 1, False),
+)
+
+# (column, where the value is, whether higher is better): shown seed by seed and
+# compared in pairs by compare_seeds.
+_SEED_METRICS = (
+    ("accuracy", ("metrics", "eval/accuracy"), True),
+    ("best acc", ("best_eval_accuracy",), True),
+    ("nll", ("metrics", "eval/nll"), False),
+    ("ece", ("metrics", "eval/ece"), False),
 )
 
 
@@ -55,13 +68,30 @@ class RunGroup:
     runs: list[RunResults]
 
     def values(self, location: tuple[str, ...]) -> list[float]:
+        """The value at ``location`` in each run's summary that has one, in run order."""
+        return [value for _, value in self._values(location)]
+
+    def by_seed(self, location: tuple[str, ...]) -> dict[int, float]:
+        """The value at ``location`` of each run, by the run's seed (``config["seed"]``).
+
+        Runs without a seed or a value are left out; a seed run twice counts once (its
+        first run).
+        """
+        found: dict[int, float] = {}
+        for run, value in self._values(location):
+            seed = run.config.get("seed")
+            if isinstance(seed, int) and seed not in found:
+                found[seed] = value
+        return found
+
+    def _values(self, location: tuple[str, ...]) -> list[tuple[RunResults, float]]:
         found = []
         for run in self.runs:
             value: Any = run.summary
             for key in location:
                 value = value.get(key) if isinstance(value, dict) else None
             if isinstance(value, int | float):
-                found.append(float(value))
+                found.append((run, float(value)))
         return found
 
 
@@ -155,18 +185,83 @@ def compare_runs(
     ]
     if plot_path is not None:
         plot_comparison({group.name: _mean_records(group) for group in groups}, plot_path)
-    if markdown:
-        lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
-        lines += [f"| {' | '.join(row)} |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [header, *rows]
-    )
+    return _table(header, rows, markdown)
+
+
+def paired_differences(groups: Sequence[RunGroup]) -> list[PairedDifference]:
+    """Every two groups whose jobs differ only in their ``algorithms`` (and the seed),
+    compared seed by seed on final and best accuracy, NLL and ECE
+    (:func:`~loom.runs.paired.paired_difference`).
+
+    Pairs come in order of appearance, the earlier group first (first - second). Only
+    the seeds both groups ran count, so each difference is between two runs with the
+    same initial weights and, unless a method draws random numbers of its own, the same
+    data order; a pair with fewer than two shared seeds is left out.
+    """
+    families: dict[str, list[RunGroup]] = {}
+    for group in groups:
+        job = {k: v for k, v in group.runs[0].config.items() if k not in ("seed", "algorithms")}
+        if job:
+            families.setdefault(yaml.safe_dump(job, sort_keys=True), []).append(group)
+    found = []
+    for family in families.values():
+        for index, first in enumerate(family):
+            for second in family[index + 1 :]:
+                for metric, where, higher_is_better in _SEED_METRICS:
+                    pair = paired_difference(
+                        metric,
+                        (first.name, first.by_seed(where)),
+                        (second.name, second.by_seed(where)),
+                        higher_is_better,
+                    )
+                    if pair is not None:
+                        found.append(pair)
+    return found
+
+
+def compare_seeds(runs: Sequence[RunResults], markdown: bool = False) -> str:
+    """Every seed's final and best accuracy, NLL and ECE (a table each, a column per
+    seed), then the :func:`paired_differences`: each shared seed's difference, their
+    mean and 95% t-interval, and "A beats B" only where the interval excludes zero
+    (lower beats for NLL and ECE), else "no ordering".
+
+    Args:
+        runs: The runs, grouped by :func:`group_runs`.
+        markdown: Markdown tables under ``###`` titles instead of aligned columns.
+    """
+    groups = group_runs(runs)
+    title = "### {}\n" if markdown else "{}:\n"
+    blocks = []
+    for metric, where, _ in _SEED_METRICS:
+        values = {group.name: group.by_seed(where) for group in groups}
+        seeds = sorted({seed for found in values.values() for seed in found})
+        rows = [
+            (name, *(_number(found[seed]) if seed in found else "-" for seed in seeds))
+            for name, found in values.items()
+            if found
+        ]
+        if rows:
+            header = ("run", *(f"seed {seed}" for seed in seeds))
+            blocks.append(title.format(f"{metric} by seed") + _table(header, rows, markdown))
+    pairs = paired_differences(groups)
+    if pairs:
+        header = ("metric", "A", "B", "seeds", "A - B by seed", "mean", "95% interval", "verdict")
+        rows = [
+            (
+                pair.metric,
+                pair.first,
+                pair.second,
+                ",".join(map(str, pair.seeds)),
+                " ".join(_number(difference, signed=True) for difference in pair.differences),
+                _number(pair.mean, signed=True),
+                f"[{_number(pair.low, signed=True)}, {_number(pair.high, signed=True)}]",
+                pair.verdict,
+            )
+            for pair in pairs
+        ]
+        heading = "paired differences (for nll and ece, lower beats)"
+        blocks.append(title.format(heading) + _table(header, rows, markdown))
+    return "\n\n".join(blocks)
 
 
 def comparison_folder(paths: Sequence[str | os.PathLike[str]]) -> Path:
@@ -186,6 +281,25 @@ def comparison_folder(paths: Sequence[str | os.PathLike[str]]) -> Path:
     if len({path.is_absolute() for path in parents}) > 1:  # commonpath cannot mix the two
         parents = [path.absolute() for path in parents]
     return Path(os.path.commonpath(parents))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
+        lines += [f"| {' | '.join(row)} |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    )
+
+
+def _number(value: float, signed: bool = False) -> str:
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def _summarize(values: list[float], digits: int, spread: bool) -> str:
