@@ -7,7 +7,7 @@ from numbers import Real
 
 import torch
 
-__all__ = ["check_class_indices", "check_fraction", "every_index_is_a_class"]
+__all__ = ["check_choice", "check_class_indices", "check_fraction", "every_index_is_a_class"]
 
 
 def check_fraction(value: object, name: str) -> float:
@@ -26,6 +26,22 @@ def check_fraction(value: object, name: str) -> float:
     if math.isnan(value) or not 0 <= value <= 1:
         raise ValueError(f"{name}={value!r} must lie in [0, 1].")
     return float(value)
+
+
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """Returns ``value`` if it is one of ``choices``; raises naming ``name`` otherwise.
+
+    Examples:
+        >>> check_choice("sum", "reduction", ("mean", "sum", "none"))
+        'sum'
+        >>> check_choice("avg", "reduction", ("mean", "sum", "none"))
+        Traceback (most recent call last):
+        ValueError: reduction='avg' must be one of 'mean', 'sum', 'none'.
+    """
+    if value not in choices:
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{name}={value!r} must be one of {listed}.")
+    return value
 
 
 def check_class_indices(

@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.compiler import is_compiling
 
 from loom.functional.checks import check_class_indices
 from loom.functional.dense_cross_entropy import (
@@ -152,8 +153,12 @@ def cross_entropy(
     if reduction != "mean":
         return loss
     # On the CPU, reading the scalar costs less than counting: only a NaN mean can be an
-    # empty batch's (0/0), and the count then tells it from a diverged model's.
-    on_cpu = loss.device.type == "cpu" and not torch.compiler.is_compiling()
-    if on_cpu and not math.isnan(loss.item()):
-        return loss
+    # empty batch's (0/0), and the count then tells it from a diverged model's. (Not
+    # under torch.compile, where the read would break the graph.)
+    if loss.is_cpu and not is_compiling():
+        try:
+            if not math.isnan(loss.item()):
+                return loss
+        except RuntimeError:  # under a functorch transform (vmap), which has no value
+            pass
     return zero_when_nothing_counts(loss, (targets != IGNORE_INDEX).sum())

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from loom.functional.checks import check_choice
+
 __all__ = [
     "REDUCTIONS",
     "accumulate_correct_predictions",
@@ -29,6 +31,7 @@ __all__ = [
     "gather_class_targets",
     "label_is_prediction",
     "position_losses",
+    "rows_with_mass",
     "to_positions",
     "zero_when_nothing_counts",
 ]
@@ -52,9 +55,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def check_reduction(reduction: object) -> str:
     """``reduction`` when it is one of :data:`REDUCTIONS`; a ValueError naming it otherwise."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction={reduction!r} must be 'mean', 'sum' or 'none'.")
-    return reduction
+    return check_choice(reduction, "reduction", REDUCTIONS)
 
 
 class _ReducedLossWithPrecomputedGradient(torch.autograd.Function):
@@ -152,7 +153,7 @@ def dense_cross_entropy(
         # Written over the probabilities, which are not needed after it: no new buffer.
         return torch.addcmul(targets, probabilities, mass, value=-1, out=probabilities)
 
-    count = _counted_rows(targets) if reduction == "mean" else None
+    count = rows_with_mass(targets).sum() if reduction == "mean" else None
     return _reduced(logits, loss_sum, count, negative_gradient)
 
 
@@ -342,11 +343,12 @@ def _reduced(
     return _ReducedLossWithPrecomputedGradient.apply(logits, loss_sum, count, negative_gradient())
 
 
-def _counted_rows(targets: torch.Tensor) -> torch.Tensor:
-    """How many rows are not all zero, as ``targets.any(dim=1).sum()``: a row is all zero
-    when both its extremes are. (Two vectorised reductions, where a boolean ``any``
-    costs ten times as much on the CPU at the sizes this path takes.)"""
-    return ((targets.amax(dim=1) != 0) | (targets.amin(dim=1) != 0)).sum()
+def rows_with_mass(targets: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """Where a target is not all zero along dimension 1, as ``targets.any(dim=1)``: a row
+    is all zero when both its extremes are. (Two vectorised reductions, where a boolean
+    ``any`` costs ten times as much on the CPU at the sizes the one-pass path takes.)"""
+    largest = targets.amax(dim=1, keepdim=keepdim)
+    return (largest != 0) | (targets.amin(dim=1, keepdim=keepdim) != 0)
 
 
 def _summed_product(buffer: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 
 from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
+from loom.functional.dense_cross_entropy import rows_with_mass
 
 __all__ = ["fused_form", "smooth_labels"]
 
@@ -139,7 +140,7 @@ def smooth_labels(
     if target.shape == logits.shape and target.is_floating_point():
         target = target.to(dtype)
         # The uniform part goes to every row but the all-zero (ignored) ones.
-        counted = (target.amax(dim=1, keepdim=True) != 0) | (target.amin(dim=1, keepdim=True) != 0)
+        counted = rows_with_mass(target, keepdim=True)
         return torch.add(target * (1 - smoothing), counted, alpha=smoothing / num_classes)
     index_shape = (logits.shape[0], *logits.shape[2:])
     if target.shape != index_shape:

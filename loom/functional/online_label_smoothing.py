@@ -7,7 +7,12 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
-from loom.functional.checks import check_class_indices, check_fraction, every_index_is_a_class
+from loom.functional.checks import (
+    check_choice,
+    check_class_indices,
+    check_fraction,
+    every_index_is_a_class,
+)
 from loom.functional.collectives import all_reduce_sum
 from loom.functional.dense_cross_entropy import (
     accumulate_correct_predictions,
@@ -83,8 +88,9 @@ class OnlineLabelSmoothingLoss(nn.Module):
     (``supervise``, ``update``, ``idx_count``) loads as it is. With the default options
     its losses and matrices are that criterion's. Options reproduce the paper authors'
     code instead (zhangchbin/OnlineLabelSmoothing): ``first_epoch="zero"`` and
-    ``empty_column="uniform"`` are their CIFAR script's, ``first_epoch="uniform"``
-    with ``empty_column="uniform"`` their fine-grained one's; ``empty_column="keep"``
+    ``empty_column="uniform"`` are their CIFAR script's, ``first_epoch="uniform"``,
+    ``empty_column="uniform"`` and ``freeze_at=0.88`` their fine-grained one's (which
+    weighs its two losses 1 : 1, twice ``alpha=0.5``'s); ``empty_column="keep"``
     keeps a class's previous column when it had no correct prediction, so that its
     soft loss does not vanish for an epoch.
 
@@ -127,6 +133,9 @@ class OnlineLabelSmoothingLoss(nn.Module):
         empty_column: What a class with no correct prediction in an epoch gets:
             ``"zero"`` (the reference's), ``"keep"`` or ``"uniform"`` (see
             :data:`EMPTY_COLUMNS`).
+        freeze_at: When set, a column whose largest value has reached it keeps its
+            values from then on, as in the authors' fine-grained code (0.88 there);
+            a class with no correct prediction still gets its ``empty_column``.
         reduction: ``"mean"`` over the positions not ignored (0 when there is none),
             ``"sum"``, or ``"none"`` (one loss per position, shape ``(N, ...)``).
 
@@ -158,6 +167,7 @@ class OnlineLabelSmoothingLoss(nn.Module):
         ignore_index: int = -100,
         first_epoch: Literal["label_smoothing", "zero", "uniform"] = "label_smoothing",
         empty_column: Literal["zero", "keep", "uniform"] = "zero",
+        freeze_at: float | None = None,
         reduction: Literal["mean", "sum", "none"] = "mean",
     ):
         super().__init__()
@@ -169,12 +179,19 @@ class OnlineLabelSmoothingLoss(nn.Module):
             raise ValueError(f"warmup={warmup!r} must be an int >= 0 (epochs).")
         if not isinstance(ls_as_hard, bool):
             raise TypeError(f"ls_as_hard={ls_as_hard!r} must be True or False.")
-        _check_choice(first_epoch, "first_epoch", FIRST_EPOCH_MATRICES)
-        _check_choice(empty_column, "empty_column", EMPTY_COLUMNS)
+        self.first_epoch = check_choice(first_epoch, "first_epoch", FIRST_EPOCH_MATRICES)
+        self.empty_column = check_choice(empty_column, "empty_column", EMPTY_COLUMNS)
+        if ls_as_hard and self.smoothing == 1:
+            raise ValueError(
+                "ls_as_hard=True with smoothing=1.0 would give the true class no mass in the "
+                "hard targets; use a smoothing below 1."
+            )
+        if freeze_at is not None and not (isinstance(freeze_at, int | float) and freeze_at > 0):
+            raise ValueError(f"freeze_at={freeze_at!r} must be a positive number or None.")
+        self.freeze_at = freeze_at
         self.n_classes = n_classes
         self.warmup, self.ls_as_hard = warmup, ls_as_hard
         self.ignore_index = ignore_index
-        self.first_epoch, self.empty_column = first_epoch, empty_column
         self.reduction = check_reduction(reduction)
         initial = self._first_epoch_matrix()
         # Both are stored class by class in memory (their transposes are contiguous): a
@@ -265,10 +282,8 @@ class OnlineLabelSmoothingLoss(nn.Module):
         where ``hard(c)`` is the one-hot label (or, with ``ls_as_hard``, its label
         smoothing)."""
         targets = self.matrix.t() * (1 - self.alpha)  # contiguous rows, as the matrix is stored
-        if self.ls_as_hard:
-            off = self.smoothing / (self.n_classes - 1)
-            targets.add_(self.alpha * off)
-            targets.diagonal().add_(self.alpha * (1 - self.smoothing - off))
+        if self.ls_as_hard:  # symmetric: its rows are its columns
+            targets.add_(self._label_smoothing_matrix(self.matrix.device), alpha=self.alpha)
         else:
             targets.diagonal().add_(self.alpha)
         return targets
@@ -306,20 +321,23 @@ class OnlineLabelSmoothingLoss(nn.Module):
     def next_epoch(self) -> None:
         """Makes each column of the matrix the mean of what it gathered, then starts over.
 
-        A column with nothing gathered becomes what ``empty_column`` says. During
-        ``warmup`` the matrix is left as it is. Under ``torch.distributed`` the
-        statistics are summed over all processes first; every process must call this.
+        A column with nothing gathered becomes what ``empty_column`` says, and one
+        that has reached ``freeze_at`` stays. During ``warmup`` the matrix is left as
+        it is. Under ``torch.distributed`` the statistics are summed over all processes
+        first; every process must call this.
         """
         if self._collecting:
             # One packed (C + 1) x C buffer, summed over every process of a torchrun job.
             statistics = all_reduce_sum(torch.cat([self.accumulator, self.counts.unsqueeze(0)]))
             accumulator, counts = statistics[:-1], statistics[-1]
             means = accumulator / counts.clamp(min=1)  # a column with nothing: zero
-            if self.empty_column == "zero":
-                self.matrix.copy_(means)
-            else:
+            if self.empty_column != "zero":
                 empty = self.matrix if self.empty_column == "keep" else 1 / self.n_classes
-                self.matrix.copy_(torch.where(counts > 0, means, empty))
+                means = torch.where(counts > 0, means, empty)
+            if self.freeze_at is not None:
+                frozen = (self.matrix.amax(dim=0) >= self.freeze_at) & (counts > 0)
+                means = torch.where(frozen, self.matrix, means)
+            self.matrix.copy_(means)
             self.accumulator.zero_()
             self.counts.zero_()
         self.epoch += 1
@@ -335,8 +353,13 @@ class OnlineLabelSmoothingLoss(nn.Module):
             return torch.zeros(size, size)
         if self.first_epoch == "uniform":
             return torch.full((size, size), 1 / size)
-        initial = torch.full((size, size), self.smoothing / (size - 1))
-        return initial.fill_diagonal_(1 - self.smoothing)
+        return self._label_smoothing_matrix()
+
+    def _label_smoothing_matrix(self, device: torch.device | None = None) -> torch.Tensor:
+        """``1 - smoothing`` on the diagonal, ``smoothing / (C - 1)`` elsewhere."""
+        size = self.n_classes
+        matrix = torch.full((size, size), self.smoothing / (size - 1), device=device)
+        return matrix.fill_diagonal_(1 - self.smoothing)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         names = {prefix + old: prefix + new for old, new in _REFERENCE_BUFFERS.items()}
@@ -383,12 +406,15 @@ class OnlineLabelSmoothingLoss(nn.Module):
         return ", ".join(f"{name}={value!r}" for name, value in options.items())
 
     def variants(self) -> dict[str, Any]:
-        """The options set away from the reference criterion's defaults, by name."""
+        """The options set away from their defaults (the reference criterion's), by name."""
         defaults = {
+            "smoothing": 0.1,
             "warmup": 0,
             "ls_as_hard": False,
+            "ignore_index": -100,
             "first_epoch": "label_smoothing",
             "empty_column": "zero",
+            "freeze_at": None,
             "reduction": "mean",
         }
         return {
@@ -403,9 +429,3 @@ class OnlineLabelSmoothingLoss(nn.Module):
 
     def _indices(self, logits: torch.Tensor, target: torch.Tensor | ClassIndices) -> ClassIndices:
         return target if isinstance(target, ClassIndices) else self.check_targets(logits, target)
-
-
-def _check_choice(value: object, argument: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        listed = ", ".join(repr(choice) for choice in choices)
-        raise ValueError(f"{argument}={value!r} must be one of {listed}.")

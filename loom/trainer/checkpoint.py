@@ -153,8 +153,12 @@ def restore_checkpoint(
     if state.grad_scaler is not None and checkpoint["grad_scaler"]:
         state.grad_scaler.load_state_dict(checkpoint["grad_scaler"])
     state.timestamp.load_state_dict(checkpoint["timestamp"])
-    losses = checkpoint["train_losses"]["losses"].to(state.device)
-    state.train_losses.load_state_dict({**checkpoint["train_losses"], "losses": losses})
+    saved_losses = checkpoint["train_losses"]
+    losses = saved_losses["losses"].to(state.device)
+    # A checkpoint from before the sample counts were kept: its batches were full ones.
+    full_batch = getattr(state.train_dataloader, "batch_size", None) or 1
+    samples = saved_losses.get("samples", torch.full(losses.shape, full_batch))
+    state.train_losses.load_state_dict({"losses": losses, "samples": samples})
     state.metrics = dict(checkpoint["metrics"])
     state.last_eval_batch = checkpoint["last_eval_batch"]
     state.epoch_start_rng = checkpoint["epoch_start_rng"]

@@ -129,11 +129,9 @@ class TrainLoss:
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        losses = state["losses"]
-        # A checkpoint from before the counts were kept weighs its batches equally.
-        samples = state.get("samples", torch.ones(len(losses), dtype=torch.long))
-        self._checked, self._unchecked = [], losses
-        self._samples = samples.tolist()
+        """``losses`` and ``samples`` as :meth:`state_dict` gives them."""
+        self._checked, self._unchecked = [], state["losses"]
+        self._samples = state["samples"].tolist()
         self._pending.clear()
 
     def _unchecked_losses(self) -> torch.Tensor | None:

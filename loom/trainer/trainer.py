@@ -376,6 +376,8 @@ class Trainer:
         if self.finite_check_interval and timestamp.batch % self.finite_check_interval == 0:
             check_losses_are_finite(state)
         fire(hooks.batch_end, state)
+        if repeated:
+            state.repeated_samples = 0  # what comes next (an evaluation) repeats nothing
 
     def _forward_backward(self, inputs: Any, loss_weight: float) -> torch.Tensor:
         """Forward, loss and backward of one (micro)batch; returns the loss, unweighted
@@ -393,10 +395,12 @@ class Trainer:
         fire(hooks.after_forward, state)
         fire(hooks.before_loss, state)
         targets = state.get_targets()
-        state.loss = self._loss(targets)
+        state.loss = loss = self._loss(targets)
         counted = self._loss_without_repeats(targets) if state.repeated_samples else None
         fire(hooks.after_loss, state)
         fire(hooks.before_backward, state)
+        if counted is not None and state.loss is not loss:
+            counted = None  # a plugin changed the loss: its batch's mean stands, changed
         loss = state.loss
         scaled = loss if loss_weight == 1.0 else loss * loss_weight
         if state.grad_scaler is not None:
@@ -411,7 +415,8 @@ class Trainer:
 
         Only the Trainer's own loss, which keeps no state, is computed a second time,
         without gradient, on those samples; a loss function of your own is called once
-        a batch, and its batch's mean (None here) stands for them.
+        a batch, and its batch's mean (None here) stands for them, as it does when a
+        plugin replaces the loss.
         """
         state = self.state
         outputs = state.outputs

@@ -85,3 +85,13 @@ def test_ignored_positions_are_not_out_of_range_and_other_errors_are_torchs():
     )
     with pytest.raises(ValueError, match=r"Expected input batch_size \(2\) to match target"):
         cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
+
+
+def test_per_sample_losses_under_vmap_including_an_ignored_one():
+    """torch.func.vmap, as for per-sample gradients: no value can be read inside it."""
+    from torch.func import vmap
+
+    logits, labels = torch.randn(4, 5), torch.tensor([0, -100, 2, 4])
+    per_sample = vmap(lambda x, y: cross_entropy(x[None], y[None]))(logits, labels)
+    expected = F.cross_entropy(logits, labels, reduction="none")
+    torch.testing.assert_close(per_sample, expected)

@@ -24,8 +24,10 @@ class ReferenceOnlineLabelSmoothing:
         ls_as_hard=False,
         first_epoch="label_smoothing",
         empty_column="zero",
+        freeze_at=None,
     ):
         self.alpha, self.num_classes, self.smoothing = alpha, num_classes, smoothing
+        self.freeze_at = freeze_at
         self.warmup, self.ls_as_hard, self.empty_column = warmup, ls_as_hard, empty_column
         size = (num_classes, num_classes)
         if first_epoch == "label_smoothing":
@@ -68,7 +70,9 @@ class ReferenceOnlineLabelSmoothing:
         if self.epoch >= self.warmup:
             for c in range(self.num_classes):
                 if self.counts[c]:
-                    self.matrix[:, c] = self.sums[:, c] / self.counts[c]
+                    # The fine-grained code's restriction: a confident column stays.
+                    if self.freeze_at is None or self.matrix[:, c].max() < self.freeze_at:
+                        self.matrix[:, c] = self.sums[:, c] / self.counts[c]
                 elif self.empty_column == "zero":
                     self.matrix[:, c] = 0
                 elif self.empty_column == "uniform":
@@ -129,7 +133,12 @@ VARIANTS = {
     "its warmup": {"warmup": 1},
     "its label smoothing as the hard loss": {"ls_as_hard": True},
     "the authors' CIFAR code": {"first_epoch": "zero", "empty_column": "uniform"},
-    "the authors' fine-grained code": {"first_epoch": "uniform", "empty_column": "uniform"},
+    "the authors' fine-grained code": {
+        "first_epoch": "uniform",
+        "empty_column": "uniform",
+        "freeze_at": 0.88,
+    },
+    "columns frozen early": {"empty_column": "uniform", "freeze_at": 0.5},
     "loom's kept column": {"empty_column": "keep"},
 }
 
@@ -334,7 +343,12 @@ def test_state_dict_round_trip_mid_epoch():
             {"n_classes": 3, "empty_column": "previous"},
             r"empty_column='previous' must be one of 'zero', 'keep', 'uniform'",
         ),
-        ({"n_classes": 3, "reduction": "avg"}, r"reduction='avg' must be 'mean', 'sum' or 'none'"),
+        (
+            {"n_classes": 3, "ls_as_hard": True, "smoothing": 1.0},
+            r"ls_as_hard=True with smoothing=1.0 would give the true class no mass",
+        ),
+        ({"n_classes": 3, "freeze_at": 0}, r"freeze_at=0 must be a positive number or None"),
+        ({"n_classes": 3, "reduction": "avg"}, r"reduction='avg' must be one of 'mean'"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -490,6 +490,10 @@ MISMATCHES = {
     "last evaluation": (lambda c: c.update(last_eval_batch="3"), r"malformed 'last_eval_batch'"),
     "plugin entries": (lambda c: c.update(callbacks=[3]), r"malformed 'callbacks' entry"),
     "gradient scaler": (lambda c: c.update(grad_scaler=[1]), r"malformed 'grad_scaler' entry"),
+    "training-loss counts": (
+        lambda c: c["train_losses"].update(samples=torch.ones(99)),
+        r"no sample count for each loss",
+    ),
 }
 
 
@@ -538,3 +542,28 @@ def test_an_optimizer_whose_state_is_not_shaped_like_its_parameters_resumes(tmp_
     trained.fit()
     trained.load_checkpoint(latest_checkpoint(tmp_path / "a"))
     assert trained.state.timestamp.batch == 3
+
+
+def uneven_batches_trainer(folder, load_path=None):
+    """10 samples in batches of 4, 4 and 2: train/loss weighs the last batch half."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    data = torch.utils.data.TensorDataset(torch.randn(10, 4), torch.randint(0, 3, (10,)))
+    return Trainer(
+        model, torch.utils.data.DataLoader(data, batch_size=4), max_duration="2ep",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+        callbacks=[Checkpoint(folder, interval="1ba", keep_last=None)], load_path=load_path,
+    )  # fmt: skip
+
+
+def test_a_resumed_epoch_weighs_its_batches_as_the_uninterrupted_one(tmp_path):
+    whole = uneven_batches_trainer(tmp_path / "whole").fit()
+    (mid_epoch,) = (tmp_path / "whole").glob("epoch1-batch5.pt")  # 2 batches into epoch 2
+    resumed = uneven_batches_trainer(tmp_path / "resumed", load_path=mid_epoch).fit()
+    assert resumed["train/loss"] == whole["train/loss"]
+    # A checkpoint written before the counts were kept: its batches count as full ones.
+    old_format = load_checkpoint(mid_epoch)
+    del old_format["train_losses"]["samples"]
+    torch.save(old_format, tmp_path / "old.pt")
+    from_old = uneven_batches_trainer(tmp_path / "old", load_path=tmp_path / "old.pt").fit()
+    assert from_old["train/loss"] == pytest.approx(whole["train/loss"], rel=1e-6)

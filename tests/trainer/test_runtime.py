@@ -14,7 +14,7 @@ from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
 from loom.callbacks import latest_checkpoint
 from loom.functional import all_reduce_max, all_reduce_sum, is_distributed
-from loom.trainer import Callback
+from loom.trainer import Algorithm, Callback
 from loom.trainer.runtime import (
     EvalShardSampler,
     is_main_process,
@@ -288,3 +288,38 @@ def test_a_ranks_repeats_are_left_out_of_the_matrix_and_the_training_loss(
     expected_metrics, expected, _ = run(DataLoader(without_repeat, batch_size=4))
     torch.testing.assert_close(algorithm.matrix, expected.matrix, rtol=0, atol=1e-7)
     assert metrics["train/loss"] == pytest.approx(expected_metrics["train/loss"], rel=1e-6)
+
+
+class ScaleLoss(Algorithm):
+    def before_backward(self, state):
+        state.loss = state.loss * 10
+
+
+class RecordLossesAndEvalRepeats(Callback):
+    def __init__(self):
+        self.losses, self.eval_repeats = [], []
+
+    def after_backward(self, state):
+        self.losses.append((state.loss.item(), len(state.outputs) - state.repeated_samples))
+
+    def eval_batch_end(self, state):
+        self.eval_repeats.append(state.repeated_samples)
+
+
+def test_a_loss_a_plugin_changed_stands_for_its_batch_and_evaluation_repeats_nothing():
+    """The default loss is recomputed without the repeats only when no plugin changed it:
+    a changed loss's batch mean stands, weighted by the samples that count."""
+    data = TensorDataset(torch.randn(9, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2]))
+    sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)  # 5: 3 + 2
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    recorder = RecordLossesAndEvalRepeats()
+    metrics = Trainer(
+        net, DataLoader(data, batch_size=3, sampler=sampler), DataLoader(data, batch_size=3),
+        max_duration="1ep", optimizers=torch.optim.SGD(net.parameters(), lr=0),
+        algorithms=[ScaleLoss()], callbacks=[recorder], device="cpu",
+    ).fit()  # fmt: skip
+    assert [counted for _, counted in recorder.losses] == [3, 1]
+    expected = sum(loss * counted for loss, counted in recorder.losses) / 4
+    assert metrics["train/loss"] == pytest.approx(expected, rel=1e-6)
+    assert recorder.eval_repeats == [0, 0, 0]

@@ -41,8 +41,10 @@ class OnlineLabelSmoothing(Algorithm):
             ``"zero"`` or ``"uniform"``.
         empty_column: What a class with no correct prediction in an epoch gets:
             ``"zero"``, ``"keep"`` (its previous column) or ``"uniform"``.
+        freeze_at: A column whose largest value reaches it keeps its values (the
+            authors' fine-grained code: 0.88); None never freezes.
 
-    These four are the variants of the reference criterion and of the paper's code, as
+    These five are the variants of the reference criterion and of the paper's code, as
     for :class:`loom.functional.OnlineLabelSmoothingLoss`; the method card has a table
     of which setting reproduces which code.
 
@@ -64,6 +66,7 @@ class OnlineLabelSmoothing(Algorithm):
         ls_as_hard: bool = False,
         first_epoch: Literal["label_smoothing", "zero", "uniform"] = "label_smoothing",
         empty_column: Literal["zero", "keep", "uniform"] = "zero",
+        freeze_at: float | None = None,
     ):
         # Private: the class targets below follow its matrix, so only this class changes it.
         self._criterion = OnlineLabelSmoothingLoss(
@@ -74,6 +77,7 @@ class OnlineLabelSmoothing(Algorithm):
             ls_as_hard,
             first_epoch=first_epoch,
             empty_column=empty_column,
+            freeze_at=freeze_at,
         )
         if target_key is not None:
             validate_batch_key(target_key, "target_key")
