@@ -99,10 +99,9 @@ def seeded_batches(epochs=3, batches=4, size=64, num_classes=5, seed=0, never_ri
         yield epoch
 
 
-def test_losses_and_matrices_follow_the_reference_over_three_epochs():
-    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=5, smoothing=0.1)
-    reference = ReferenceOnlineLabelSmoothing(alpha=0.5, num_classes=5, smoothing=0.1)
-    for epoch in seeded_batches():
+def assert_follows_the_reference(criterion, reference, epochs):
+    """Every batch's loss and every epoch's matrix, the criterion's against the reference's."""
+    for epoch in epochs:
         for logits, labels in epoch:
             expected = reference.loss(logits, labels)
             reference.observe(logits, labels)
@@ -114,6 +113,12 @@ def test_losses_and_matrices_follow_the_reference_over_three_epochs():
         torch.testing.assert_close(
             criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
         )
+
+
+def test_losses_and_matrices_follow_the_reference_over_three_epochs():
+    criterion = OnlineLabelSmoothingLoss(alpha=0.5, n_classes=5, smoothing=0.1)
+    reference = ReferenceOnlineLabelSmoothing(alpha=0.5, num_classes=5, smoothing=0.1)
+    assert_follows_the_reference(criterion, reference, seeded_batches())
     assert criterion.epoch.item() == 3
     torch.testing.assert_close(
         criterion.matrix.sum(dim=0), torch.ones(5)
@@ -148,19 +153,7 @@ def test_every_variant_follows_its_float64_reference(variant):
     # Class 3 has no correct prediction in the second epoch, so the empty-column rule acts.
     criterion = OnlineLabelSmoothingLoss(0.4, 5, 0.2, **variant)
     reference = ReferenceOnlineLabelSmoothing(0.4, 5, 0.2, **variant)
-    for epoch in seeded_batches(never_right=(1, 3)):
-        for logits, labels in epoch:
-            expected = reference.loss(logits, labels)
-            reference.observe(logits, labels)
-            torch.testing.assert_close(
-                criterion(logits, labels).double(), expected, rtol=1e-5, atol=1e-6
-            )
-        criterion.next_epoch()
-        reference.next_epoch()
-        torch.testing.assert_close(
-            criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
-        )
-    assert reference.counts == [0] * 5  # (the reference's own state, for the record)
+    assert_follows_the_reference(criterion, reference, seeded_batches(never_right=(1, 3)))
 
 
 @pytest.mark.parametrize(
