@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         line on standard error, without a traceback).
     """
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parse_intermixed(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
@@ -39,6 +40,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"loom {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (loom list | head): stop quietly, as other tools do, and
+        # leave nothing for the interpreter to fail flushing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Any:
+    """``parser.parse_args(argv)``, with a job's overrides allowed after its options too
+    (``loom train job.yaml --run-dir runs/x optimizer.lr=0.05``), in the order given.
+
+    argparse takes a ``nargs="*"`` positional only in one run: overrides after an option
+    come back unrecognised. (Its ``parse_intermixed_args`` refuses subcommands.)
+    """
+    args, unrecognised = parser.parse_known_args(argv)
+    if unrecognised:
+        options = [item for item in unrecognised if item.startswith("-")]
+        if options or not hasattr(args, "overrides"):
+            parser.parse_args(argv)  # argparse's own message for what it does not know
+        args.overrides = [*args.overrides, *unrecognised]
+    return args
 
 
 def _parser() -> argparse.ArgumentParser:

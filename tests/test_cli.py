@@ -433,3 +433,39 @@ def test_torchrun_runs_a_job_on_two_processes(tmp_path):
     result = subprocess.run(dry_run, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("dry run passed") == 1  # rank 0 alone prints
+
+
+def loom_command(*arguments, timeout=120):
+    """The real command in a subprocess (``python -m loom`` is ``loom``)."""
+    command = [sys.executable, "-m", "loom", *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_overrides_go_before_or_after_the_options_in_the_order_given():
+    job = CONFIGS / "digits.yaml"
+    validated = loom_command("validate", job, "--import", "json", "trainer.max_duration=6ep")
+    assert validated.returncode == 0, validated.stderr
+    assert "valid job (with trainer.max_duration=6ep)" in validated.stdout
+    printed = loom_command(
+        "train", job, "optimizer.lr=0.5", "--print-config", "trainer.max_duration=6ep",
+        "optimizer.lr=0.25",
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    resolved = yaml.safe_load(printed.stdout)
+    assert resolved["trainer"]["max_duration"] == "6ep"
+    assert resolved["optimizer"]["lr"] == 0.25  # the later of the two
+    unknown = loom_command("validate", job, "trainer.max_duration=6ep", "--bogus")
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --bogus" in unknown.stderr
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """``loom list | head``: the pipe closes before loom has written; it stops quietly."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loom", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()  # before loom (still importing torch) writes a line
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGPIPE
+    assert b"Traceback" not in errors, errors.decode()
+    assert b"BrokenPipeError" not in errors, errors.decode()
