@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -109,16 +110,34 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read: it is truncated, corrupt or not a "
-            f"checkpoint ({reason})."
+            f"checkpoint {str(path)!r} cannot be read: {_unreadable(error)}."
         ) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a loom checkpoint: it holds no 'model' entry."
         )
     return checkpoint
+
+
+def _unreadable(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, without torch's advice to unpickle
+    the file anyway, which a loom checkpoint never needs."""
+    text = _TERMINAL_STYLES.sub("", str(error)).strip()
+    foreign = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if foreign:
+        return (
+            f"it holds a Python object ({foreign[1]}) besides tensors and plain data, "
+            "which loom never unpickles: it was not written by loom"
+        )
+    _, unpickler, detail = text.partition("WeightsUnpickler error:")
+    details = [line.strip() for line in (detail if unpickler else text).splitlines()]
+    reason = next((line for line in details if line), type(error).__name__)
+    return f"it is truncated, corrupt or not a checkpoint ({reason})"
+
+
+_TERMINAL_STYLES = re.compile(r"\x1b\[[0-9;]*m")
+"""The colour and bold codes torch puts in some messages."""
 
 
 def restore_checkpoint(

@@ -38,6 +38,10 @@ def test_weights_only_loading_starts_a_fresh_run(saved):
     assert fine_tuned.state.optimizers[0].state == {}
 
 
+class ForeignObject:
+    """Something a training script might pickle into a file, which loom never unpickles."""
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -50,8 +54,13 @@ def test_weights_only_loading_starts_a_fresh_run(saved):
             r"cannot be read: it is truncated, corrupt or not a checkpoint",
         ),
         (lambda path: torch.save({"weights": 1}, path), r"is not a loom checkpoint"),
+        (
+            lambda path: torch.save({"model": ForeignObject()}, path),
+            r"holds a Python object \(.*ForeignObject\) besides tensors and plain data, "
+            r"which loom never unpickles: it was not written by loom",
+        ),
     ],
-    ids=["truncated", "garbage", "foreign"],
+    ids=["truncated", "garbage", "foreign", "pickled object"],
 )
 def test_a_damaged_checkpoint_is_one_clear_error(saved, damage, message):
     _, path = saved
@@ -59,8 +68,11 @@ def test_a_damaged_checkpoint_is_one_clear_error(saved, damage, message):
     before = path.read_bytes()
     fresh = tiny_trainer()
     weights = {k: v.clone() for k, v in fresh.state.model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=rf"checkpoint '{path}' .*{message}"):
+    with pytest.raises(CheckpointError, match=rf"checkpoint '{path}' .*{message}") as error:
         fresh.load_checkpoint(path)
+    # Not torch's advice to unpickle the file anyway, nor its terminal colour codes.
+    assert "weights_only" not in str(error.value)
+    assert "\x1b" not in str(error.value)
     assert path.read_bytes() == before  # nothing on disk touched
     for key, value in fresh.state.model.state_dict().items():
         assert torch.equal(value, weights[key])  # nor the run
