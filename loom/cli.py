@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,15 +37,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return status
     except CommandError as error:
         print(f"loom {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # The reader went away (loom list | head): stop quietly, as other tools do, and
-        # leave nothing for the interpreter to fail flushing at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        if not _stdout_is_closed():
+            raise  # another pipe broke: a real error
+        if args.command == "train":
+            print("loom train: standard output was closed; training stopped.", file=sys.stderr)
+        return _SIGPIPE_STATUS
+
+
+_SIGPIPE_STATUS = 128 + getattr(signal, "SIGPIPE", 13)
+"""The status of a process that ``SIGPIPE`` ended, as a shell reports it."""
+
+
+def _stdout_is_closed() -> bool:
+    """Whether the reader of standard output went away (``loom list | head``). If so,
+    stdout is pointed at the null device, so that nothing is left for the interpreter to
+    fail writing at exit.
+
+    Asked of the pipe itself (a pipe whose reader has gone polls as an error): the
+    exception does not say which stream it came from, and a failed flush drops what it
+    could not write, so flushing again would not tell.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no real stdout
+        return False
+    if closed:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    return closed
 
 
 def _parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Any:
@@ -55,6 +86,7 @@ def _parse_intermixed(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     come back unrecognised. (Its ``parse_intermixed_args`` refuses subcommands.)
     """
     args, unrecognised = parser.parse_known_args(argv)
+    unrecognised = [item for item in unrecognised if item != "--"]  # "the rest is positional"
     if unrecognised:
         options = [item for item in unrecognised if item.startswith("-")]
         if options or not hasattr(args, "overrides"):

@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 import re
 import signal
@@ -459,13 +460,46 @@ def test_overrides_go_before_or_after_the_options_in_the_order_given():
     assert "unrecognized arguments: --bogus" in unknown.stderr
 
 
-def test_a_reader_that_goes_away_gets_no_traceback():
-    """``loom list | head``: the pipe closes before loom has written; it stops quietly."""
+@pytest.mark.parametrize("command", [["list"], ["events"], ["list", "model"]])
+def test_a_reader_that_goes_away_gets_no_traceback(command):
+    """``loom list | head``: the pipe closes before loom has written; it stops quietly.
+    Buffered output (no PYTHONUNBUFFERED) is written only when flushed: that must be
+    inside the command too, not left to the interpreter's exit."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "loom", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        [sys.executable, "-m", "loom", *command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+    )  # fmt: skip
     process.stdout.close()  # before loom (still importing torch) writes a line
     _, errors = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGPIPE
-    assert b"Traceback" not in errors, errors.decode()
-    assert b"BrokenPipeError" not in errors, errors.decode()
+    assert process.returncode == 128 + signal.SIGPIPE, errors.decode()
+    assert errors == b"", errors.decode()
+
+
+def test_a_broken_pipe_other_than_standard_output_is_an_error(monkeypatch, capsys):
+    def write_to_a_closed_pipe(args):
+        reader, writer = os.pipe()
+        os.close(reader)
+        with os.fdopen(writer, "w") as stream:
+            stream.write("x" * 100_000)
+        return 0
+
+    import loom.cli
+
+    original = loom.cli._print_events
+    monkeypatch.setattr(loom.cli, "_print_events", write_to_a_closed_pipe)
+    try:
+        with pytest.raises(BrokenPipeError):
+            main(["events"])
+    finally:
+        monkeypatch.setattr(loom.cli, "_print_events", original)
+    print("standard output still works")
+    assert capsys.readouterr().out == "standard output still works\n"
+
+
+def test_a_double_dash_before_the_overrides_is_taken_as_argparse_means_it():
+    printed = loom_command(
+        "train", CONFIGS / "digits.yaml", "--print-config", "--", "trainer.max_duration=6ep"
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout)["trainer"]["max_duration"] == "6ep"

@@ -124,17 +124,24 @@ def _unreadable(error: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` failed, without torch's advice to unpickle
     the file anyway, which a loom checkpoint never needs."""
     text = _TERMINAL_STYLES.sub("", str(error)).strip()
-    foreign = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    foreign = _FOREIGN_OBJECT.search(text)
     if foreign:
         return (
-            f"it holds a Python object ({foreign[1]}) besides tensors and plain data, "
-            "which loom never unpickles: it was not written by loom"
+            f"it holds a Python object ({foreign[1] or foreign[2]}) besides tensors and "
+            "plain data, which loom never unpickles: it was not written by loom"
         )
     _, unpickler, detail = text.partition("WeightsUnpickler error:")
     details = [line.strip() for line in (detail if unpickler else text).splitlines()]
-    reason = next((line for line in details if line), type(error).__name__)
+    # Not a line of torch's advice to load with weights_only=False.
+    reasons = [line for line in details if line and "weights_only" not in line]
+    reason = reasons[0] if reasons else type(error).__name__
     return f"it is truncated, corrupt or not a checkpoint ({reason})"
 
+
+_FOREIGN_OBJECT = re.compile(
+    r"Unsupported (?:global: GLOBAL|class) (\S+)|unsupported GLOBAL (\S+) whose module"
+)
+"""How torch (2.3 to 2.6 and later) names a global its weights-only unpickler refuses."""
 
 _TERMINAL_STYLES = re.compile(r"\x1b\[[0-9;]*m")
 """The colour and bold codes torch puts in some messages."""
