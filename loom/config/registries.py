@@ -80,7 +80,9 @@ MODELS = Registry(
 """Models: ``num_classes``, ``in_channels`` and ``in_features`` come from the dataset."""
 
 OPTIMIZERS = Registry(
-    "optimizer", {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}, skip={"params"}
+    "optimizer",
+    {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW},
+    skip={"params"},
 )
 """torch's optimizers, built on the model's parameters: their signatures are the schema."""
 

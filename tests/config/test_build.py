@@ -2,6 +2,7 @@ import copy
 import functools
 
 import pytest
+import torch
 
 from loom.algorithms import OnlineLabelSmoothing
 from loom.config import DATASETS
@@ -110,3 +111,13 @@ def test_a_dataset_without_class_names_needs_num_classes(monkeypatch):
         match=r"^model\.num_classes: missing, and this job cannot fill it in; set it\.",
     ):
         build(algorithms=[])
+
+
+def test_a_plain_adam_optimizer_is_torchs_with_the_jobs_arguments():
+    parts = build(optimizer={"name": "adam", "lr": 0.002, "betas": [0.8, 0.95]})
+    optimizer = parts.optimizer
+    assert type(optimizer) is torch.optim.Adam
+    assert optimizer.defaults["lr"] == 0.002
+    assert tuple(optimizer.defaults["betas"]) == (0.8, 0.95)
+    assert optimizer.defaults["weight_decay"] == 0  # Adam's own default, not AdamW's
+    parts.trainer().fit()
