@@ -93,6 +93,7 @@ SCHEDULERS = Registry(
         "cosine": optim.cosine,
         "step": optim.step,
         "multistep": optim.multistep,
+        "onecycle": optim.onecycle,
     },
     skip={"optimizer", "batches_per_epoch", "total_batches"},
 )

@@ -1,5 +1,6 @@
-"""Learning-rate schedules a job file can name, in epochs or batches, with linear warm-up."""
+"""Learning-rate schedules a job file can name, in epochs or batches, with linear warm-up,
+and torch's one-cycle policy."""
 
-from loom.optim.schedules import LearningRateFactor, constant, cosine, multistep, step
+from loom.optim.schedules import LearningRateFactor, constant, cosine, multistep, onecycle, step
 
-__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "step"]
+__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "onecycle", "step"]

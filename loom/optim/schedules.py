@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from loom.trainer import Duration, TimeUnit
 
-__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "step"]
+__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "onecycle", "step"]
 
 
 @dataclass
@@ -156,6 +156,45 @@ def multistep(
         gamma=gamma,
     )
     return LambdaLR(optimizer, factor)
+
+
+def onecycle(
+    optimizer: torch.optim.Optimizer,
+    batches_per_epoch: int,
+    total_batches: int,
+    max_lr: float,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    cycle_momentum: bool = True,
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """torch's one-cycle policy (Smith and Topin, 2019) over the whole run: from
+    ``max_lr / div_factor`` up to ``max_lr`` in the first ``pct_start`` of the batches,
+    then down to ``max_lr / (div_factor * final_div_factor)``. The optimizer's own
+    ``lr`` is replaced.
+
+    Args:
+        max_lr: The peak learning rate.
+        pct_start: The share of the run spent rising, in (0, 1).
+        div_factor: The starting learning rate is ``max_lr / div_factor``.
+        final_div_factor: The last is the starting one divided by this.
+        cycle_momentum: Cycle the momentum (SGD) or ``beta1`` (Adam) inversely to the
+            learning rate, as torch does; needs an optimizer that has one.
+    """
+    del batches_per_epoch
+    if not isinstance(max_lr, int | float) or max_lr <= 0:
+        raise ValueError(f"max_lr={max_lr!r} must be a positive number.")
+    if not isinstance(pct_start, int | float) or not 0 < pct_start < 1:
+        raise ValueError(f"pct_start={pct_start!r} must lie in (0, 1).")
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=max(1, total_batches),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        cycle_momentum=cycle_momentum,
+    )
 
 
 def _batches(duration: str | Duration | None, name: str, batches_per_epoch: int) -> int:

@@ -121,3 +121,13 @@ def test_a_plain_adam_optimizer_is_torchs_with_the_jobs_arguments():
     assert tuple(optimizer.defaults["betas"]) == (0.8, 0.95)
     assert optimizer.defaults["weight_decay"] == 0  # Adam's own default, not AdamW's
     parts.trainer().fit()
+
+
+def test_a_onecycle_schedule_spans_the_runs_batches_and_trains_to_its_end():
+    parts = build(scheduler={"name": "onecycle", "max_lr": 0.2})
+    (scheduler,) = parts.schedulers
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    assert scheduler.total_steps == 6  # 2 epochs of 3 batches
+    trainer = parts.trainer()
+    trainer.fit()  # one step a batch, to the last: torch refuses a step beyond total_steps
+    assert trainer.state.timestamp.batch == 6

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from loom.optim import LearningRateFactor, constant, cosine, multistep, step
+from loom.optim import LearningRateFactor, constant, cosine, multistep, onecycle, step
 
 
 def learning_rates(make_schedule, steps, **arguments):
@@ -71,3 +71,34 @@ def test_bad_arguments(arguments, message):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match=message):
         multistep(optimizer, batches_per_epoch=2, total_batches=4, **arguments)
+
+
+def test_onecycle_is_torchs_over_the_whole_run():
+    """Up from max_lr / 25 to max_lr over the first 30% of the batches, then down to
+    max_lr / 25e4 at the last; stepped once a batch for the run's every batch."""
+    rates = learning_rates(onecycle, 10, batches_per_epoch=5, total_batches=10, max_lr=0.4)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0, momentum=0.9)
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.4, total_steps=10)
+    expected = []
+    for _ in range(10):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert rates == pytest.approx(expected)
+    assert rates[0] == pytest.approx(0.4 / 25)
+    assert rates[2] == pytest.approx(0.4)  # the end of the rise: 30% of 10 batches
+    assert rates[-1] == pytest.approx(0.4 / 25 / 1e4)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_lr": 0}, r"max_lr=0 must be a positive number"),
+        ({"max_lr": 0.1, "pct_start": 1.0}, r"pct_start=1.0 must lie in \(0, 1\)"),
+    ],
+)
+def test_onecycle_bad_arguments(arguments, message):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    with pytest.raises(ValueError, match=message):
+        onecycle(optimizer, batches_per_epoch=2, total_batches=4, **arguments)
