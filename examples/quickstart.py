@@ -1,4 +1,4 @@
-"""Train a small classifier with loom's Trainer: the README's first command runs this.
+"""Train a small classifier with loom's Trainer, in a script of your own.
 
 A synthetic 10-class problem (Gaussian clusters in 32 dimensions) stands in for
 real data, so nothing needs downloading. Run it with ``python examples/quickstart.py``.
