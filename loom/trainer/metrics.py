@@ -3,8 +3,10 @@ health check that stops a run whose loss is no longer finite."""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,8 +30,8 @@ ECE_BINS = 15
 
 # Layout of the packed accumulator: a few totals, then the calibration bins. One
 # buffer means one host transfer per evaluation.
-_LOSS, _COUNT, _TOP1, _TOP5, _NLL = range(5)
-_BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (5 + i * ECE_BINS for i in range(3))
+_LOSS, _COUNT, _TOP1, _TOP5, _NLL, _NOT_CLASSES = range(6)
+_BIN_COUNT, _BIN_CONFIDENCE, _BIN_CORRECT = (6 + i * ECE_BINS for i in range(3))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -161,7 +163,10 @@ class EvalMetrics:
 
     Outputs of shape ``(N, C, ...)`` count one sample per position; targets are
     class indices (positions equal to -100 are skipped) or dense distributions
-    (whose argmax is the label).
+    (whose argmax is the label). Any other outputs and targets (a regression's, say:
+    one output a sample, or dense targets that are not distributions) are not class
+    scores and labels: the evaluation then reports ``eval/loss`` alone, the mean over
+    samples, and says so once.
 
     Examples:
         >>> import torch
@@ -185,11 +190,21 @@ class EvalMetrics:
     @torch.no_grad()
     def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
         """Adds a batch: its logits, targets and mean ``loss`` over its samples."""
+        if not _class_scores_and_labels(outputs, targets):
+            self._add(_loss_only(outputs, loss))
+            return
         num_classes = outputs.shape[1]
         logits = outputs.detach().float().movedim(1, -1).reshape(-1, num_classes)
+        not_distributions = torch.zeros((), device=logits.device)
         if targets.is_floating_point():
-            labels = targets.detach().movedim(1, -1).reshape(-1, num_classes).argmax(dim=1)
+            rows = targets.detach().movedim(1, -1).reshape(-1, num_classes)
+            labels = rows.argmax(dim=1)
             valid = torch.ones_like(labels, dtype=torch.float32)
+            # Read with the totals, once an evaluation: dense targets that are not
+            # distributions (nor all-zero ignored rows) are a regression's.
+            mass = rows.sum(dim=1)
+            off = ((mass - 1).abs() > 1e-3) & (mass != 0)
+            not_distributions = ((rows < 0).any(dim=1) | off).any().float()
         else:
             labels = targets.detach().reshape(-1)
             valid = (labels != IGNORE_INDEX).float()
@@ -210,14 +225,17 @@ class EvalMetrics:
                 correct.sum(),
                 (in_top5.float() * valid).sum(),
                 (nll * valid).sum(),
+                not_distributions,
             ]
         )
         bins = (confidence * ECE_BINS).ceil().long().clamp(1, ECE_BINS) - 1
         per_bin = torch.zeros(3, ECE_BINS, dtype=torch.float64, device=logits.device)
         per_bin.index_add_(1, bins, torch.stack([valid, confidence * valid, correct]).double())
-        totals = torch.cat([head.double(), per_bin.flatten()])
-        self._totals = totals if self._totals is None else self._totals.add_(totals)
+        self._add(torch.cat([head.double(), per_bin.flatten()]))
         self._num_classes = num_classes
+
+    def _add(self, totals: torch.Tensor) -> None:
+        self._totals = totals if self._totals is None else self._totals.add_(totals)
 
     def compute(self) -> dict[str, float]:
         """The metrics over everything added since the last :meth:`reset`.
@@ -238,6 +256,10 @@ class EvalMetrics:
         count = values[_COUNT]
         if count == 0:
             return {}
+        if values[_NOT_CLASSES]:
+            _say_once_that_only_the_loss_is_reported()
+            self.reliability = None
+            return {"eval/loss": values[_LOSS] / count}
         bin_gaps = (
             abs(values[_BIN_CORRECT + b] - values[_BIN_CONFIDENCE + b]) for b in range(ECE_BINS)
         )
@@ -256,6 +278,38 @@ class EvalMetrics:
             "accuracy": _per_sample(values[_BIN_CORRECT : _BIN_CORRECT + ECE_BINS], counts),
         }
         return metrics
+
+
+def _class_scores_and_labels(outputs: Any, targets: Any) -> bool:
+    """Whether the shapes are those of class scores ``(N, C, ...)``, ``C >= 2``, and of
+    class indices ``(N, ...)`` or dense targets of the scores' shape."""
+    if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor)):
+        return False
+    if outputs.dim() < 2 or outputs.shape[1] < 2 or not outputs.is_floating_point():
+        return False
+    if targets.is_floating_point():
+        return targets.shape == outputs.shape
+    return targets.dtype != torch.bool and targets.shape == (outputs.shape[0], *outputs.shape[2:])
+
+
+def _loss_only(outputs: Any, loss: torch.Tensor) -> torch.Tensor:
+    """The totals of a batch that is not classification: its loss over its samples."""
+    samples = len(outputs) if isinstance(outputs, torch.Tensor) and outputs.dim() else 1
+    totals = torch.zeros(_BIN_CORRECT + ECE_BINS, dtype=torch.float64, device=loss.device)
+    totals[_LOSS] = loss.detach().double() * samples
+    totals[_COUNT] = samples
+    totals[_NOT_CLASSES] = 1
+    return totals
+
+
+@functools.cache
+def _say_once_that_only_the_loss_is_reported() -> None:
+    warnings.warn(
+        "evaluation: the outputs and targets are not class scores (N, C, ...) with C >= 2 "
+        "and class indices or distributions, so only eval/loss is reported (no accuracy, "
+        "NLL or calibration, which would be meaningless).",
+        stacklevel=3,
+    )
 
 
 def _device() -> torch.device:

@@ -273,7 +273,9 @@ class Trainer:
 
         Returns:
             ``eval/loss``, ``eval/accuracy``, ``eval/top5_accuracy`` (with at least
-            5 classes), ``eval/nll`` and ``eval/ece``; also stored in ``state.metrics``.
+            5 classes), ``eval/nll`` and ``eval/ece``; ``eval/loss`` alone when the
+            outputs are not class scores (see :class:`~loom.trainer.EvalMetrics`).
+            Also stored in ``state.metrics``.
         """
         state, hooks = self.state, self.engine.hooks
         dataloader = state.eval_dataloader if dataloader is None else dataloader

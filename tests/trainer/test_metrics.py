@@ -1,7 +1,10 @@
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from loom import Trainer
 from loom.trainer import ECE_BINS, EvalMetrics, TrainLoss
 
 
@@ -127,3 +130,55 @@ def test_a_non_finite_loss_is_reported_until_the_epoch_is_read():
     losses.compute()
     losses.update(torch.tensor(2.0), 1)
     assert losses.first_non_finite() is None
+
+
+@pytest.fixture
+def fresh_note():
+    """The note that only the loss is reported is made once a process; each test sees it."""
+    from loom.trainer.metrics import _say_once_that_only_the_loss_is_reported
+
+    _say_once_that_only_the_loss_is_reported.cache_clear()
+    yield
+    _say_once_that_only_the_loss_is_reported.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("outputs", "targets"),
+    [
+        (torch.randn(8, 1), torch.randn(8, 1)),  # one output a sample
+        (torch.randn(8), torch.randn(8)),
+        (torch.randn(8, 3), torch.randn(8, 3)),  # several, but not distributions
+    ],
+    ids=["(N, 1)", "(N,)", "(N, 3) not distributions"],
+)
+def test_a_regression_reports_its_loss_alone_and_says_so_once(outputs, targets, fresh_note):
+    metrics = EvalMetrics()
+    for half in (slice(0, 5), slice(5, 8)):
+        loss = F.mse_loss(outputs[half], targets[half])
+        metrics.update(outputs[half], targets[half], loss=loss)
+    with pytest.warns(UserWarning, match=r"only eval/loss is reported") as warned:
+        results = metrics.compute()
+    assert len(warned) == 1
+    again = EvalMetrics()
+    again.update(outputs, targets, loss=F.mse_loss(outputs, targets))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second note would fail here
+        assert set(again.compute()) == {"eval/loss"}
+    assert set(results) == {"eval/loss"}
+    assert results["eval/loss"] == pytest.approx(F.mse_loss(outputs, targets).item(), rel=1e-6)
+    assert metrics.reliability is None
+
+
+def test_a_trainer_with_a_regression_loss_reports_no_accuracy(fresh_note):
+    torch.manual_seed(0)
+    inputs = torch.randn(32, 4)
+    targets = inputs[:, :1] * 2 + 1
+    model = torch.nn.Linear(4, 1)
+    trainer = Trainer(
+        model, [(inputs, targets)], [(inputs, targets)], loss_fn=F.mse_loss,
+        max_duration="2ep", optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"only eval/loss is reported"):
+        metrics = trainer.fit()
+    assert set(metrics) == {"train/loss", "eval/loss"}
+    assert metrics["eval/loss"] == pytest.approx(F.mse_loss(model(inputs), targets).item())
