@@ -254,7 +254,7 @@ def resumed_epoch_batches(state: State) -> Iterator[Any]:
     position = state.timestamp.batch_in_epoch
     if state.epoch_start_rng is None:
         raise CheckpointError(
-            f"cannot resume at batch {position} of an epoch: the checkpoint has no "
+            f"cannot resume after batch {position} of an epoch: the checkpoint has no "
             "record of the epoch's start."
         )
     now = capture_rng_states()
@@ -263,7 +263,7 @@ def resumed_epoch_batches(state: State) -> Iterator[Any]:
     for skipped in range(position):
         if next(batches, None) is None:
             raise CheckpointError(
-                f"the checkpoint stopped at batch {position} of an epoch, but "
+                f"the checkpoint stopped after batch {position} of an epoch, but "
                 f"train_dataloader yields only {skipped} batches per epoch now."
             )
     restore_rng_states(now)

@@ -12,6 +12,7 @@ import torch
 
 from loom.functional.collectives import all_reduce_max, all_reduce_sum, is_distributed
 from loom.functional.cross_entropy import IGNORE_INDEX
+from loom.trainer.positions import batch_position
 
 if TYPE_CHECKING:  # State holds a TrainLoss, so this module cannot import it at run time
     from loom.trainer.state import State
@@ -42,10 +43,11 @@ def check_losses_are_finite(state: State) -> None:
     """Raises NonFiniteLossError naming the first NaN or infinite loss not yet checked."""
     position = state.train_losses.first_non_finite()
     if position is not None:
-        epoch_batch = state.timestamp.batch - state.timestamp.batch_in_epoch + position
+        timestamp = state.timestamp
+        run_batch = timestamp.batch - timestamp.batch_in_epoch + position
+        where = batch_position(timestamp.epoch, position, run_batch)
         raise NonFiniteLossError(
-            f"the training loss is not finite at epoch {state.timestamp.epoch}, batch "
-            f"{position} of the epoch (batch {epoch_batch} of the run); training stopped and "
+            f"the training loss is not finite at {where}; training stopped and "
             "the checkpoints already written were left as they were. Lower the learning "
             "rate, clip gradients (grad_clip_norm) or check the inputs of that batch."
         )

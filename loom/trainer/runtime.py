@@ -439,11 +439,7 @@ def stop_on_signals(state: State) -> Iterator[None]:
 
 def interruption_message(state: State) -> str:
     """Where training stopped, and the checkpoint to resume from (``state.checkpoint_path``)."""
-    timestamp = state.timestamp
-    where = (
-        f"training stopped on {state.interrupt} at epoch {timestamp.epoch}, batch "
-        f"{timestamp.batch_in_epoch} of the epoch (batch {timestamp.batch} of the run)"
-    )
+    where = f"training stopped on {state.interrupt} after {state.timestamp.last_batch()}"
     if state.checkpoint_path is None:
         return f"{where}; no checkpoint was written (no callback saves checkpoints)."
     return (

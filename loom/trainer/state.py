@@ -14,6 +14,7 @@ from torch import nn
 
 from loom.trainer.batch import BatchKey, get_batch_item, set_batch_item
 from loom.trainer.metrics import TrainLoss
+from loom.trainer.positions import batch_position
 
 __all__ = [
     "Duration",
@@ -97,6 +98,17 @@ class Timestamp:
     batch: int = 0
     batch_in_epoch: int = 0
     samples: int = 0
+
+    def current_batch(self) -> str:
+        """The batch being trained, as people count (from 1): see :func:`batch_position`."""
+        return batch_position(self.epoch, self.batch_in_epoch, self.batch)
+
+    def last_batch(self) -> str:
+        """The batch completed last, as people count: ``"epoch 3, batch 7 of the epoch
+        (batch 53 of the run)"``, or ``"the end of epoch 2 (batch 46 of the run)"``."""
+        if self.batch_in_epoch == 0:
+            return f"the end of epoch {self.epoch} (batch {self.batch} of the run)"
+        return batch_position(self.epoch, self.batch_in_epoch - 1, self.batch - 1)
 
     def reached(self, duration: Duration) -> bool:
         """Whether at least ``duration`` has elapsed since the start of training."""

@@ -496,12 +496,10 @@ class Trainer:
         timestamp = self.state.timestamp
         if self._eval_batch is not None:
             return (
-                f"in evaluation, at batch {self._eval_batch} of the evaluation (after "
+                f"in evaluation, at batch {self._eval_batch + 1} of the evaluation (after "
                 f"{timestamp.batch} training batches)"
             )
-        return (
-            f"in training at epoch {timestamp.epoch}, batch {timestamp.batch_in_epoch} of the epoch"
-        )
+        return f"in training at {timestamp.current_batch()}"
 
     def _eval_pending(self) -> bool:
         """Whether an evaluation is due at this clock and has not run (a resumed run)."""

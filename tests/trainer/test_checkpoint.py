@@ -141,8 +141,8 @@ def test_a_non_finite_loss_stops_naming_the_batch_and_keeps_the_good_checkpoints
     trainer = tiny_trainer(tmp_path, loss_fn=explodes_at_batch_4, max_duration="3ep")
     with pytest.raises(
         NonFiniteLossError,
-        match=r"not finite at epoch 1, batch 1 of the epoch "
-        r"\(batch 4 of the run\)",
+        match=r"not finite at epoch 2, batch 2 of the epoch "
+        r"\(batch 5 of the run\)",  # the fifth call: batch 4 as the clock counts
     ) as info:
         trainer.fit()
     assert "raised by callback Checkpoint at event 'batch_end'" in str(info.value.__notes__)
@@ -167,7 +167,7 @@ def test_a_non_finite_loss_found_at_an_epoch_end_names_its_own_epoch():
     trainer = tiny_trainer(loss_fn=nan_at_second_batch)
     trainer.finite_check_interval = None  # only the epoch end checks
     with pytest.raises(
-        NonFiniteLossError, match=r"epoch 0, batch 1 of the epoch \(batch 1 of the run\)"
+        NonFiniteLossError, match=r"epoch 1, batch 2 of the epoch \(batch 2 of the run\)"
     ):
         trainer.fit()
 
@@ -178,7 +178,7 @@ def test_the_finite_check_runs_without_a_checkpoint_too():
 
     trainer = tiny_trainer(loss_fn=always_nan)
     trainer.finite_check_interval = 2
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0, batch 0 of the epoch"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch 1 of the epoch"):
         trainer.fit()
     assert trainer.state.timestamp.batch == 2  # found at the first check, not at epoch end
 
@@ -315,7 +315,7 @@ def uninterrupted(request, tmp_path_factory):
 )
 def test_interrupted_and_resumed_ends_bitwise_equal(uninterrupted, tmp_path, stop_batch):
     name, reference_folder, reference_weights, reference_metrics, _ = uninterrupted
-    with pytest.raises(TrainingInterrupted, match=r"training stopped on SIGTERM at epoch") as info:
+    with pytest.raises(TrainingInterrupted, match=r"training stopped on SIGTERM after ") as info:
         make_trainer(tmp_path, ALGORITHMS[name], callbacks=[SignalAt(stop_batch - 1)]).fit()
     assert info.value.exit_status == 128 + signal.SIGTERM
     checkpoint = latest_checkpoint(tmp_path / "checkpoints")

@@ -163,7 +163,8 @@ def test_errors_in_the_model_and_loss_keep_their_type_and_say_where(model, optim
         trainer.fit()
     assert raised.value.__suppress_context__, "torch's own IndexError is not shown under it"
     assert raised.value.__notes__ == [
-        "raised by loss_fn(outputs, targets) in training at epoch 0, batch 0 of the epoch, "
+        "raised by loss_fn(outputs, targets) in training at epoch 1, batch 1 of the epoch "
+        "(batch 1 of the run), "
         "outputs float32 (4, 4) on cpu, targets int64 (4,) on cpu"
     ]
     wrong_width = [(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))]
@@ -171,7 +172,8 @@ def test_errors_in_the_model_and_loss_keep_their_type_and_say_where(model, optim
     with pytest.raises(RuntimeError) as raised:
         trainer.fit()
     assert raised.value.__notes__ == [
-        "raised by the model's forward in training at epoch 0, batch 0 of the epoch, "
+        "raised by the model's forward in training at epoch 1, batch 1 of the epoch "
+        "(batch 1 of the run), "
         "inputs float32 (4, 5) on cpu"
     ]
 
@@ -197,7 +199,7 @@ def test_an_error_in_evaluation_names_the_evaluation_batch(model, optimizer):
     with pytest.raises(RuntimeError, match="broken") as raised:
         trainer.fit()
     assert raised.value.__notes__ == [
-        "raised by the model's forward in evaluation, at batch 2 of the evaluation (after "
+        "raised by the model's forward in evaluation, at batch 3 of the evaluation (after "
         "2 training batches), inputs float32 (4, 8) on cpu"
     ]
 
