@@ -20,7 +20,8 @@ class MetricsLogger(Callback):
     """Logs ``state.metrics`` after every epoch and every evaluation.
 
     The console gets a table, one row per epoch with its training loss and the
-    evaluation that followed it. The JSON-lines file gets one record per
+    evaluation that followed it (``eval/nll`` only where it differs from ``eval/loss``:
+    with the default loss they are the same number). The JSON-lines file gets one record per
     ``epoch_end`` and per ``eval_end``, each with the clock (``epoch``, ``batch``,
     ``samples``), seconds since the start of ``fit``, and the metrics. A run
     that starts at batch 0 starts the file afresh; a resumed run appends to it, after
@@ -140,7 +141,7 @@ class MetricsLogger(Callback):
         row, self._pending_row = self._pending_row, None
         if row is None or not self.console or not state.is_main_process:
             return
-        metrics = [key for key in row if "/" in key]
+        metrics = [key for key in row if "/" in key and not _repeats_the_loss(row, key)]
         if self._columns is None or any(key not in self._columns for key in metrics):
             self._columns = ["epoch", "batch", *metrics, "time"]
             print(self._format(self._columns), file=self._stream())
@@ -153,6 +154,16 @@ class MetricsLogger(Callback):
 
     def _stream(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stdout
+
+
+def _repeats_the_loss(row: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is ``eval/nll`` and the same number as ``eval/loss``, as with the
+    default loss, whose evaluation loss is the NLL: the table shows it once (the files
+    keep both)."""
+    nll, loss = row.get(key), row.get("eval/loss")
+    if key != "eval/nll" or not isinstance(nll, float) or not isinstance(loss, float):
+        return False
+    return abs(nll - loss) <= 1e-6 * max(1.0, abs(loss))
 
 
 def _cell(value: Any) -> str:

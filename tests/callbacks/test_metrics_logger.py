@@ -21,8 +21,10 @@ def test_jsonl_records_every_epoch_and_evaluation(tmp_path, model, loaders, opti
     assert set(records[0]) == {"epoch", "batch", "samples", "time", "train/loss"}
     assert records[-1]["eval/accuracy"] == metrics["eval/accuracy"]
     assert records[-2]["train/loss"] == metrics["train/loss"]
+    assert records[-1]["eval/nll"] == metrics["eval/nll"]  # the file keeps both
     table = console.getvalue().splitlines()
-    header = "epoch batch train/loss eval/loss eval/accuracy eval/nll eval/ece time"
+    # The default loss's evaluation loss is the NLL: the table shows the number once.
+    header = "epoch batch train/loss eval/loss eval/accuracy eval/ece time"
     assert table[0].split() == header.split()
     assert [row.split()[:2] for row in table[1:]] == [["1", "8"], ["2", "16"]]
     assert table[2].split()[4] == f"{metrics['eval/accuracy']:.4f}"
@@ -80,3 +82,16 @@ def test_nothing_is_written_off_the_main_process(tmp_path, model, loaders, optim
     trainer.fit()
     assert not path.exists()
     assert console.getvalue() == ""
+
+
+def test_the_table_shows_the_nll_where_it_is_not_the_loss(model, loaders, optimizer):
+    import torch.nn.functional as F
+
+    console = io.StringIO()
+    Trainer(
+        model, loaders[0], loaders[1], optimizers=optimizer, max_duration="1ep", device="cpu",
+        loss_fn=lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=0.2),
+        callbacks=[MetricsLogger(stream=console)],
+    ).fit()  # fmt: skip
+    header = "epoch batch train/loss eval/loss eval/accuracy eval/nll eval/ece time"
+    assert console.getvalue().splitlines()[0].split() == header.split()
