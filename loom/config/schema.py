@@ -164,8 +164,12 @@ def coerce(value: Any, annotation: Any, path: str) -> Any:
     annotation = _plain_form(annotation) or annotation
     result = _coerce(value, annotation, path)
     if result is _NO_MATCH:
+        hint = ""
+        if isinstance(value, bool):  # YAML reads yes/no/on/off unquoted as booleans
+            hint = " (YAML reads unquoted yes, no, on and off as booleans: quote a string)"
         raise ConfigError(
-            f"{path}: expected {type_name(annotation)}, got {value!r} ({type(value).__name__})."
+            f"{path}: expected {type_name(annotation)}, got {value!r} "
+            f"({type(value).__name__}){hint}."
         )
     return result
 

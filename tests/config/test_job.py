@@ -96,3 +96,24 @@ def test_the_trainers_batch_keys_are_set_in_the_trainer_section():
     assert job["trainer"]["input_key"] == 0
     with pytest.raises(ConfigError, match=r"^trainer\.input_key: expected int \| str, got 1\.5"):
         resolve_job(with_("trainer.input_key", 1.5))
+
+
+def test_yaml_booleans_spelled_yes_and_no_are_booleans_and_a_string_says_to_quote_them():
+    """YAML reads unquoted yes/no/on/off as booleans: where a bool is wanted that is what
+    a person meant; where a string is, the error says to quote it."""
+    job = yaml.safe_load(
+        "model: {name: mlp}\n"
+        "data: {train: {name: synthetic, shuffle: no}}\n"
+        "optimizer: {name: sgd, lr: 0.1, nesterov: yes, momentum: 0.9}\n"
+        "trainer: {max_duration: 1ep, device: on}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer\.device: expected str, got True \(bool\) \(YAML reads unquoted yes, "
+        r"no, on and off as booleans: quote a string\)\.$",
+    ):
+        resolve_job(job)
+    job["trainer"]["device"] = "cpu"
+    resolved = resolve_job(job)
+    assert resolved["data"]["train"]["shuffle"] is False
+    assert resolved["optimizer"]["nesterov"] is True
