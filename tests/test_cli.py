@@ -503,3 +503,30 @@ def test_a_double_dash_before_the_overrides_is_taken_as_argparse_means_it():
     )
     assert printed.returncode == 0, printed.stderr
     assert yaml.safe_load(printed.stdout)["trainer"]["max_duration"] == "6ep"
+
+
+def test_a_relative_checkpoint_folder_is_inside_the_run_directory_and_resumes(tmp_path):
+    """Run from another directory: the folder is the run's, and --resume finds it there."""
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [8]}\n"
+        "data: {train: {name: synthetic, num_samples: 64, shape: [4], batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "callbacks: [{name: checkpoint, folder: ckpt, interval: 1ep}]\n"
+        "trainer: {max_duration: 1ep, device: cpu}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_dir = tmp_path / "run"
+
+    def loom_from_elsewhere(*arguments):
+        command = [sys.executable, "-m", "loom", *map(str, arguments)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=elsewhere)
+
+    first = loom_from_elsewhere("train", job, "--run-dir", run_dir)
+    assert first.returncode == 0, first.stderr
+    assert [path.name for path in (run_dir / "ckpt").iterdir()] == ["epoch1-batch4.pt"]
+    assert list(elsewhere.iterdir()) == []
+    resumed = loom_from_elsewhere("train", job, "--resume", run_dir, "trainer.max_duration=2ep")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["batches"] == 8

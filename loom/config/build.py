@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,7 +87,8 @@ def build_job(
         limit_batches: Give each loader only this many batches' worth of samples (a
             dry run).
         checkpoint_folder: The ``folder`` of a ``checkpoint`` callback that
-            leaves it out (a run's ``checkpoints/``).
+            leaves it out (a run's ``checkpoints/``); a relative ``folder`` a callback
+            is given is taken inside the directory that holds this one, the run's.
 
     Raises:
         ConfigError: A component refused its arguments or could not be built;
@@ -119,6 +121,7 @@ def build_job(
         eval_set = _wrapped(eval_set, data["eval"], "data.eval")
         evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
     where = {"folder": None if checkpoint_folder is None else str(checkpoint_folder)}
+    run_dir = None if checkpoint_folder is None else Path(checkpoint_folder).parent
 
     model = _build(MODELS, job["model"], "model", facts=facts)
     optimizer = _build(OPTIMIZERS, job["optimizer"], "optimizer", positional=model.parameters())
@@ -142,7 +145,7 @@ def build_job(
             for index, spec in enumerate(job["algorithms"])
         ],
         callbacks=[
-            _build(CALLBACKS, spec, f"callbacks.{index}", facts=where)
+            _build(CALLBACKS, _in_run_directory(spec, run_dir), f"callbacks.{index}", facts=where)
             for index, spec in enumerate(job["callbacks"])
         ],
         classes=facts["classes"],
@@ -174,6 +177,16 @@ def _build(
         if positional is not None:
             return component(positional, **arguments)
         return component(**arguments)
+
+
+def _in_run_directory(spec: Mapping[str, Any], run_dir: Path | None) -> Mapping[str, Any]:
+    """A callback's spec with a relative ``folder`` inside the run directory, where
+    ``loom train --resume RUN_DIR`` looks for it, not in whatever directory the command
+    ran from."""
+    folder = spec.get("folder")
+    if run_dir is None or not isinstance(folder, str) or Path(folder).is_absolute():
+        return spec
+    return {**spec, "folder": str(run_dir / folder)}
 
 
 def _wrapped(dataset: Any, spec: Mapping[str, Any], path: str) -> Any:

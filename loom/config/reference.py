@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from loom.config.registries import REGISTRIES
 from loom.config.schema import Parameter, type_name
@@ -23,18 +23,22 @@ def components_markdown(kinds: Sequence[str] = tuple(REGISTRIES)) -> str:
         blocks.append(f"### {kind}s")
         for name in registry:
             parameters = registry.parameters(name)
-            table = parameters_table(parameters) if parameters else "No arguments."
+            table = "No arguments."
+            if parameters:
+                table = parameters_table(parameters, registry.supplied)
             blocks.append(f"#### `{name}`\n\n{registry.summary(name)}\n\n{table}")
     return "\n\n".join(blocks) + "\n"
 
 
-def parameters_table(parameters: Sequence[Parameter]) -> str:
-    """``| key | type | default |`` rows, one per parameter."""
+def parameters_table(parameters: Sequence[Parameter], supplied: Collection[str] = ()) -> str:
+    """``| key | type | default |`` rows, one per parameter; ``supplied``: those a job
+    fills when left out (a dataset's facts, a run's checkpoint folder)."""
     rows = ["| key | type | default |", "|---|---|---|"]
     for parameter in parameters:
-        default = (
-            "required" if parameter.required else f"`{parameter.describe().split(' = ', 1)[1]}`"
-        )
+        if parameter.required:
+            default = "from the job" if parameter.name in supplied else "required"
+        else:
+            default = f"`{parameter.describe().split(' = ', 1)[1]}`"
         kind = type_name(parameter.annotation).replace("|", "\\|")
         rows.append(f"| `{parameter.name}` | {kind} | {default} |")
     return "\n".join(rows)

@@ -41,13 +41,23 @@ def train_job(
     files = RunDirectory(run_dir)
     load_path = None
     if resume:
-        load_path = latest_checkpoint(files.checkpoints)
+        folder = _checkpoint_folder(job, files)
+        load_path = latest_checkpoint(folder)
         if load_path is None:
             raise ConfigError(
-                f"--resume {files.path}: no checkpoint in {files.checkpoints}; give the run "
+                f"--resume {files.path}: no checkpoint in {folder}; give the run "
                 "directory of a run that saved one."
             )
     return _run(job, files, limit_batches=None, load_path=load_path)
+
+
+def _checkpoint_folder(job: Mapping[str, Any], files: RunDirectory) -> Path:
+    """Where the job's checkpoints are: its ``checkpoint`` callback's folder (a relative
+    one inside the run directory, as the builder takes it), or the run's ``checkpoints/``."""
+    for spec in job["callbacks"]:
+        if spec["name"] == "checkpoint" and spec.get("folder") is not None:
+            return files.path / spec["folder"]  # an absolute folder stays as it is
+    return files.checkpoints
 
 
 def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
