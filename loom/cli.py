@@ -256,11 +256,14 @@ def _train(args: argparse.Namespace) -> int:
                     "--seeds starts new runs; resume each with --resume RUN_DIR/seedS."
                 )
             return _train_seeds(job, run_dir, args.seeds)
-        if is_main_process():
-            print(f"run directory: {run_dir}")
-            if args.resume is not None:
-                _note_changes_since(job, RunDirectory(args.resume).config)
-        metrics = train_job(job, run_dir, resume=args.resume is not None)
+        if is_main_process() and args.resume is not None:
+            _note_changes_since(job, RunDirectory(args.resume).config)
+
+        def announce() -> None:  # once the job is built: a job that fails never has one
+            if is_main_process():
+                print(f"run directory: {run_dir}")
+
+        metrics = train_job(job, run_dir, resume=args.resume is not None, on_start=announce)
     except ConfigError as error:
         raise CommandError(f"{args.config}: {error}") from None
     except TrainingInterrupted as interruption:
@@ -282,13 +285,14 @@ def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:
     """One run per seed in ``parent/seed<S>``, one after another."""
     from loom.runs.train import train_job
 
-    for seed in seeds:
+    for number, seed in enumerate(seeds, start=1):
         run_dir = parent / f"seed{seed}"
-        if is_main_process():
-            print(
-                f"run directory: {run_dir} (seed {seed}, {seeds.index(seed) + 1} of {len(seeds)})"
-            )
-        metrics = train_job({**job, "seed": seed}, run_dir)
+
+        def announce(run_dir: Path = run_dir, seed: int = seed, number: int = number) -> None:
+            if is_main_process():
+                print(f"run directory: {run_dir} (seed {seed}, {number} of {len(seeds)})")
+
+        metrics = train_job({**job, "seed": seed}, run_dir, on_start=announce)
         if is_main_process():
             print(f"seed {seed} done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if is_main_process():

@@ -530,3 +530,18 @@ def test_a_relative_checkpoint_folder_is_inside_the_run_directory_and_resumes(tm
     resumed = loom_from_elsewhere("train", job, "--resume", run_dir, "trainer.max_duration=2ep")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run_dir / "summary.json").read_text())["batches"] == 8
+
+
+def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [-3]}\n"
+        "data: {train: {name: synthetic, batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 1ep, device: cpu}\n"
+    )
+    status, out, err = run_loom(capsys, "train", job, "--run-dir", tmp_path / "run")
+    assert status == 2
+    assert "hidden_sizes[0]=-3 must be a positive int" in err
+    assert "run directory" not in out
+    assert not (tmp_path / "run").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,11 @@ __all__ = ["dry_run_job", "job_trainer", "train_job"]
 
 
 def train_job(
-    job: Mapping[str, Any], run_dir: str | os.PathLike[str], *, resume: bool = False
+    job: Mapping[str, Any],
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Builds and trains ``job`` (a resolved job), filling ``run_dir``.
 
@@ -31,6 +35,9 @@ def train_job(
         job: A resolved job.
         run_dir: The run directory.
         resume: Continue the run in ``run_dir`` from its latest checkpoint.
+        on_start: Called once the job is built, just before training starts (and so
+            before the run directory is filled): a job that cannot be built never
+            calls it.
 
     Returns:
         The final metrics.
@@ -48,7 +55,7 @@ def train_job(
                 f"--resume {files.path}: no checkpoint in {folder}; give the run "
                 "directory of a run that saved one."
             )
-    return _run(job, files, limit_batches=None, load_path=load_path)
+    return _run(job, files, limit_batches=None, load_path=load_path, on_start=on_start)
 
 
 def _checkpoint_folder(job: Mapping[str, Any], files: RunDirectory) -> Path:
@@ -104,6 +111,13 @@ def job_trainer(
 
 
 def _run(
-    job: Mapping[str, Any], files: RunDirectory, limit_batches: int | None, load_path: Path | None
+    job: Mapping[str, Any],
+    files: RunDirectory,
+    limit_batches: int | None,
+    load_path: Path | None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    return job_trainer(job, files.path, limit_batches=limit_batches, load_path=load_path).fit()
+    trainer = job_trainer(job, files.path, limit_batches=limit_batches, load_path=load_path)
+    if on_start is not None:
+        on_start()
+    return trainer.fit()
