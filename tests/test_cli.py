@@ -545,3 +545,33 @@ def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys):
     assert "hidden_sizes[0]=-3 must be a positive int" in err
     assert "run directory" not in out
     assert not (tmp_path / "run").exists()
+
+
+def test_training_time_adds_up_across_resumes(tmp_path, capsys):
+    """summary.json's seconds and metrics.jsonl's time go on from the checkpoint's count,
+    also when a finished run is resumed (which trains nothing more)."""
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [64]}\n"
+        "data: {train: {name: synthetic, num_samples: 512, shape: [16], batch_size: 8}}\n"
+        "optimizer: {name: sgd, lr: 0.05}\n"
+        "trainer: {max_duration: 2ep, device: cpu}\n"
+    )
+    run_dir = tmp_path / "run"
+    assert run_loom(capsys, "train", job, "--run-dir", run_dir)[0] == 0
+    first = json.loads((run_dir / "summary.json").read_text())["seconds"]
+    (checkpoint,) = (run_dir / "checkpoints").iterdir()
+    counted = {entry["name"]: entry["state"] for entry in torch.load(checkpoint)["callbacks"]}
+    assert 0 < counted["RunRecorder"]["seconds"] <= first
+
+    assert run_loom(capsys, "train", job, "--resume", run_dir)[0] == 0  # already finished
+    again = json.loads((run_dir / "summary.json").read_text())["seconds"]
+    assert again >= counted["RunRecorder"]["seconds"]
+
+    extended = run_loom(capsys, "train", job, "--resume", run_dir, "trainer.max_duration=3ep")
+    assert extended[0] == 0
+    records = (run_dir / "metrics.jsonl").read_text().splitlines()
+    times = [json.loads(line)["time"] for line in records]
+    assert len(times) == 3
+    assert times == sorted(times)  # the third epoch's goes on from the second's
+    assert json.loads((run_dir / "summary.json").read_text())["seconds"] > first

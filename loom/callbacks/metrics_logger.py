@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from loom.callbacks.training_time import TrainingTime
 from loom.trainer import Callback, State, write_atomically
 
 __all__ = ["MetricsLogger"]
@@ -23,7 +23,8 @@ class MetricsLogger(Callback):
     evaluation that followed it (``eval/nll`` only where it differs from ``eval/loss``:
     with the default loss they are the same number). The JSON-lines file gets one record per
     ``epoch_end`` and per ``eval_end``, each with the clock (``epoch``, ``batch``,
-    ``samples``), seconds since the start of ``fit``, and the metrics. A run
+    ``samples``), the seconds of training (``time``: since the start of ``fit``, plus
+    those of the run a checkpoint resumed), and the metrics. A run
     that starts at batch 0 starts the file afresh; a resumed run appends to it, after
     dropping the records of what came after its checkpoint (it logs those again).
     Only the main process writes. List it after any callback that adds metrics.
@@ -61,12 +62,12 @@ class MetricsLogger(Callback):
         self.path = Path(path) if path is not None else None
         self.console = console
         self.stream = stream
-        self._started = 0.0
+        self._clock = TrainingTime()
         self._columns: list[str] | None = None
         self._pending_row: dict[str, Any] | None = None
 
     def fit_start(self, state: State) -> None:
-        self._started = time.perf_counter()
+        self._clock.start()
         if self.path is None or not state.is_main_process:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,13 @@ class MetricsLogger(Callback):
             self._pending_row = record
             self._print_pending_row(state)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The seconds of training so far, so that a resumed run's ``time`` goes on."""
+        return self._clock.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._clock.load_state_dict(state)
+
     def fit_end(self, state: State) -> None:
         self._print_pending_row(state)
         if state.stop_reason is not None and self.console and state.is_main_process:
@@ -126,7 +134,7 @@ class MetricsLogger(Callback):
             "epoch": timestamp.epoch,
             "batch": timestamp.batch,
             "samples": timestamp.samples,
-            "time": round(time.perf_counter() - self._started, 3),
+            "time": round(self._clock.seconds(), 3),
         }
         record.update((k, v) for k, v in state.metrics.items() if k.startswith(prefix))
         return record

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import platform
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 import loom
+from loom.callbacks.training_time import TrainingTime
 from loom.config.job import dump_job
 from loom.runs import plots
 from loom.trainer import Artifact, Callback, State, model_state_dict, write_atomically
@@ -120,10 +120,10 @@ class RunRecorder(Callback):
         self.files = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
         self.job = job
         self.classes = list(classes) if classes is not None else None
-        self._started = 0.0
+        self._clock = TrainingTime()
 
     def fit_start(self, state: State) -> None:
-        self._started = time.perf_counter()
+        self._clock.start()
         if state.is_main_process:
             write_atomically(self.files.config, dump_job(self.job))
 
@@ -154,6 +154,13 @@ class RunRecorder(Callback):
                     artifact.values, artifact.title, artifact.axes, self.classes, files.plot(name)
                 )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The seconds of training so far: a resumed run's summary adds to them."""
+        return self._clock.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._clock.load_state_dict(state)
+
     def _summary(self, state: State) -> dict[str, Any]:
         timestamp = state.timestamp
         return {
@@ -163,7 +170,7 @@ class RunRecorder(Callback):
             "epochs": timestamp.epoch,
             "batches": timestamp.batch,
             "samples": timestamp.samples,
-            "seconds": round(time.perf_counter() - self._started, 3),
+            "seconds": round(self._clock.seconds(), 3),
             "stop_reason": state.stop_reason,
             "checkpoint": state.checkpoint_path,
             "train_data": _data_descriptions(getattr(state.train_dataloader, "dataset", None)),
