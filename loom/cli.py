@@ -110,7 +110,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Train the job in CONFIG, writing a run directory "
         "(config.yaml, metrics.jsonl, summary.json, model.pt, plots).",
     )
-    _add_job_arguments(train)
+    _add_job_arguments(
+        train,
+        config_help="the YAML job file; with --resume it may be left out, the run's own "
+        "config.yaml being the job",
+    )
     train.add_argument(
         "--print-config", action="store_true", help="print the resolved job and exit"
     )
@@ -137,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its latest checkpoint; it ends as the "
+        help="continue the run in RUN_DIR from its latest checkpoint, as the job its "
+        "config.yaml holds (only trainer.max_duration may change); it ends as the "
         "uninterrupted run would have",
     )
     train.set_defaults(run=_train)
@@ -192,8 +197,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, metavar="CONFIG", help="the YAML job file")
+def _add_job_arguments(parser: argparse.ArgumentParser, config_help: str | None = None) -> None:
+    if config_help is None:
+        parser.add_argument("config", type=Path, metavar="CONFIG", help="the YAML job file")
+    else:  # optional: `loom train --resume RUN_DIR` needs no job file
+        parser.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help=config_help)
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -234,7 +242,10 @@ def _train(args: argparse.Namespace) -> int:
     from loom.trainer import CheckpointError, NonFiniteLossError, TrainingInterrupted
     from loom.trainer.runtime import destroy_process_group
 
-    job = _resolved_job(args)
+    if args.config is None and args.resume is None:
+        raise CommandError("give the job file CONFIG, or --resume RUN_DIR to continue a run.")
+    job = _resumed_job(args) if args.resume is not None else _resolved_job(args)
+    source = args.config if args.config is not None else RunDirectory(args.resume).config
     if args.print_config:
         print(dump_job(job), end="")
         return 0
@@ -256,8 +267,6 @@ def _train(args: argparse.Namespace) -> int:
                     "--seeds starts new runs; resume each with --resume RUN_DIR/seedS."
                 )
             return _train_seeds(job, run_dir, args.seeds)
-        if is_main_process() and args.resume is not None:
-            _note_changes_since(job, RunDirectory(args.resume).config)
 
         def announce() -> None:  # once the job is built: a job that fails never has one
             if is_main_process():
@@ -265,9 +274,9 @@ def _train(args: argparse.Namespace) -> int:
 
         metrics = train_job(job, run_dir, resume=args.resume is not None, on_start=announce)
     except ConfigError as error:
-        raise CommandError(f"{args.config}: {error}") from None
+        raise CommandError(f"{source}: {error}") from None
     except TrainingInterrupted as interruption:
-        resume = f"loom train {args.config} --resume {run_dir}"
+        resume = f"loom train --resume {run_dir}"  # its config.yaml is the job
         print(f"loom train: {interruption}\nresume with: {resume}", file=sys.stderr)
         return interruption.exit_status
     except (NonFiniteLossError, CheckpointError, FileNotFoundError) as error:
@@ -312,17 +321,70 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _note_changes_since(job: dict[str, Any], saved_path: Path) -> None:
-    """Says which keys of the job differ from those the run started with."""
-    import yaml
+RESUMABLE_CHANGES = ("trainer.max_duration",)
+"""What a resumed run may change from the job it started as: how long it trains."""
 
+
+def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
+    """The job of the run in ``--resume RUN_DIR``: its own ``config.yaml``, with the
+    overrides given (or a job file given instead, which must be that job). Only
+    :data:`RESUMABLE_CHANGES` may differ; every other change is refused, naming each
+    key with both values, so that a resumed run is the run that was started.
+    """
+    from loom.config import ConfigError
+    from loom.config.job import resolve_job
+    from loom.config.job_file import apply_overrides, read_job_file
+    from loom.runs import RunDirectory
+
+    if args.config is not None and _is_override(str(args.config)):
+        args.overrides, args.config = [str(args.config), *args.overrides], None
+    saved_path = RunDirectory(args.resume).config
     if not saved_path.is_file():
-        return
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
-    changed = sorted(_flatten(job).items() ^ _flatten(saved).items())
-    keys = sorted({key for key, _ in changed})
-    if keys:
-        print(f"resuming with a job that differs from {saved_path} in: {', '.join(keys)}")
+        if args.config is None:
+            raise CommandError(
+                f"--resume {args.resume}: it holds no {saved_path.name}, the job of a run "
+                "that loom train started; give the run's directory, or its job file too."
+            )
+        return _resolved_job(args)  # not a run loom train started: the file is the job
+    _import_modules(args.imports)
+    try:
+        saved = resolve_job(read_job_file(saved_path))
+        wanted = resolve_job(
+            apply_overrides(read_job_file(args.config or saved_path), list(args.overrides))
+        )
+    except ConfigError as error:
+        source = args.config or saved_path
+        raise CommandError(f"{source}{_overrides_note(args.overrides)}: {error}") from None
+    changed = [key for key in _differences(saved, wanted) if key not in RESUMABLE_CHANGES]
+    if changed:
+        given = "the overrides change" if args.config is None else f"{args.config} changes"
+        raise CommandError(
+            f"--resume {args.resume}: {given} {_listed(changed, saved, wanted)} of the "
+            f"job the run started as ({saved_path}); a resumed run may change only "
+            f"{', '.join(RESUMABLE_CHANGES)}. Leave the job file out (loom train --resume "
+            "RUN_DIR resumes the run's own job), or start a new run for another job."
+        )
+    return wanted  # the run's job, but for what a resumed run may change
+
+
+def _is_override(text: str) -> bool:
+    """Whether a positional argument is ``KEY.PATH=VALUE`` rather than a job file."""
+    return "=" in text and not Path(text).exists()
+
+
+def _differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two resolved jobs, sorted."""
+    first_flat, second_flat = _flatten(first), _flatten(second)
+    keys = set(first_flat) | set(second_flat)
+    return sorted(key for key in keys if first_flat.get(key) != second_flat.get(key))
+
+
+def _listed(keys: list[str], before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Each key with its two values: ``optimizer.lr (0.05 in the run, 0.5 now)``."""
+    old, new = _flatten(before), _flatten(after)
+    return ", ".join(
+        f"{key} ({old.get(key, 'absent')} in the run, {new.get(key, 'absent')} now)" for key in keys
+    )
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, str]:

@@ -374,7 +374,7 @@ def test_sigterm_saves_and_resume_finishes_the_run_exactly(tmp_path):
         r"end of epoch \d+) .*checkpoint saved to .*cut/checkpoints/epoch\d+-batch\d+\.pt",
         err,
     )
-    assert f"resume with: loom train {config} --resume {tmp_path / 'cut'}" in err
+    assert f"resume with: loom train --resume {tmp_path / 'cut'}" in err
 
     result = subprocess.run(
         [*command, "--resume", str(tmp_path / "cut")], capture_output=True, text=True, check=True
@@ -575,3 +575,35 @@ def test_training_time_adds_up_across_resumes(tmp_path, capsys):
     assert len(times) == 3
     assert times == sorted(times)  # the third epoch's goes on from the second's
     assert json.loads((run_dir / "summary.json").read_text())["seconds"] > first
+
+
+def test_a_run_resumes_as_the_job_it_started_as(tmp_path, capsys):
+    """Started with overrides, it resumes from its config.yaml alone; only max_duration
+    may change, and a job file or override that changes anything else is refused."""
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [16]}\n"
+        "data: {train: {name: synthetic, num_samples: 64, shape: [8], batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 5ep, device: cpu}\n"
+    )
+    run_dir = tmp_path / "run"
+    started = run_loom(
+        capsys, "train", job, "--run-dir", run_dir, "trainer.max_duration=1ep", "optimizer.lr=0.05"
+    )
+    assert started[0] == 0
+
+    extended = run_loom(capsys, "train", "--resume", run_dir, "trainer.max_duration=2ep")
+    assert extended[0] == 0, extended[2]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["batches"] == 8  # 2 epochs of 4: the override's, not the file's 5
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == 0.05
+
+    status, _, err = run_loom(capsys, "train", "--resume", run_dir, "optimizer.lr=0.5")
+    assert status == 2
+    assert (
+        f"--resume {run_dir}: the overrides change optimizer.lr (0.05 in the run, 0.5 now)" in err
+    )
+    status, _, err = run_loom(capsys, "train", job, "--resume", run_dir)
+    assert status == 2
+    assert f"{job} changes optimizer.lr (0.05 in the run, 0.1 now) of the job" in err
