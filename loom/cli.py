@@ -150,8 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check a job file without training",
-        description="Check CONFIG (and overrides): every key, type and name, without "
-        "loading data or building anything.",
+        description="Check CONFIG (and overrides): every key, type and name, then build "
+        "the job (datasets, model, optimizer, plugins) without training, so that sizes "
+        "and class counts that contradict the data are found too.",
     )
     _add_job_arguments(validate)
     validate.set_defaults(run=_validate)
@@ -401,7 +402,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    _resolved_job(args)
+    from loom.config import ConfigError
+    from loom.config.build import build_job
+
+    job = _resolved_job(args)
+    try:
+        # Built, not trained: the data's sizes and class counts against the job's.
+        build_job(job)
+    except ConfigError as error:
+        raise CommandError(f"{args.config}{_overrides_note(args.overrides)}: {error}") from None
     print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")
     return 0
 

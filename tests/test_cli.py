@@ -116,9 +116,6 @@ def write_cifar_like(root):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda path: path.name)
 def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
-    status, out, _ = run_loom(capsys, "validate", path)
-    assert status == 0
-    assert out.strip() == f"{path}: valid job."
     overrides = []
     if "cifar" in path.name:  # stand-in files, a narrow net, no worker processes
         write_cifar_like(tmp_path)
@@ -128,6 +125,10 @@ def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
             for key, value in (("root", tmp_path), ("num_workers", 0))
         ]
         overrides += ["model.width=2", "data.train.batch_size=4", "trainer.device=cpu"]
+    status, out, err = run_loom(capsys, "validate", path, *overrides)  # builds: needs the data
+    assert status == 0, err
+    with_overrides = f" (with {' '.join(overrides)})" if overrides else ""
+    assert out.strip() == f"{path}: valid job{with_overrides}."
     status, out, _ = run_loom(capsys, "train", path, *overrides, "--dry-run", 2)
     assert status == 0
     written = out.splitlines()[-1].removeprefix(
@@ -607,3 +608,33 @@ def test_a_run_resumes_as_the_job_it_started_as(tmp_path, capsys):
     status, _, err = run_loom(capsys, "train", job, "--resume", run_dir)
     assert status == 2
     assert f"{job} changes optimizer.lr (0.05 in the run, 0.1 now) of the job" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.train.batch_size=0", r"data\.train\.batch_size: 0 must be at least 1\."),
+        (
+            "model.num_classes=5",
+            r"model\.num_classes: 5, but the training data has 10 classes",
+        ),
+        (
+            "algorithms.0.n_classes=5",
+            r"algorithms\.0\.n_classes: 5, but the model has 10 outputs",
+        ),
+        (
+            "model.in_channels=3",
+            r"model\.in_channels: 3, but the training data's samples have 1 channels",
+        ),
+    ],
+)
+def test_sizes_that_contradict_the_data_are_found_by_validate_and_before_training(
+    override, message, capsys, tmp_path
+):
+    job = CONFIGS / "digits.yaml"
+    for command in (["validate", job, override], ["train", job, override, "--run-dir", tmp_path]):
+        status, out, err = run_loom(capsys, *command)
+        assert status == 2, (command, out)
+        assert re.search(message, err), err
+        assert "Traceback" not in err
+        assert "run directory" not in out

@@ -123,6 +123,7 @@ def build_job(
     where = {"folder": None if checkpoint_folder is None else str(checkpoint_folder)}
     run_dir = None if checkpoint_folder is None else Path(checkpoint_folder).parent
 
+    _check_against_the_data(job, facts)
     model = _build(MODELS, job["model"], "model", facts=facts)
     optimizer = _build(OPTIMIZERS, job["optimizer"], "optimizer", positional=model.parameters())
     schedulers = []
@@ -230,6 +231,33 @@ def _dataset_facts(dataset: Any) -> dict[str, Any]:
         "in_channels": shape[0] if shape else None,
         "in_features": math.prod(shape) if shape else None,
     }
+
+
+def _check_against_the_data(job: Mapping[str, Any], facts: Mapping[str, Any]) -> None:
+    """A size the job sets that the training data contradicts, named by its path here
+    rather than found at the first batch (and blamed on whatever read it first)."""
+    model = job["model"]
+    for key, meaning in (("in_channels", "channels"), ("in_features", "input values")):
+        given, found = model.get(key), facts[key]
+        if given is not None and found is not None and given != found:
+            raise ConfigError(
+                f"model.{key}: {given}, but the training data's samples have {found} "
+                f"{meaning}; leave it out to take the data's."
+            )
+    classes = facts["num_classes"]
+    outputs = model.get("num_classes", classes)
+    if outputs is not None and classes is not None and outputs < classes:
+        raise ConfigError(
+            f"model.num_classes: {outputs}, but the training data has {classes} classes; "
+            "leave it out to take the data's."
+        )
+    for index, spec in enumerate(job["algorithms"]):
+        given = spec.get("n_classes")
+        if given is not None and outputs is not None and given != outputs:
+            raise ConfigError(
+                f"algorithms.{index}.n_classes: {given}, but the model has {outputs} outputs "
+                "(model.num_classes, or the data's class count); leave it out to take those."
+            )
 
 
 def _total_batches(job: Mapping[str, Any], batches_per_epoch: int) -> int:

@@ -155,16 +155,26 @@ def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
         f"dataset {name!r} takes {', '.join(dataset_keys) or 'no arguments'}, "
         f"its loader takes {', '.join(sorted(loader_keys))}, and {WRAP} lists wrappers",
     )
+    loading = resolve_arguments(
+        loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip={"dataset"}
+    )
+    _check_loading(loading, path)
     return {
         "name": name,
         **resolve_arguments(
             dataset, {k: v for k, v in arguments.items() if k in dataset_keys}, path
         ),
-        **resolve_arguments(
-            loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip={"dataset"}
-        ),
+        **loading,
         WRAP: _components(spec.get(WRAP), WRAPPERS, f"{path}.{WRAP}"),
     }
+
+
+def _check_loading(arguments: Mapping[str, Any], path: str) -> None:
+    """The loader's counts, checked here rather than by torch at the first batch."""
+    if arguments["batch_size"] < 1:
+        raise ConfigError(f"{path}.batch_size: {arguments['batch_size']} must be at least 1.")
+    if arguments["num_workers"] < 0:
+        raise ConfigError(f"{path}.num_workers: {arguments['num_workers']} must be 0 or more.")
 
 
 def _trainer(spec: Any) -> dict[str, Any]:
