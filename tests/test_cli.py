@@ -626,6 +626,10 @@ def test_a_run_resumes_as_the_job_it_started_as(tmp_path, capsys):
             "model.in_channels=3",
             r"model\.in_channels: 3, but the training data's samples have 1 channels",
         ),
+        (
+            "trainer.target_key=label",
+            r"trainer\.target_key: batch key 'label' is not an attribute of the list batch",
+        ),
     ],
 )
 def test_sizes_that_contradict_the_data_are_found_by_validate_and_before_training(

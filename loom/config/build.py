@@ -27,7 +27,16 @@ from loom.config.registries import (
 )
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError, parameters_of
-from loom.trainer import Algorithm, Callback, Duration, TimeUnit, Trainer, seed_everything
+from loom.trainer import (
+    Algorithm,
+    Callback,
+    Duration,
+    TimeUnit,
+    Trainer,
+    get_batch_item,
+    seed_everything,
+)
+from loom.trainer.checkpoint import capture_rng_states, restore_rng_states
 
 __all__ = ["JobParts", "build_job"]
 
@@ -115,6 +124,7 @@ def build_job(
     facts = _dataset_facts(train_set)
     train_set = _wrapped(train_set, data["train"], "data.train")
     train = _loader(train_loader, train_set, data["train"], limit_batches)
+    _check_batch_keys(train, job["trainer"])
     evaluation = None
     if data["eval"] is not None:
         eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_loader))
@@ -231,6 +241,24 @@ def _dataset_facts(dataset: Any) -> dict[str, Any]:
         "in_channels": shape[0] if shape else None,
         "in_features": math.prod(shape) if shape else None,
     }
+
+
+def _check_batch_keys(loader: Any, trainer: Mapping[str, Any]) -> None:
+    """The run's ``input_key`` and ``target_key`` against a batch of the training data's
+    first sample, collated as the loader does: a key the batches lack is named here, not
+    at the first step. The generators are put back, so what the job draws stays as it was
+    (a random transform may draw)."""
+    states = capture_rng_states()
+    try:
+        batch = loader.collate_fn([loader.dataset[0]])
+    finally:
+        restore_rng_states(states)
+    for name in ("input_key", "target_key"):
+        try:
+            get_batch_item(batch, trainer[name])
+        except (KeyError, IndexError, TypeError) as error:
+            message = error.args[0] if error.args else str(error)
+            raise ConfigError(f"trainer.{name}: {message}") from None
 
 
 def _check_against_the_data(job: Mapping[str, Any], facts: Mapping[str, Any]) -> None:

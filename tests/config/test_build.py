@@ -131,3 +131,25 @@ def test_a_onecycle_schedule_spans_the_runs_batches_and_trains_to_its_end():
     trainer = parts.trainer()
     trainer.fit()  # one step a batch, to the last: torch refuses a step beyond total_steps
     assert trainer.state.timestamp.batch == 6
+
+
+def test_checking_the_batch_keys_draws_nothing_the_job_would_draw():
+    """The check collates the first sample, whose transform may draw random numbers; the
+    generators are put back, so the model's initial weights are what they would be."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from loom.config.build import _check_batch_keys
+
+    class RandomlyAugmented(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.rand(3), index  # a random transform
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    _check_batch_keys(DataLoader(RandomlyAugmented()), {"input_key": 0, "target_key": 1})
+    assert torch.equal(torch.get_rng_state(), before)
+    with pytest.raises(ConfigError, match=r"^trainer\.target_key: batch key 2 is out of range"):
+        _check_batch_keys(DataLoader(RandomlyAugmented()), {"input_key": 0, "target_key": 2})
