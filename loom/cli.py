@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -277,7 +278,9 @@ def _train(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise CommandError(f"{source}: {error}") from None
     except TrainingInterrupted as interruption:
-        resume = f"loom train --resume {run_dir}"  # its config.yaml is the job
+        interrupted_dir = getattr(interruption, "run_dir", run_dir)  # a seed's, under --seeds
+        imports = "".join(f" --import {module}" for module in args.imports)
+        resume = f"loom train --resume {interrupted_dir}{imports}"  # its config.yaml: the job
         print(f"loom train: {interruption}\nresume with: {resume}", file=sys.stderr)
         return interruption.exit_status
     except (NonFiniteLossError, CheckpointError, FileNotFoundError) as error:
@@ -294,6 +297,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:
     """One run per seed in ``parent/seed<S>``, one after another."""
     from loom.runs.train import train_job
+    from loom.trainer import TrainingInterrupted
 
     for number, seed in enumerate(seeds, start=1):
         run_dir = parent / f"seed{seed}"
@@ -302,7 +306,11 @@ def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:
             if is_main_process():
                 print(f"run directory: {run_dir} (seed {seed}, {number} of {len(seeds)})")
 
-        metrics = train_job({**job, "seed": seed}, run_dir, on_start=announce)
+        try:
+            metrics = train_job({**job, "seed": seed}, run_dir, on_start=announce)
+        except TrainingInterrupted as interruption:
+            interruption.run_dir = run_dir  # the seed's, which the hint names
+            raise
         if is_main_process():
             print(f"seed {seed} done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if is_main_process():
@@ -324,6 +332,9 @@ def _seed_list(text: str) -> list[int]:
 
 RESUMABLE_CHANGES = ("trainer.max_duration",)
 """What a resumed run may change from the job it started as: how long it trains."""
+
+LENGTH_SHAPED_SCHEDULES = ("cosine", "onecycle")
+"""Schedules whose shape follows the run's length: a resumed run keeps that length."""
 
 
 def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
@@ -365,6 +376,19 @@ def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
             f"{', '.join(RESUMABLE_CHANGES)}. Leave the job file out (loom train --resume "
             "RUN_DIR resumes the run's own job), or start a new run for another job."
         )
+    schedule = saved["scheduler"]
+    if (
+        schedule is not None
+        and schedule["name"] in LENGTH_SHAPED_SCHEDULES
+        and _differences(saved["trainer"], wanted["trainer"])
+    ):
+        raise CommandError(
+            f"--resume {args.resume}: trainer.max_duration "
+            f"({saved['trainer']['max_duration']} in the run, "
+            f"{wanted['trainer']['max_duration']} now) cannot change: the {schedule['name']} "
+            "schedule is shaped by the run's length, which its checkpoint holds. Resume "
+            "with the run's own duration, or start a new run."
+        )
     return wanted  # the run's job, but for what a resumed run may change
 
 
@@ -374,10 +398,26 @@ def _is_override(text: str) -> bool:
 
 
 def _differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
-    """The dotted keys whose values differ between two resolved jobs, sorted."""
+    """The dotted keys whose values differ between two resolved jobs, sorted.
+
+    An argument that one side's component has and the other's lacks (a newer torch's
+    optimizer argument, say, filled with its default) is no difference; a component
+    one side lacks altogether (a callback added) is.
+    """
     first_flat, second_flat = _flatten(first), _flatten(second)
-    keys = set(first_flat) | set(second_flat)
-    return sorted(key for key in keys if first_flat.get(key) != second_flat.get(key))
+
+    def new_argument(key: str, other: dict[str, str]) -> bool:
+        parent = key.rpartition(".")[0]
+        return bool(parent) and any(name.startswith(f"{parent}.") for name in other)
+
+    found = []
+    for key in set(first_flat) | set(second_flat):
+        if key in first_flat and key in second_flat:
+            if first_flat[key] != second_flat[key]:
+                found.append(key)
+        elif not new_argument(key, second_flat if key in first_flat else first_flat):
+            found.append(key)
+    return sorted(found)
 
 
 def _listed(keys: list[str], before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -407,8 +447,9 @@ def _validate(args: argparse.Namespace) -> int:
 
     job = _resolved_job(args)
     try:
-        # Built, not trained: the data's sizes and class counts against the job's.
-        build_job(job)
+        # Built, not trained: the data's sizes and class counts against the job's. (A
+        # checkpoint callback's folder is only named, never made, by building it.)
+        build_job(job, checkpoint_folder=Path(tempfile.gettempdir()) / "loom-validate" / "ckpt")
     except ConfigError as error:
         raise CommandError(f"{args.config}{_overrides_note(args.overrides)}: {error}") from None
     print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")

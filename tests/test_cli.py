@@ -642,3 +642,43 @@ def test_sizes_that_contradict_the_data_are_found_by_validate_and_before_trainin
         assert re.search(message, err), err
         assert "Traceback" not in err
         assert "run directory" not in out
+
+
+def test_review_mends_of_resume_and_validate(tmp_path, capsys):
+    """A length-shaped schedule keeps its run's length on resume; validate takes a
+    checkpoint callback without a folder; of two checkpoint callbacks the latest resumes."""
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [8]}\n"
+        "data: {train: {name: synthetic, num_samples: 64, shape: [4], batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "scheduler: {name: cosine}\n"
+        "callbacks: [{name: checkpoint, interval: 1ep}, "
+        "{name: checkpoint, folder: sparse, interval: 2ep, keep_last: null}]\n"
+        "trainer: {max_duration: 3ep, device: cpu}\n"
+    )
+    assert run_loom(capsys, "validate", job)[0] == 0
+    run_dir = tmp_path / "run"
+    assert run_loom(capsys, "train", job, "--run-dir", run_dir)[0] == 0
+    status, _, err = run_loom(capsys, "train", "--resume", run_dir, "trainer.max_duration=4ep")
+    assert status == 2
+    assert "trainer.max_duration (3ep in the run, 4ep now) cannot change: the cosine" in err
+    # Both checkpoint callbacks' folders are searched for the latest checkpoint.
+    from loom.runs import RunDirectory
+    from loom.runs.train import _checkpoint_folders
+
+    saved = resolve_job(read_job_file(run_dir / "config.yaml"))
+    folders = _checkpoint_folders(saved, RunDirectory(run_dir))
+    assert folders == [run_dir / "checkpoints", run_dir / "sparse"]
+    status, _, err = run_loom(capsys, "train", "--resume", run_dir)
+    assert status == 0, err
+
+
+def test_a_new_argument_of_a_component_is_no_difference_but_a_new_component_is():
+    from loom.cli import _differences
+
+    saved = {"optimizer": {"name": "adam", "lr": 0.1}, "callbacks": []}
+    newer_torch = {"optimizer": {"name": "adam", "lr": 0.1, "decoupled": False}, "callbacks": []}
+    assert _differences(saved, newer_torch) == []
+    added = {**saved, "callbacks": [{"name": "progress_bar"}]}
+    assert _differences(saved, added) == ["callbacks.0.name"]

@@ -131,18 +131,20 @@ class Checkpoint(Callback):
         path = self.folder / f"epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
         state.checkpoint_path = str(save_checkpoint(checkpoint, path))
         if self.keep_last is not None:
-            for old in _interval_checkpoints(self.folder)[: -self.keep_last]:
+            for _, old in _interval_checkpoints(self.folder)[: -self.keep_last]:
                 old.unlink()
 
 
-def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
-    """The interval checkpoint in ``folder`` furthest into training, or None."""
-    found = _interval_checkpoints(Path(folder))
-    return found[-1] if found else None
+def latest_checkpoint(*folders: str | os.PathLike[str]) -> Path | None:
+    """The interval checkpoint furthest into training in ``folders`` (one, or those of
+    several checkpoint callbacks), or None."""
+    found = sorted(entry for folder in folders for entry in _interval_checkpoints(Path(folder)))
+    return found[-1][1] if found else None
 
 
-def _interval_checkpoints(folder: Path) -> list[Path]:
-    """The interval checkpoints in ``folder``, in the order training wrote them."""
+def _interval_checkpoints(folder: Path) -> list[tuple[tuple[int, int], Path]]:
+    """The interval checkpoints in ``folder`` with their place in training,
+    ``(batch, epoch)``, in the order training wrote them."""
     if not folder.is_dir():
         return []
     found = []
@@ -150,4 +152,4 @@ def _interval_checkpoints(folder: Path) -> list[Path]:
         match = _NAME.fullmatch(path.name)
         if match:
             found.append(((int(match[2]), int(match[1])), path))
-    return [path for _, path in sorted(found)]
+    return sorted(found)

@@ -124,6 +124,7 @@ class MetricsLogger(Callback):
         self._clock.load_state_dict(state)
 
     def fit_end(self, state: State) -> None:
+        self._clock.stop()
         self._print_pending_row(state)
         if state.stop_reason is not None and self.console and state.is_main_process:
             print(f"stopped early: {state.stop_reason}", file=self._stream())

@@ -11,7 +11,8 @@ __all__ = ["TrainingTime"]
 class TrainingTime:
     """Wall-clock seconds of ``fit``, this process's plus those a resumed run had.
 
-    A callback that reports time keeps one, starts it at ``fit_start`` and puts it in
+    A callback that reports time keeps one, starts it at ``fit_start``, stops it at
+    ``fit_end`` and puts it in
     its ``state_dict``: a checkpoint then holds the seconds up to it, and a run resumed
     from that checkpoint goes on counting from there instead of from 0.
 
@@ -31,6 +32,10 @@ class TrainingTime:
         """Starts (or, after an earlier ``fit`` in this process, continues) counting."""
         self._before = self.seconds()
         self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        """Stops counting (at ``fit_end``): time between two ``fit`` calls is not training."""
+        self._before, self._started = self.seconds(), None
 
     def seconds(self) -> float:
         running = 0.0 if self._started is None else time.perf_counter() - self._started

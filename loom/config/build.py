@@ -140,7 +140,7 @@ def build_job(
     if job["scheduler"] is not None:
         timing = {
             "batches_per_epoch": len(train),
-            "total_batches": _total_batches(job, len(train)),
+            "total_batches": _total_batches(job, train),
         }
         schedulers.append(
             _build(SCHEDULERS, job["scheduler"], "scheduler", positional=optimizer, facts=timing)
@@ -191,11 +191,13 @@ def _build(
 
 
 def _in_run_directory(spec: Mapping[str, Any], run_dir: Path | None) -> Mapping[str, Any]:
-    """A callback's spec with a relative ``folder`` inside the run directory, where
+    """A checkpoint callback's spec with a relative ``folder`` inside the run directory, where
     ``loom train --resume RUN_DIR`` looks for it, not in whatever directory the command
     ran from."""
     folder = spec.get("folder")
-    if run_dir is None or not isinstance(folder, str) or Path(folder).is_absolute():
+    if spec["name"] != "checkpoint" or run_dir is None or not isinstance(folder, str):
+        return spec
+    if Path(folder).is_absolute():
         return spec
     return {**spec, "folder": str(run_dir / folder)}
 
@@ -251,6 +253,8 @@ def _check_batch_keys(loader: Any, trainer: Mapping[str, Any]) -> None:
     states = capture_rng_states()
     try:
         batch = loader.collate_fn([loader.dataset[0]])
+    except Exception:  # no first sample to read this way: the first step will tell
+        return
     finally:
         restore_rng_states(states)
     for name in ("input_key", "target_key"):
@@ -288,13 +292,20 @@ def _check_against_the_data(job: Mapping[str, Any], facts: Mapping[str, Any]) ->
             )
 
 
-def _total_batches(job: Mapping[str, Any], batches_per_epoch: int) -> int:
+def _total_batches(job: Mapping[str, Any], loader: Any) -> int:
+    """How many steps the run takes: each epoch's batches, the last maybe partial."""
     duration = Duration.parse(job["trainer"]["max_duration"], name="trainer.max_duration")
+    batches_per_epoch = len(loader)
     if duration.unit is TimeUnit.EPOCH:
         return duration.value * batches_per_epoch
     if duration.unit is TimeUnit.BATCH:
         return duration.value
-    return math.ceil(duration.value / job["data"]["train"]["batch_size"])
+    # Samples: whole epochs, then the batches that reach the rest (an epoch's last
+    # batch may be partial, so the samples are not a multiple of the batch size).
+    batch_size = loader.batch_size
+    samples_per_epoch = min(len(loader.dataset), batches_per_epoch * batch_size)
+    epochs, rest = divmod(duration.value, samples_per_epoch)
+    return epochs * batches_per_epoch + min(batches_per_epoch, math.ceil(rest / batch_size))
 
 
 @contextlib.contextmanager

@@ -186,6 +186,11 @@ def onecycle(
         raise ValueError(f"max_lr={max_lr!r} must be a positive number.")
     if not isinstance(pct_start, int | float) or not 0 < pct_start < 1:
         raise ValueError(f"pct_start={pct_start!r} must lie in (0, 1).")
+    if cycle_momentum and any(group.get("momentum") == 0 for group in optimizer.param_groups):
+        raise ValueError(
+            "cycle_momentum=True would turn on the optimizer's momentum, which is 0: give "
+            "the optimizer a momentum, or set cycle_momentum: false."
+        )
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lr,

@@ -128,6 +128,7 @@ class RunRecorder(Callback):
             write_atomically(self.files.config, dump_job(self.job))
 
     def fit_end(self, state: State) -> None:
+        self._clock.stop()
         if not state.is_main_process:
             return
         files = self.files

@@ -48,23 +48,26 @@ def train_job(
     files = RunDirectory(run_dir)
     load_path = None
     if resume:
-        folder = _checkpoint_folder(job, files)
-        load_path = latest_checkpoint(folder)
+        folders = _checkpoint_folders(job, files)
+        load_path = latest_checkpoint(*folders)
         if load_path is None:
             raise ConfigError(
-                f"--resume {files.path}: no checkpoint in {folder}; give the run "
-                "directory of a run that saved one."
+                f"--resume {files.path}: no checkpoint in {', '.join(map(str, folders))}; "
+                "give the run directory of a run that saved one."
             )
     return _run(job, files, limit_batches=None, load_path=load_path, on_start=on_start)
 
 
-def _checkpoint_folder(job: Mapping[str, Any], files: RunDirectory) -> Path:
-    """Where the job's checkpoints are: its ``checkpoint`` callback's folder (a relative
-    one inside the run directory, as the builder takes it), or the run's ``checkpoints/``."""
-    for spec in job["callbacks"]:
-        if spec["name"] == "checkpoint" and spec.get("folder") is not None:
-            return files.path / spec["folder"]  # an absolute folder stays as it is
-    return files.checkpoints
+def _checkpoint_folders(job: Mapping[str, Any], files: RunDirectory) -> list[Path]:
+    """Where the job's checkpoints are: each ``checkpoint`` callback's folder (a relative
+    one inside the run directory, as the builder takes it; an absolute one as it is; one
+    left out is the run's ``checkpoints/``), or the run's ``checkpoints/``."""
+    folders = [
+        files.checkpoints if spec.get("folder") is None else files.path / spec["folder"]
+        for spec in job["callbacks"]
+        if spec["name"] == "checkpoint"
+    ]
+    return folders or [files.checkpoints]
 
 
 def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:

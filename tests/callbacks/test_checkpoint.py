@@ -69,3 +69,16 @@ def test_the_final_checkpoint_is_published_before_the_callbacks_after_it_run(tmp
             optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
             callbacks=[ReadsTheCheckpoint(), Checkpoint(tmp_path, interval="1ep")],
         )  # fmt: skip
+
+
+def test_the_latest_checkpoint_of_several_folders_is_the_one_furthest_into_training(tmp_path):
+    from loom.callbacks import latest_checkpoint
+
+    every_epoch, sparse = tmp_path / "checkpoints", tmp_path / "sparse"
+    for folder, names in ((every_epoch, ["epoch3-batch12.pt"]), (sparse, ["epoch2-batch8.pt"])):
+        folder.mkdir()
+        for name in names:
+            (folder / name).touch()
+    assert latest_checkpoint(sparse, every_epoch) == every_epoch / "epoch3-batch12.pt"
+    assert latest_checkpoint(sparse) == sparse / "epoch2-batch8.pt"
+    assert latest_checkpoint(tmp_path / "none") is None

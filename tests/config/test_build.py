@@ -153,3 +153,32 @@ def test_checking_the_batch_keys_draws_nothing_the_job_would_draw():
     assert torch.equal(torch.get_rng_state(), before)
     with pytest.raises(ConfigError, match=r"^trainer\.target_key: batch key 2 is out of range"):
         _check_batch_keys(DataLoader(RandomlyAugmented()), {"input_key": 0, "target_key": 2})
+
+
+def test_a_onecycle_run_in_samples_steps_to_its_last_batch():
+    # 40 samples in batches of 16 (16, 16, 8): 100 samples are 2 epochs and 2 batches.
+    parts = build(
+        scheduler={"name": "onecycle", "max_lr": 0.2},
+        trainer={"max_duration": "100sp", "device": "cpu"},
+    )
+    assert parts.schedulers[0].total_steps == 8
+    trainer = parts.trainer()
+    trainer.fit()
+    assert trainer.state.timestamp.batch == 8
+
+
+def test_the_batch_key_check_steps_aside_where_a_sample_cannot_be_read_alone():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from loom.config.build import _check_batch_keys
+
+    empty = DataLoader(TensorDataset(torch.zeros(0, 2)))
+    _check_batch_keys(empty, {"input_key": 0, "target_key": 1})  # the first step will tell
+
+    def needs_two(samples):
+        if len(samples) < 2:
+            raise ValueError("pairs only")
+        return samples
+
+    pairs = DataLoader(TensorDataset(torch.zeros(4, 2)), batch_size=2, collate_fn=needs_two)
+    _check_batch_keys(pairs, {"input_key": 0, "target_key": 1})

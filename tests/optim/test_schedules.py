@@ -76,10 +76,14 @@ def test_bad_arguments(arguments, message):
 def test_onecycle_is_torchs_over_the_whole_run():
     """Up from max_lr / 25 to max_lr over the first 30% of the batches, then down to
     max_lr / 25e4 at the last; stepped once a batch for the run's every batch."""
-    rates = learning_rates(onecycle, 10, batches_per_epoch=5, total_batches=10, max_lr=0.4)
+    rates = learning_rates(
+        onecycle, 10, batches_per_epoch=5, total_batches=10, max_lr=0.4, cycle_momentum=False
+    )
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=1.0, momentum=0.9)
-    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.4, total_steps=10)
+    reference = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.4, total_steps=10, cycle_momentum=False
+    )
     expected = []
     for _ in range(10):
         expected.append(optimizer.param_groups[0]["lr"])
@@ -96,9 +100,11 @@ def test_onecycle_is_torchs_over_the_whole_run():
     [
         ({"max_lr": 0}, r"max_lr=0 must be a positive number"),
         ({"max_lr": 0.1, "pct_start": 1.0}, r"pct_start=1.0 must lie in \(0, 1\)"),
+        ({"max_lr": 0.1, "momentum": 0.0}, r"cycle_momentum=True would turn on the optimizer's"),
     ],
 )
 def test_onecycle_bad_arguments(arguments, message):
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    momentum = arguments.pop("momentum", 0.9)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=momentum)
     with pytest.raises(ValueError, match=message):
         onecycle(optimizer, batches_per_epoch=2, total_batches=4, **arguments)

@@ -182,3 +182,12 @@ def test_a_trainer_with_a_regression_loss_reports_no_accuracy(fresh_note):
         metrics = trainer.fit()
     assert set(metrics) == {"train/loss", "eval/loss"}
     assert metrics["eval/loss"] == pytest.approx(F.mse_loss(model(inputs), targets).item())
+
+
+def test_bf16_distributions_are_still_class_targets():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(512, 100, generator=generator)
+    targets = torch.randn(512, 100, generator=generator).softmax(dim=1).bfloat16()
+    metrics = EvalMetrics()
+    metrics.update(logits, targets, loss=torch.tensor(1.0))
+    assert "eval/accuracy" in metrics.compute()
