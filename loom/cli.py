@@ -333,9 +333,6 @@ def _seed_list(text: str) -> list[int]:
 RESUMABLE_CHANGES = ("trainer.max_duration",)
 """What a resumed run may change from the job it started as: how long it trains."""
 
-LENGTH_SHAPED_SCHEDULES = ("cosine", "onecycle")
-"""Schedules whose shape follows the run's length: a resumed run keeps that length."""
-
 
 def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
     """The job of the run in ``--resume RUN_DIR``: its own ``config.yaml``, with the
@@ -376,10 +373,12 @@ def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
             f"{', '.join(RESUMABLE_CHANGES)}. Leave the job file out (loom train --resume "
             "RUN_DIR resumes the run's own job), or start a new run for another job."
         )
+    from loom.optim.schedules import SHAPED_BY_RUN_LENGTH
+
     schedule = saved["scheduler"]
     if (
         schedule is not None
-        and schedule["name"] in LENGTH_SHAPED_SCHEDULES
+        and schedule["name"] in SHAPED_BY_RUN_LENGTH
         and _differences(saved["trainer"], wanted["trainer"])
     ):
         raise CommandError(

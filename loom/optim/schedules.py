@@ -16,7 +16,19 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from loom.trainer import Duration, TimeUnit
 
-__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "onecycle", "step"]
+__all__ = [
+    "SHAPED_BY_RUN_LENGTH",
+    "LearningRateFactor",
+    "constant",
+    "cosine",
+    "multistep",
+    "onecycle",
+    "step",
+]
+
+SHAPED_BY_RUN_LENGTH = ("cosine", "onecycle")
+"""The schedules that read ``total_batches``: their shape follows the run's length, which
+a checkpoint holds, so a resumed run keeps it."""
 
 
 @dataclass

@@ -111,11 +111,14 @@ def assert_follows_the_reference(criterion, reference, epochs, at_epoch_end=None
             )
         if at_epoch_end is not None:
             at_epoch_end()
-        criterion.next_epoch()
-        reference.next_epoch()
-        torch.testing.assert_close(
-            criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
-        )
+        assert_the_next_matrices_agree(criterion, reference)
+
+
+def assert_the_next_matrices_agree(criterion, reference):
+    """Both advance an epoch; the criterion's matrix is the reference's."""
+    criterion.next_epoch()
+    reference.next_epoch()
+    torch.testing.assert_close(criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7)
 
 
 def test_losses_and_matrices_follow_the_reference_over_three_epochs():
@@ -437,11 +440,7 @@ def test_accumulate_alone_gathers_what_the_reference_observes():
             criterion.accumulator.double(), reference.sums, rtol=1e-5, atol=1e-6
         )
         assert criterion.counts.tolist() == reference.counts
-        criterion.next_epoch()
-        reference.next_epoch()
-        torch.testing.assert_close(
-            criterion.matrix.double(), reference.matrix, rtol=1e-5, atol=1e-7
-        )
+        assert_the_next_matrices_agree(criterion, reference)
 
 
 def test_large_batches_take_the_maxima_count_and_the_workspace_and_follow_the_reference():
