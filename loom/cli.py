@@ -487,9 +487,13 @@ def _compare(args: argparse.Namespace) -> int:
     from loom.runs.compare import comparison_folder
 
     try:
-        runs = find_runs(args.run_dirs)
+        found = find_runs(args.run_dirs)
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
+    skipped = "".join(f"\n  {line}" for line in found.skipped_lines())
+    if not found.finished:
+        raise CommandError(f"no finished run to compare; skipped:{skipped}")
+    runs = found.finished
     folder = args.out if args.out is not None else comparison_folder(args.run_dirs)
     folder.mkdir(parents=True, exist_ok=True)
     plot, markdown = folder / "compare.png", folder / "compare.md"
@@ -500,6 +504,8 @@ def _compare(args: argparse.Namespace) -> int:
     tables = [compare_runs(runs, markdown=True), compare_seeds(runs, markdown=True)]
     markdown.write_text("\n\n".join(filter(None, tables)) + "\n", encoding="utf-8")
     print(f"curves side by side: {plot}; Markdown table: {markdown}")
+    if skipped:
+        print(f"skipped {len(found.skipped)} runs that have not finished:{skipped}")
     return 0
 
 

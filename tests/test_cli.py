@@ -81,6 +81,7 @@ def test_train_digits_end_to_end(tmp_path, capsys):
         "curves.png",
         "reliability.png",
         "soft_labels.png",
+        "status.json",
     }
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 30
@@ -135,6 +136,7 @@ def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
         "dry run passed: 2 train and eval batches; the run wrote "
     )
     expected = {"checkpoints", "config.yaml", "curves.png", "metrics.jsonl", "model.pt"}
+    expected |= {"status.json"}
     expected |= {"reliability.png", "summary.json"}
     if "online_label_smoothing" in path.read_text():  # the learned soft labels too
         expected |= {"artifacts.pt", "soft_labels.png"}
@@ -329,7 +331,7 @@ def test_seeds_make_one_run_each_and_compare_groups_them(tmp_path, capsys):
     ]  # fmt: skip
     status, _, err = run_loom(capsys, "compare", tmp_path / "ols" / "seed0" / "checkpoints")
     assert status == 2
-    assert "is not a finished run: it has no summary.json" in err
+    assert "is not a run directory and holds none" in err
 
 
 def test_seeds_are_a_list_of_distinct_ints(capsys):
@@ -665,10 +667,9 @@ def test_review_mends_of_resume_and_validate(tmp_path, capsys):
     assert "trainer.max_duration (3ep in the run, 4ep now) cannot change: the cosine" in err
     # Both checkpoint callbacks' folders are searched for the latest checkpoint.
     from loom.runs import RunDirectory
-    from loom.runs.train import _checkpoint_folders
 
     saved = resolve_job(read_job_file(run_dir / "config.yaml"))
-    folders = _checkpoint_folders(saved, RunDirectory(run_dir))
+    folders = RunDirectory(run_dir).checkpoint_folders(saved)
     assert folders == [run_dir / "checkpoints", run_dir / "sparse"]
     status, _, err = run_loom(capsys, "train", "--resume", run_dir)
     assert status == 0, err
@@ -682,3 +683,72 @@ def test_a_new_argument_of_a_component_is_no_difference_but_a_new_component_is()
     assert _differences(saved, newer_torch) == []
     added = {**saved, "callbacks": [{"name": "progress_bar"}]}
     assert _differences(saved, added) == ["callbacks.0.name"]
+
+
+LONG_SMALL_JOB = (
+    "model: {name: mlp, hidden_sizes: [8]}\n"
+    "data: {train: {name: synthetic, num_samples: 256, shape: [4], batch_size: 16}}\n"
+    "optimizer: {name: sgd, lr: 0.1}\n"
+    "callbacks: [{name: checkpoint, interval: 3ba, keep_last: 1}]\n"
+    "trainer: {max_duration: 2000ep, device: cpu}\n"
+)
+
+
+def interrupted_run(job, run_dir, signal_number):
+    """``loom train`` stopped by ``signal_number`` once its first checkpoint is written."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "loom", "train", str(job), "--run-dir", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            deadline = time.monotonic() + 120
+            while not list((run_dir / "checkpoints").glob("*.pt")):
+                assert time.monotonic() < deadline, "no checkpoint within two minutes"
+                assert process.poll() is None, process.communicate()
+                time.sleep(0.01)
+            time.sleep(0.2)  # a few intervals on: the first checkpoint has been pruned
+            process.send_signal(signal_number)
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 128 + signal_number, err
+    return err
+
+
+@pytest.mark.slow
+def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs(tmp_path):
+    """After SIGINT, SIGTERM and a normal end the summary's checkpoint exists (the
+    interval's keep_last prunes as it goes); compare takes the finished run only and
+    names the others, with their states and how to resume."""
+    job = tmp_path / "job.yaml"
+    job.write_text(LONG_SMALL_JOB)
+    runs = tmp_path / "runs"
+    for name, signal_number in [("int", signal.SIGINT), ("term", signal.SIGTERM)]:
+        interrupted_run(job, runs / name, signal_number)
+    finished = loom_command("train", job, "--run-dir", runs / "done", "trainer.max_duration=1ep")
+    assert finished.returncode == 0, finished.stderr
+    diverged = loom_command("train", job, "--run-dir", runs / "diverged", "optimizer.lr=1e30")
+    assert diverged.returncode == 1, diverged.stderr
+    for name in ("int", "term", "done"):
+        summary = json.loads((runs / name / "summary.json").read_text())
+        assert Path(summary["checkpoint"]).is_file(), (name, summary["checkpoint"])
+        (kept,) = (runs / name / "checkpoints").iterdir()
+        assert summary["checkpoint"] == str(kept)
+        assert summary["batches"] == torch.load(kept, weights_only=True)["timestamp"]["batch"]
+
+    compared = loom_command("compare", runs)
+    assert compared.returncode == 0, compared.stderr
+    assert [row.split()[0] for row in compared.stdout.splitlines()[1:2]] == ["done"]
+    skipped = compared.stdout[compared.stdout.index("skipped 3 runs that have not finished:") :]
+    assert f"{runs / 'diverged'}: failed: NonFiniteLossError: the training loss" in skipped
+    for name, signal_name in [("int", "SIGINT"), ("term", "SIGTERM")]:
+        assert re.search(
+            rf"{runs / name}: interrupted: training stopped on {signal_name} after .*"
+            rf"; resume with: loom train --resume {runs / name}\n",
+            skipped,
+        )
+    nothing_finished = loom_command("compare", runs / "int", runs / "diverged")
+    assert nothing_finished.returncode == 2
+    assert "no finished run to compare; skipped:\n  " in nothing_finished.stderr

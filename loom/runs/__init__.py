@@ -1,6 +1,7 @@
 """Run directories: running a job into one, its plots, and comparing runs."""
 
 from loom.runs.compare import (
+    FoundRuns,
     RunGroup,
     RunResults,
     compare_runs,
@@ -13,6 +14,7 @@ from loom.runs.recorder import RunDirectory, RunRecorder, new_run_dir
 from loom.runs.train import dry_run_job, job_trainer, train_job
 
 __all__ = [
+    "FoundRuns",
     "RunDirectory",
     "RunGroup",
     "RunRecorder",

@@ -16,8 +16,10 @@ import yaml
 from loom.runs.paired import PairedDifference, paired_difference
 from loom.runs.plots import plot_comparison, read_records
 from loom.runs.recorder import RunDirectory
+from loom.runs.status import RunState, RunStatus, read_status
 
 __all__ = [
+    "FoundRuns",
     "RunGroup",
     "RunResults",
     "compare_runs",
@@ -116,22 +118,54 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
     return RunResults(files.path.name, summary, records, config or {}, files.path)
 
 
-def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunResults]:
-    """The runs at ``paths``: run directories, or directories of runs (``--seeds``).
+@dataclass
+class FoundRuns:
+    """The run directories :func:`find_runs` found: the finished runs, read, and the
+    others with their state (running, interrupted, failed), which a comparison skips."""
+
+    finished: list[RunResults]
+    skipped: list[tuple[Path, RunStatus]]
+
+    def skipped_lines(self) -> list[str]:
+        """One line per skipped run: its path, its state and why, and how to resume it."""
+        lines = []
+        for path, status in self.skipped:
+            resume = ""
+            if status.checkpoint is not None and status.state is not RunState.RUNNING:
+                resume = f"; resume with: loom train --resume {path}"
+            lines.append(f"{path}: {status}{resume}")
+        return lines
+
+
+def find_runs(paths: Sequence[str | os.PathLike[str]]) -> FoundRuns:
+    """The runs at ``paths``: run directories, or directories of runs (``--seeds``),
+    the finished ones read and the others set aside with their state
+    (:func:`~loom.runs.status.read_status`).
 
     Raises:
-        FileNotFoundError: A path is neither a finished run nor holds any.
+        FileNotFoundError: A path is neither a run directory nor holds any.
     """
-    runs = []
+    found = FoundRuns([], [])
     for path in map(Path, paths):
-        if RunDirectory(path).summary.is_file() or not path.is_dir():
-            runs.append(load_run(path))
-            continue
-        inside = sorted(child for child in path.iterdir() if RunDirectory(child).summary.is_file())
-        if not inside:
-            load_run(path)  # raises, naming the path
-        runs.extend(load_run(child) for child in inside)
-    return runs
+        status = read_status(path)
+        if status is not None:
+            runs = [(path, status)]
+        elif path.is_dir():
+            inside = ((child, read_status(child)) for child in sorted(path.iterdir()))
+            runs = [(child, status) for child, status in inside if status is not None]
+        else:
+            runs = []
+        if not runs:
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a run directory and holds none (a run directory "
+                "has the config.yaml and status.json that loom train writes)."
+            )
+        for run_dir, status in runs:
+            if status.state is RunState.FINISHED:
+                found.finished.append(load_run(run_dir))
+            else:
+                found.skipped.append((run_dir, status))
+    return found
 
 
 def group_runs(runs: Sequence[RunResults]) -> list[RunGroup]:

@@ -52,6 +52,12 @@ class RunDirectory:
         return self.path / "summary.json"
 
     @property
+    def status(self) -> Path:
+        """The run's state (running, interrupted, failed, finished), ``status.json``:
+        written when training starts and when it ends; see :mod:`loom.runs.status`."""
+        return self.path / "status.json"
+
+    @property
     def model(self) -> Path:
         """The final weights, ``model.pt`` (a state dict; loads with ``weights_only``)."""
         return self.path / "model.pt"
@@ -60,6 +66,24 @@ class RunDirectory:
     def checkpoints(self) -> Path:
         """The folder of the run's checkpoints, ``checkpoints/``."""
         return self.path / "checkpoints"
+
+    def checkpoint_folders(self, job: Mapping[str, Any]) -> list[Path]:
+        """Where the checkpoints of ``job`` (a resolved job) are: each ``checkpoint``
+        callback's folder (a relative one inside the run directory, as the builder takes
+        it; an absolute one as it is; one left out is ``checkpoints/``), or
+        ``checkpoints/`` when the job lists none.
+
+        Examples:
+            >>> job = {"callbacks": [{"name": "checkpoint", "folder": "every_100ba"}]}
+            >>> [p.as_posix() for p in RunDirectory("runs/x").checkpoint_folders(job)]
+            ['runs/x/every_100ba']
+        """
+        folders = [
+            self.checkpoints if spec.get("folder") is None else self.path / spec["folder"]
+            for spec in job.get("callbacks") or ()
+            if isinstance(spec, Mapping) and spec.get("name") == "checkpoint"
+        ]
+        return folders or [self.checkpoints]
 
     @property
     def curves(self) -> Path:

@@ -12,6 +12,7 @@ from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.config.build import build_job
 from loom.config.schema import ConfigError
 from loom.runs.recorder import RunDirectory, RunRecorder
+from loom.runs.status import recording_status
 from loom.trainer import Trainer
 
 __all__ = ["dry_run_job", "job_trainer", "train_job"]
@@ -26,7 +27,8 @@ def train_job(
 ) -> dict[str, float]:
     """Builds and trains ``job`` (a resolved job), filling ``run_dir``.
 
-    The run directory gets ``config.yaml``, ``metrics.jsonl``, ``summary.json``,
+    The run directory gets ``status.json`` (running, then how it ended: see
+    :mod:`loom.runs.status`), ``config.yaml``, ``metrics.jsonl``, ``summary.json``,
     ``model.pt``, the plots (see :class:`RunRecorder`) and ``checkpoints/`` (every
     epoch, the latest kept, unless the job lists a ``checkpoint`` callback of its
     own); the console gets the job's callbacks and a table of metrics per epoch.
@@ -48,7 +50,7 @@ def train_job(
     files = RunDirectory(run_dir)
     load_path = None
     if resume:
-        folders = _checkpoint_folders(job, files)
+        folders = files.checkpoint_folders(job)
         load_path = latest_checkpoint(*folders)
         if load_path is None:
             raise ConfigError(
@@ -56,18 +58,6 @@ def train_job(
                 "give the run directory of a run that saved one."
             )
     return _run(job, files, limit_batches=None, load_path=load_path, on_start=on_start)
-
-
-def _checkpoint_folders(job: Mapping[str, Any], files: RunDirectory) -> list[Path]:
-    """Where the job's checkpoints are: each ``checkpoint`` callback's folder (a relative
-    one inside the run directory, as the builder takes it; an absolute one as it is; one
-    left out is the run's ``checkpoints/``), or the run's ``checkpoints/``."""
-    folders = [
-        files.checkpoints if spec.get("folder") is None else files.path / spec["folder"]
-        for spec in job["callbacks"]
-        if spec["name"] == "checkpoint"
-    ]
-    return folders or [files.checkpoints]
 
 
 def dry_run_job(job: Mapping[str, Any], num_batches: int) -> list[str]:
@@ -123,4 +113,5 @@ def _run(
     trainer = job_trainer(job, files.path, limit_batches=limit_batches, load_path=load_path)
     if on_start is not None:
         on_start()
-    return trainer.fit()
+    with recording_status(files, trainer.state):
+        return trainer.fit()

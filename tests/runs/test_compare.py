@@ -41,7 +41,7 @@ def test_compare_groups_seeds_and_reports_mean_and_spread(tmp_path):
     for seed, accuracy in ((0, 0.80), (1, 0.90), (2, 0.85)):
         fabricate(tmp_path / "noisy_ols" / f"seed{seed}", seed, accuracy, nll=1.0 + seed)
     fabricate(tmp_path / "other", 0, 0.5, nll=2.0, job="b")
-    runs = find_runs([tmp_path / "noisy_ols", tmp_path / "other"])
+    runs = find_runs([tmp_path / "noisy_ols", tmp_path / "other"]).finished
     table = compare_runs(runs, plot_path=tmp_path / "plot.png")
     _, first, second = table.splitlines()
     assert first.split()[:5] == ["noisy_ols", "3", "0.8500", "±", "0.0500"]
@@ -76,7 +76,7 @@ def fabricate_two_methods_and_another_job(tmp_path):
     for seed, accuracy in ((0, 0.75), (1, 0.86), (2, 0.80), (3, 0.99)):
         fabricate(tmp_path / "hard" / f"seed{seed}", seed, accuracy, nll=1.2)
     fabricate(tmp_path / "other", 0, 0.5, nll=2.0, job="b", method="ols")
-    return find_runs([tmp_path / "ols", tmp_path / "hard", tmp_path / "other"])
+    return find_runs([tmp_path / "ols", tmp_path / "hard", tmp_path / "other"]).finished
 
 
 def test_methods_are_compared_seed_by_seed_with_a_95_percent_interval(tmp_path):
@@ -132,6 +132,6 @@ def test_compare_seeds_prints_every_seed_and_the_paired_differences(tmp_path):
 def test_runs_without_seeds_or_partners_add_no_paired_table(tmp_path):
     fabricate(tmp_path / "a", 0, 0.5, nll=1.0)
     fabricate(tmp_path / "b", 0, 0.6, nll=1.0, method="ols")  # one shared seed: no interval
-    text = compare_seeds(find_runs([tmp_path / "a", tmp_path / "b"]))
+    text = compare_seeds(find_runs([tmp_path / "a", tmp_path / "b"]).finished)
     assert "accuracy by seed:" in text
     assert "paired" not in text
