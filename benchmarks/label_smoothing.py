@@ -135,7 +135,7 @@ def time_cnn_steps(batches, algorithms) -> float:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     trainer = Trainer(
         model, batches, max_duration=f"{len(batches)}ba", optimizers=optimizer,
-        algorithms=algorithms, device="cpu",
+        algorithms=algorithms, device="cpu", cpu_threads=1,
     )  # fmt: skip
     start = time.perf_counter()
     trainer.fit()

@@ -90,7 +90,7 @@ def time_steps(make_model: Callable[[], nn.Module], batches, make_algorithms) ->
     torch.manual_seed(0)
     model = make_model()
     trainer = Trainer(
-        model, batches, max_duration=f"{len(batches)}ba", device="cpu",
+        model, batches, max_duration=f"{len(batches)}ba", device="cpu", cpu_threads=1,
         optimizers=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
         algorithms=make_algorithms(),
     )  # fmt: skip

@@ -61,7 +61,10 @@ def time_plain_loop(batches) -> float:
 
 def time_loom(batches) -> float:
     model, optimizer = make_model()
-    trainer = Trainer(model, batches, max_duration=f"{STEPS}ba", optimizers=optimizer, device="cpu")
+    trainer = Trainer(
+        model, batches, max_duration=f"{STEPS}ba", optimizers=optimizer, device="cpu",
+        cpu_threads=1,  # the plain loop's one thread
+    )  # fmt: skip
     start = time.perf_counter()
     trainer.fit()
     return time.perf_counter() - start

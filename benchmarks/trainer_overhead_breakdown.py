@@ -91,8 +91,9 @@ VARIANTS: dict[str, type[Trainer]] = {
 def fit_variant(trainer_class: type[Trainer], batches, steps: int) -> tuple[float, torch.nn.Module]:
     model, optimizer = make_model()
     trainer = trainer_class(
-        model, batches, max_duration=f"{steps}ba", optimizers=optimizer, device="cpu"
-    )
+        model, batches, max_duration=f"{steps}ba", optimizers=optimizer, device="cpu",
+        cpu_threads=1,  # the plain loop's one thread
+    )  # fmt: skip
     start = time.perf_counter()
     trainer.fit()
     return time.perf_counter() - start, model

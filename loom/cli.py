@@ -446,9 +446,11 @@ def _validate(args: argparse.Namespace) -> int:
 
     job = _resolved_job(args)
     try:
-        # Built, not trained: the data's sizes and class counts against the job's. (A
+        # Built, Trainer included, not trained: the data's sizes and class counts against
+        # the job's, and the trainer section's values as the Trainer checks them. (A
         # checkpoint callback's folder is only named, never made, by building it.)
-        build_job(job, checkpoint_folder=Path(tempfile.gettempdir()) / "loom-validate" / "ckpt")
+        folder = Path(tempfile.gettempdir()) / "loom-validate" / "ckpt"
+        build_job(job, checkpoint_folder=folder).trainer()
     except ConfigError as error:
         raise CommandError(f"{args.config}{_overrides_note(args.overrides)}: {error}") from None
     print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,21 @@ class RunDirectory:
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        """The run's name, as its plots are titled: the directory's, with its parent's
+        for one seed of a ``--seeds`` run.
+
+        Examples:
+            >>> RunDirectory("runs/digits-20261201-101500").name
+            'digits-20261201-101500'
+            >>> RunDirectory("runs/noise40/seed3").name
+            'noise40/seed3'
+        """
+        if re.fullmatch(r"seed\d+", self.path.name) and self.path.parent.name:
+            return f"{self.path.parent.name}/{self.path.name}"
+        return self.path.name
 
     @property
     def config(self) -> Path:
@@ -159,9 +175,11 @@ class RunRecorder(Callback):
         write_atomically(files.summary, json.dumps(self._summary(state), indent=2))
         weights = {key: value.cpu() for key, value in model_state_dict(state.model).items()}
         write_atomically(files.model, lambda file: torch.save(weights, file))
-        plots.plot_curves(files.metrics, files.curves)
+        name = files.name
+        plots.plot_curves(files.metrics, files.curves, title=name)
         if state.reliability is not None:
-            plots.plot_reliability(state.reliability, files.reliability)
+            ece = state.metrics.get("eval/ece")
+            plots.plot_reliability(state.reliability, files.reliability, ece=ece, title=name)
         artifacts = _artifacts(state)
         if artifacts:
             saved = {
@@ -201,6 +219,7 @@ class RunRecorder(Callback):
             "train_data": _data_descriptions(getattr(state.train_dataloader, "dataset", None)),
             "parameters": sum(p.numel() for p in state.model.parameters()),
             "device": str(state.device),
+            "cpu_threads": torch.get_num_threads(),
             "versions": {
                 "loom": loom.__version__,
                 "torch": torch.__version__,

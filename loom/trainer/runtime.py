@@ -1,4 +1,4 @@
-"""Where and how a run executes: device, seeds, precision, torchrun, and signals.
+"""Where and how a run executes: device, seeds, CPU threads, precision, torchrun, signals.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the Trainer calls :func:`join_torchrun_job`:
 the process group starts (NCCL on CUDA, gloo on the CPU), the model is wrapped in
@@ -38,7 +38,10 @@ __all__ = [
     "EvalShardSampler",
     "TrainingInterrupted",
     "autocast_context",
+    "available_cpus",
     "broadcast_buffers",
+    "check_cpu_threads",
+    "cpu_threads_for",
     "destroy_process_group",
     "distribute",
     "grad_scaler_for",
@@ -118,6 +121,51 @@ def use_deterministic_algorithms() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+
+
+# CPU threads
+
+
+def check_cpu_threads(cpu_threads: Any) -> None:
+    """Refuses a ``cpu_threads`` that is not an int >= 1, ``"auto"`` or None."""
+    if cpu_threads is None or cpu_threads == "auto":
+        return
+    if type(cpu_threads) is not int or cpu_threads < 1:
+        raise ValueError(
+            f"cpu_threads={cpu_threads!r} must be an int >= 1, 'auto' (half the CPUs this "
+            "process may use, on a CPU device) or None (torch's setting, left as it is)."
+        )
+
+
+def cpu_threads_for(cpu_threads: int | str | None, device: torch.device) -> int | None:
+    """The intra-op thread count a run on ``device`` asks torch for, or None to leave
+    torch's own.
+
+    ``"auto"`` is half the CPUs this process may use (its affinity mask, so a
+    ``taskset`` or container limit counts), at least one, on a CPU device; it leaves
+    the count alone on a GPU, and wherever ``OMP_NUM_THREADS`` is set (torchrun sets it
+    to 1 for each of several processes). Half, because torch's default of every core
+    lets one busy neighbour stall every parallel operation: on a 2-core machine with
+    one core busy, two threads train the digits job 3x slower than one (see
+    docs/benchmarks.md, "CPU threads"). The count changes the float results' last bits,
+    so it is decided by the machine, not by its load.
+
+    Examples:
+        >>> cpu_threads_for(3, torch.device("cpu")), cpu_threads_for(None, torch.device("cpu"))
+        (3, None)
+    """
+    if cpu_threads != "auto":
+        return cpu_threads  # type: ignore[return-value]
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, available_cpus() // 2)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS keeps one."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # Precision

@@ -33,6 +33,8 @@ from loom.trainer.runtime import (
     TrainingInterrupted,
     autocast_context,
     broadcast_buffers,
+    check_cpu_threads,
+    cpu_threads_for,
     distribute,
     grad_scaler_for,
     interruption_message,
@@ -88,6 +90,10 @@ class Trainer:
         seed: Seeds Python, NumPy and torch (data order, dropout) when given;
             ``loom.seed_everything`` before building the model repeats its weights.
         deterministic: Makes torch use deterministic kernels (process-wide).
+        cpu_threads: torch's intra-op threads (process-wide, ``torch.set_num_threads``):
+            an int; ``"auto"``, half the CPUs this process may use on a CPU device
+            (none changed on a GPU or where ``OMP_NUM_THREADS`` is set, as under
+            torchrun); None leaves torch's count as it is.
         load_path: A checkpoint to resume from: training continues where it
             stopped, and ends as the uninterrupted run would have (bitwise on CPU).
         load_weights_only: Take only the model's weights from ``load_path``
@@ -141,6 +147,7 @@ class Trainer:
         eval_interval: str | Duration = "1ep",
         seed: int | None = None,
         deterministic: bool = False,
+        cpu_threads: int | Literal["auto"] | None = "auto",
         load_path: str | os.PathLike[str] | None = None,
         load_weights_only: bool = False,
         finite_check_interval: int | None = 100,
@@ -175,6 +182,7 @@ class Trainer:
                 f"eval_interval={eval_interval!r} counts samples; give it in epochs ('1ep') "
                 "or batches ('500ba')."
             )
+        check_cpu_threads(cpu_threads)
         max_duration = Duration.parse(max_duration, name="max_duration")
         resolved_device = resolve_device(device)
         precision = validate_precision(precision, resolved_device)
@@ -182,6 +190,9 @@ class Trainer:
         schedulers = checked_schedulers(schedulers)
         engine = Engine(algorithms, callbacks)
 
+        threads = cpu_threads_for(cpu_threads, resolved_device)
+        if threads is not None:
+            torch.set_num_threads(threads)
         if seed is not None:
             seed_everything(seed)
         if deterministic:

@@ -110,3 +110,17 @@ def test_the_summary_describes_the_training_datas_wrappers(tmp_path):
         {"wrapper": "NoisyLabels", "rate": 0.25, "kind": "symmetric", "seed": 0, "flipped": 10,
          "flipped_fraction": 0.25},
     ]  # fmt: skip
+
+
+def test_the_plots_carry_the_runs_name_and_the_ece_of_the_last_evaluation(tmp_path, monkeypatch):
+    from loom.runs import plots, train_job
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kw: drawn.update(curves=kw))
+    monkeypatch.setattr(plots, "plot_reliability", lambda *a, **kw: drawn.update(reliability=kw))
+    job = {**JOB, "data": {split: {"name": "synthetic"} for split in ("train", "eval")}}
+    metrics = train_job(resolve_job(job), tmp_path / "noise40" / "seed3")
+    assert drawn == {
+        "curves": {"title": "noise40/seed3"},
+        "reliability": {"ece": metrics["eval/ece"], "title": "noise40/seed3"},
+    }

@@ -1,6 +1,8 @@
 """Where a run executes: devices, torchrun's environment, sharding and collectives, and
 two CPU processes under torchrun on gloo (sharding, reduced metrics, OLS, resume, faults)."""
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from loom.functional import all_reduce_max, all_reduce_sum, is_distributed
 from loom.trainer import Algorithm, Callback
 from loom.trainer.runtime import (
     EvalShardSampler,
+    cpu_threads_for,
     is_main_process,
     join_torchrun_job,
     repeated_samples,
@@ -323,3 +326,71 @@ def test_a_loss_a_plugin_changed_stands_for_its_batch_and_evaluation_repeats_not
     expected = sum(loss * counted for loss, counted in recorder.losses) / 4
     assert metrics["train/loss"] == pytest.approx(expected, rel=1e-6)
     assert recorder.eval_repeats == [0, 0, 0]
+
+
+@pytest.fixture
+def torch_threads():
+    """Puts torch's thread count back as it was: a Trainer sets it for the process."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_auto_threads_are_half_the_cpus_this_process_may_use(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert cpu_threads_for("auto", cpu) == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert cpu_threads_for("auto", cpu) == 1  # taskset -c 3: one CPU, one thread
+    assert cpu_threads_for("auto", torch.device("cuda", 0)) is None  # the GPU does the work
+    assert (cpu_threads_for(3, cpu), cpu_threads_for(None, cpu)) == (3, None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # said by the person, or by torchrun
+    assert cpu_threads_for("auto", cpu) is None
+
+
+def test_the_trainer_sets_the_threads_asked_for_and_refuses_a_bad_count(torch_threads):
+    model = torch.nn.Linear(2, 2)
+    batches = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    arguments = {"max_duration": "1ba", "optimizers": optimizer, "device": "cpu"}
+    Trainer(model, batches, cpu_threads=3, **arguments)
+    assert torch.get_num_threads() == 3
+    Trainer(model, batches, cpu_threads=None, **arguments)
+    assert torch.get_num_threads() == 3  # left as it was
+    for bad in (0, 1.5, "all"):
+        with pytest.raises(ValueError, match=rf"cpu_threads={bad!r} must be an int >= 1, 'auto'"):
+            Trainer(model, batches, cpu_threads=bad, **arguments)
+    assert torch.get_num_threads() == 3  # checked before anything changes
+
+
+def test_a_job_trains_with_the_threads_it_says_and_an_explicit_omp_num_threads_stands(
+    tmp_path,
+):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [8]}\n"
+        "data: {train: {name: synthetic, num_samples: 32, shape: [4], batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 1ep, device: cpu}\n"
+    )
+    without_omp = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    torch_count = int(  # what torch makes of OMP_NUM_THREADS=2 here, which loom leaves
+        subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+            env={**without_omp, "OMP_NUM_THREADS": "2"}, capture_output=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    for environment, override, threads in [
+        (without_omp, "trainer.cpu_threads=3", 3),
+        (without_omp, "trainer.cpu_threads=auto", max(1, len(os.sched_getaffinity(0)) // 2)),
+        ({**without_omp, "OMP_NUM_THREADS": "2"}, "trainer.cpu_threads=auto", torch_count),
+    ]:
+        run_dir = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        command = [sys.executable, "-m", "loom", "train", str(job), override]
+        result = subprocess.run(
+            [*command, "--run-dir", str(run_dir)],
+            env=environment, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads((run_dir / "summary.json").read_text())["cpu_threads"] == threads
