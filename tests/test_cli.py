@@ -550,7 +550,7 @@ def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_training_time_adds_up_across_resumes(tmp_path, capsys):
+def test_training_time_adds_up_across_resumes(tmp_path):
     """summary.json's seconds and metrics.jsonl's time go on from the checkpoint's count,
     also when a finished run is resumed (which trains nothing more)."""
     job = tmp_path / "job.yaml"
@@ -561,18 +561,18 @@ def test_training_time_adds_up_across_resumes(tmp_path, capsys):
         "trainer: {max_duration: 2ep, device: cpu}\n"
     )
     run_dir = tmp_path / "run"
-    assert run_loom(capsys, "train", job, "--run-dir", run_dir)[0] == 0
+    assert loom_command("train", job, "--run-dir", run_dir).returncode == 0
     first = json.loads((run_dir / "summary.json").read_text())["seconds"]
     (checkpoint,) = (run_dir / "checkpoints").iterdir()
     counted = {entry["name"]: entry["state"] for entry in torch.load(checkpoint)["callbacks"]}
     assert 0 < counted["RunRecorder"]["seconds"] <= first
 
-    assert run_loom(capsys, "train", job, "--resume", run_dir)[0] == 0  # already finished
+    assert loom_command("train", job, "--resume", run_dir).returncode == 0  # already finished
     again = json.loads((run_dir / "summary.json").read_text())["seconds"]
     assert again >= counted["RunRecorder"]["seconds"]
 
-    extended = run_loom(capsys, "train", job, "--resume", run_dir, "trainer.max_duration=3ep")
-    assert extended[0] == 0
+    extended = loom_command("train", job, "--resume", run_dir, "trainer.max_duration=3ep")
+    assert extended.returncode == 0, extended.stderr
     records = (run_dir / "metrics.jsonl").read_text().splitlines()
     times = [json.loads(line)["time"] for line in records]
     assert len(times) == 3
@@ -580,7 +580,7 @@ def test_training_time_adds_up_across_resumes(tmp_path, capsys):
     assert json.loads((run_dir / "summary.json").read_text())["seconds"] > first
 
 
-def test_a_run_resumes_as_the_job_it_started_as(tmp_path, capsys):
+def test_a_run_resumes_as_the_job_it_started_as(tmp_path):
     """Started with overrides, it resumes from its config.yaml alone; only max_duration
     may change, and a job file or override that changes anything else is refused."""
     job = tmp_path / "job.yaml"
@@ -591,25 +591,26 @@ def test_a_run_resumes_as_the_job_it_started_as(tmp_path, capsys):
         "trainer: {max_duration: 5ep, device: cpu}\n"
     )
     run_dir = tmp_path / "run"
-    started = run_loom(
-        capsys, "train", job, "--run-dir", run_dir, "trainer.max_duration=1ep", "optimizer.lr=0.05"
+    started = loom_command(
+        "train", job, "--run-dir", run_dir, "trainer.max_duration=1ep", "optimizer.lr=0.05"
     )
-    assert started[0] == 0
+    assert started.returncode == 0, started.stderr
 
-    extended = run_loom(capsys, "train", "--resume", run_dir, "trainer.max_duration=2ep")
-    assert extended[0] == 0, extended[2]
+    extended = loom_command("train", "--resume", run_dir, "trainer.max_duration=2ep")
+    assert extended.returncode == 0, extended.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["batches"] == 8  # 2 epochs of 4: the override's, not the file's 5
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == 0.05
 
-    status, _, err = run_loom(capsys, "train", "--resume", run_dir, "optimizer.lr=0.5")
-    assert status == 2
+    refused = loom_command("train", "--resume", run_dir, "optimizer.lr=0.5")
+    assert refused.returncode == 2
     assert (
-        f"--resume {run_dir}: the overrides change optimizer.lr (0.05 in the run, 0.5 now)" in err
+        f"--resume {run_dir}: the overrides change optimizer.lr (0.05 in the run, 0.5 now)"
+        in refused.stderr
     )
-    status, _, err = run_loom(capsys, "train", job, "--resume", run_dir)
-    assert status == 2
-    assert f"{job} changes optimizer.lr (0.05 in the run, 0.1 now) of the job" in err
+    refused = loom_command("train", job, "--resume", run_dir)
+    assert refused.returncode == 2
+    assert f"{job} changes optimizer.lr (0.05 in the run, 0.1 now) of the job" in refused.stderr
 
 
 @pytest.mark.parametrize(
@@ -644,6 +645,11 @@ def test_sizes_that_contradict_the_data_are_found_by_validate_and_before_trainin
         assert re.search(message, err), err
         assert "Traceback" not in err
         assert "run directory" not in out
+    real = loom_command("train", job, override, "--run-dir", tmp_path / "run")  # the command
+    assert real.returncode == 2
+    assert re.search(message, real.stderr), real.stderr
+    assert "Traceback" not in real.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_review_mends_of_resume_and_validate(tmp_path, capsys):

@@ -37,6 +37,7 @@ from loom.trainer import (
     seed_everything,
 )
 from loom.trainer.checkpoint import capture_rng_states, restore_rng_states
+from loom.trainer.state import steps_on_a_metric
 
 __all__ = ["JobParts", "build_job"]
 
@@ -142,9 +143,15 @@ def build_job(
             "batches_per_epoch": len(train),
             "total_batches": _total_batches(job, train),
         }
-        schedulers.append(
-            _build(SCHEDULERS, job["scheduler"], "scheduler", positional=optimizer, facts=timing)
+        schedule = _build(
+            SCHEDULERS, job["scheduler"], "scheduler", positional=optimizer, facts=timing
         )
+        if steps_on_a_metric(schedule) and evaluation is None:
+            raise ConfigError(
+                f"scheduler ({job['scheduler']['name']}): steps on {schedule.monitor!r} after "
+                "each evaluation, but the job has no data.eval: give one."
+            )
+        schedulers.append(schedule)
     return JobParts(
         model=model,
         train_loader=train,

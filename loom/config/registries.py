@@ -94,10 +94,12 @@ SCHEDULERS = Registry(
         "step": optim.step,
         "multistep": optim.multistep,
         "onecycle": optim.onecycle,
+        "plateau": optim.plateau,
     },
     skip={"optimizer", "batches_per_epoch", "total_batches"},
 )
-"""Learning-rate schedules stepped every batch, with times in epochs or batches."""
+"""Learning-rate schedules stepped every batch, with times in epochs or batches, and
+``plateau``, stepped after each evaluation on the metric it monitors."""
 
 REGISTRIES = {
     "model": MODELS,

@@ -1,6 +1,24 @@
 """Learning-rate schedules a job file can name, in epochs or batches, with linear warm-up,
-and torch's one-cycle policy."""
+torch's one-cycle policy, and torch's reduction on a plateau of an evaluation metric."""
 
-from loom.optim.schedules import LearningRateFactor, constant, cosine, multistep, onecycle, step
+from loom.optim.schedules import (
+    LearningRateFactor,
+    PlateauSchedule,
+    constant,
+    cosine,
+    multistep,
+    onecycle,
+    plateau,
+    step,
+)
 
-__all__ = ["LearningRateFactor", "constant", "cosine", "multistep", "onecycle", "step"]
+__all__ = [
+    "LearningRateFactor",
+    "PlateauSchedule",
+    "constant",
+    "cosine",
+    "multistep",
+    "onecycle",
+    "plateau",
+    "step",
+]

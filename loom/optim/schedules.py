@@ -1,4 +1,5 @@
-"""Learning-rate schedules stepped once per batch, with times given in epochs or batches.
+"""Learning-rate schedules stepped once per batch, with times given in epochs or batches,
+and one stepped after each evaluation on a metric (``plateau``).
 
 Each schedule is a ``torch.optim.lr_scheduler.LambdaLR`` whose factor is a
 :class:`LearningRateFactor`: plain data, so the schedule's position and shape go
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -19,10 +21,12 @@ from loom.trainer import Duration, TimeUnit
 __all__ = [
     "SHAPED_BY_RUN_LENGTH",
     "LearningRateFactor",
+    "PlateauSchedule",
     "constant",
     "cosine",
     "multistep",
     "onecycle",
+    "plateau",
     "step",
 ]
 
@@ -211,6 +215,76 @@ def onecycle(
         div_factor=div_factor,
         final_div_factor=final_div_factor,
         cycle_momentum=cycle_momentum,
+    )
+
+
+class PlateauSchedule(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ``ReduceLROnPlateau`` that names the metric it watches, ``monitor``: the
+    Trainer steps it after each evaluation at ``eval_interval`` with that metric."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, monitor: str, **options: Any):
+        super().__init__(optimizer, **options)
+        self.monitor = monitor
+
+
+def plateau(
+    optimizer: torch.optim.Optimizer,
+    batches_per_epoch: int,
+    total_batches: int,
+    monitor: str = "eval/loss",
+    mode: Literal["min", "max"] = "min",
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1e-4,
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+) -> PlateauSchedule:
+    """torch's ``ReduceLROnPlateau``: multiplies the learning rate by ``factor`` when the
+    evaluation metric ``monitor`` has not improved for ``patience`` evaluations.
+
+    It is stepped after each evaluation at the Trainer's ``eval_interval`` (not after
+    every batch), so its counts are in evaluations; its position is in the checkpoint.
+
+    Args:
+        monitor: The metric, e.g. ``"eval/loss"`` or ``"eval/accuracy"``.
+        mode: ``"min"`` if lower is better, ``"max"`` if higher is.
+        factor: The factor on the learning rate at each reduction, in (0, 1).
+        patience: Evaluations without improvement before a reduction.
+        threshold: The relative change that counts as an improvement.
+        cooldown: Evaluations to wait after a reduction before counting again.
+        min_lr: The learning rate never goes below this.
+
+    Examples:
+        >>> model = torch.nn.Linear(2, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        >>> schedule = plateau(optimizer, 10, 100, patience=1, factor=0.5)
+        >>> for loss in (1.0, 1.0, 1.0):  # no improvement after the first
+        ...     schedule.step(loss)
+        >>> optimizer.param_groups[0]["lr"]
+        0.5
+    """
+    del batches_per_epoch, total_batches
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"monitor={monitor!r} must be a metric's name, e.g. 'eval/loss'.")
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode={mode!r} must be 'min' or 'max'.")
+    if not isinstance(factor, int | float) or not 0 < factor < 1:
+        raise ValueError(f"factor={factor!r} must lie in (0, 1).")
+    for name, count in (("patience", patience), ("cooldown", cooldown)):
+        if type(count) is not int or count < 0:
+            raise ValueError(f"{name}={count!r} must be an int >= 0 (evaluations).")
+    _check_factor(threshold, "threshold")
+    if not isinstance(min_lr, int | float) or min_lr < 0:
+        raise ValueError(f"min_lr={min_lr!r} must be a number >= 0.")
+    return PlateauSchedule(
+        optimizer,
+        monitor,
+        mode=mode,
+        factor=factor,
+        patience=patience,
+        threshold=threshold,
+        cooldown=cooldown,
+        min_lr=min_lr,
     )
 
 

@@ -68,6 +68,7 @@ class Event(str, Enum):
                     EVAL_AFTER_FORWARD
                     EVAL_BATCH_END
                 EVAL_END                      state.metrics["eval/..."] set
+                schedulers with a monitor step (ReduceLROnPlateau)
         FIT_END
 
     Training stops after the ``BATCH_END`` at which ``max_duration`` is reached

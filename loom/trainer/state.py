@@ -24,6 +24,7 @@ __all__ = [
     "check_dataloader",
     "checked_optimizers",
     "checked_schedulers",
+    "steps_on_a_metric",
 ]
 
 _DURATION_PATTERN = re.compile(r"(\d+)(ep|ba|sp)")
@@ -312,14 +313,36 @@ def checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Op
     return list(listed)
 
 
-def checked_schedulers(schedulers: Any) -> list[Any]:
+def checked_schedulers(schedulers: Any, evaluates: bool = True) -> list[Any]:
+    """The schedulers as a list, each with a ``step()``; one that reacts to a metric
+    (``ReduceLROnPlateau``) names it as its ``monitor`` and needs an evaluation."""
     if schedulers is None:
         return []
     listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
     for index, scheduler in enumerate(listed):
+        name = type(scheduler).__name__
         if not callable(getattr(scheduler, "step", None)):
             raise TypeError(
-                f"schedulers[{index}] is a {type(scheduler).__name__}, which has no step(); "
+                f"schedulers[{index}] is a {name}, which has no step(); "
                 "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
             )
+        monitor = getattr(scheduler, "monitor", None)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and monitor is None:
+            raise TypeError(
+                f"schedulers[{index}] is a {name}, which steps on a metric: say which, as "
+                "scheduler.monitor = 'eval/loss', or build it with loom.optim.plateau."
+            )
+        if monitor is not None and not isinstance(monitor, str):
+            raise TypeError(f"schedulers[{index}].monitor={monitor!r} must be a metric's name.")
+        if monitor is not None and not evaluates:
+            raise ValueError(
+                f"schedulers[{index}] ({name}) steps on {monitor!r} after each evaluation, "
+                "but there is no eval_dataloader: give one."
+            )
     return list(listed)
+
+
+def steps_on_a_metric(scheduler: Any) -> bool:
+    """Whether the Trainer steps ``scheduler`` after each scheduled evaluation, with the
+    metric its ``monitor`` names, rather than after every batch."""
+    return getattr(scheduler, "monitor", None) is not None

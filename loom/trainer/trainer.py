@@ -53,6 +53,7 @@ from loom.trainer.state import (
     check_dataloader,
     checked_optimizers,
     checked_schedulers,
+    steps_on_a_metric,
 )
 
 __all__ = ["Trainer"]
@@ -70,7 +71,9 @@ class Trainer:
         eval_dataloader: Yields evaluation batches, or None for no evaluation.
         max_duration: How long to train: ``"10ep"``, ``"500ba"`` or ``"20000sp"``.
         optimizers: One optimizer or a list, built on the model's parameters.
-        schedulers: Learning-rate schedulers (one or a list), stepped every batch.
+        schedulers: Learning-rate schedulers (one or a list), stepped every batch; one
+            with a ``monitor`` (``loom.optim.plateau``, a ``ReduceLROnPlateau``) after
+            each evaluation at ``eval_interval``, with that metric.
         algorithms: Training methods, e.g. ``[LabelSmoothing(0.1)]``.
         callbacks: Observers, e.g. ``[ProgressBar(), MetricsLogger("metrics.jsonl")]``.
         loss_fn: ``loss_fn(outputs, targets) -> scalar``. Defaults to cross-entropy
@@ -187,7 +190,7 @@ class Trainer:
         resolved_device = resolve_device(device)
         precision = validate_precision(precision, resolved_device)
         optimizers = checked_optimizers(optimizers, model)
-        schedulers = checked_schedulers(schedulers)
+        schedulers = checked_schedulers(schedulers, evaluates=eval_dataloader is not None)
         engine = Engine(algorithms, callbacks)
 
         threads = cpu_threads_for(cpu_threads, resolved_device)
@@ -225,6 +228,9 @@ class Trainer:
         self._autocast = autocast_context(precision, resolved_device)
         # A CPU run gets its batches where they are: walking them would cost a few us a step.
         self._move_batches = resolved_device.type != "cpu"
+        # Stepped after every batch, or (ReduceLROnPlateau) after each scheduled evaluation.
+        self._batch_schedulers = [s for s in schedulers if not steps_on_a_metric(s)]
+        self._metric_schedulers = [s for s in schedulers if steps_on_a_metric(s)]
         self._eval_batch: int | None = None  # the evaluation batch in progress, for errors
         # {batch of the epoch: samples repeated at its end}, from the sampler's padding.
         self._repeats: dict[int, int] = repeated_samples(train_dataloader)
@@ -258,7 +264,7 @@ class Trainer:
             fire(hooks.fit_start, state)
             state.model.train()
             if self._eval_pending():  # resumed from a checkpoint taken just before an evaluation
-                self.eval()
+                self._scheduled_eval()
             while not self._should_stop():
                 self._train_epoch()
             if state.interrupt is None:  # an interrupted run stops as it is, to resume exactly
@@ -340,7 +346,7 @@ class Trainer:
         for batch in batches:
             self._train_batch(batch)
             if evaluates_in_batches and self._eval_due(timestamp.batch):
-                self.eval()
+                self._scheduled_eval()
             if self._should_stop():
                 if timestamp.batch_in_epoch != num_batches(state.train_dataloader):
                     return  # stopped mid-epoch: the epoch did not end
@@ -356,7 +362,23 @@ class Trainer:
         state.metrics["train/loss"] = state.train_losses.compute()
         fire(hooks.epoch_end, state)
         if self.eval_interval.unit is TimeUnit.EPOCH and self._eval_due(timestamp.epoch):
-            self.eval()
+            self._scheduled_eval()
+
+    def _scheduled_eval(self) -> None:
+        """An evaluation at ``eval_interval``, then the schedulers that step on a metric.
+
+        (Not the final evaluation: nothing trains after it, and a run extended on
+        resume steps as the longer run would have.)
+        """
+        self.eval()
+        metrics = self.state.metrics
+        for scheduler in self._metric_schedulers:
+            if scheduler.monitor not in metrics:
+                raise KeyError(
+                    f"{type(scheduler).__name__} monitors {scheduler.monitor!r}, which is not "
+                    f"among the metrics after the evaluation: {', '.join(sorted(metrics))}."
+                )
+            scheduler.step(metrics[scheduler.monitor])
 
     def _train_batch(self, batch: Any) -> None:
         state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp
@@ -381,7 +403,7 @@ class Trainer:
             scaled_or_clipped_step(
                 state.optimizers, state.grad_scaler, state.model, self.grad_clip_norm
             )
-        for scheduler in state.schedulers:
+        for scheduler in self._batch_schedulers:
             scheduler.step()
         timestamp.batch += 1
         timestamp.batch_in_epoch += 1

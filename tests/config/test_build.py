@@ -182,3 +182,20 @@ def test_the_batch_key_check_steps_aside_where_a_sample_cannot_be_read_alone():
 
     pairs = DataLoader(TensorDataset(torch.zeros(4, 2)), batch_size=2, collate_fn=needs_two)
     _check_batch_keys(pairs, {"input_key": 0, "target_key": 1})
+
+
+def test_a_plateau_schedule_needs_the_evaluation_it_steps_on():
+    job = {
+        "model": {"name": "mlp", "hidden_sizes": [8]},
+        "data": {"train": {"name": "synthetic", "num_samples": 32, "shape": [4]}},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "scheduler": {"name": "plateau", "monitor": "eval/accuracy", "mode": "max"},
+        "trainer": {"max_duration": "1ep", "device": "cpu"},
+    }
+    with pytest.raises(
+        ConfigError, match=r"^scheduler \(plateau\): steps on 'eval/accuracy' after"
+    ):
+        build_job(resolve_job(job))
+    job["data"]["eval"] = job["data"]["train"]
+    (schedule,) = build_job(resolve_job(job)).schedulers
+    assert (schedule.monitor, schedule.mode, schedule.patience) == ("eval/accuracy", "max", 10)

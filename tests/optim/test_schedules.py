@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from loom.optim import LearningRateFactor, constant, cosine, multistep, onecycle, step
+from loom import Trainer
+from loom.optim import LearningRateFactor, constant, cosine, multistep, onecycle, plateau, step
+from loom.trainer import Callback, capture_checkpoint, save_checkpoint
 
 
 def learning_rates(make_schedule, steps, **arguments):
@@ -108,3 +110,83 @@ def test_onecycle_bad_arguments(arguments, message):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=momentum)
     with pytest.raises(ValueError, match=message):
         onecycle(optimizer, batches_per_epoch=2, total_batches=4, **arguments)
+
+
+class LearningRateLog(Callback):
+    """The learning rate at each epoch's end."""
+
+    def __init__(self):
+        self.rates = []
+
+    def epoch_end(self, state):
+        self.rates.append(state.optimizers[0].param_groups[0]["lr"])
+
+
+def plateau_trainer(options, lr, load_path=None, epochs=6, still=False):
+    """4 batches an epoch, an evaluation after each; ``still``: inputs of zeros and a
+    zero bias, whose gradients are zero, so eval/loss stays ln 2 and never improves."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    if still:
+        torch.nn.init.zeros_(model.bias)
+    make = torch.zeros if still else torch.randn
+    data = [(make(4, 3), torch.tensor([0, 1, 0, 1])) for _ in range(4)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    log = LearningRateLog()
+    trainer = Trainer(
+        model, data, data[:1], max_duration=f"{epochs}ep", device="cpu",
+        optimizers=optimizer, schedulers=plateau(optimizer, 4, 4 * epochs, **options),
+        callbacks=[log], load_path=load_path,
+    )  # fmt: skip
+    return trainer, log
+
+
+def test_plateau_reduces_after_patience_evaluations_without_improvement():
+    trainer, log = plateau_trainer({"patience": 1, "factor": 0.5}, lr=1.0, still=True)
+    trainer.fit()
+    # No evaluation improves on the first: a reduction at every second one after it.
+    assert log.rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25]  # each read before its evaluation
+    schedule = trainer.state.schedulers[0]
+    assert trainer.state.optimizers[0].param_groups[0]["lr"] == 0.25
+    assert schedule.monitor == "eval/loss"
+    assert schedule.best == pytest.approx(math.log(2))
+    assert schedule.num_bad_epochs == 1  # reduced at the 5th; the 6th counted one more
+
+
+def test_plateau_resumes_exactly_from_a_checkpoint(tmp_path):
+    options = {"patience": 1, "factor": 0.5, "mode": "max", "monitor": "eval/accuracy"}
+    whole, whole_log = plateau_trainer(options, lr=0.3)
+    whole.fit()
+    first, _ = plateau_trainer(options, lr=0.3, epochs=3)
+    first.fit()
+    path = tmp_path / "epoch3.pt"
+    save_checkpoint(capture_checkpoint(first.state), path)
+    resumed, resumed_log = plateau_trainer(options, lr=0.3, load_path=path)
+    resumed.fit()
+    assert resumed.state.schedulers[0].state_dict() == whole.state.schedulers[0].state_dict()
+    assert resumed_log.rates == whole_log.rates[3:]
+    assert torch.equal(resumed.state.model.weight, whole.state.model.weight)
+
+
+def test_plateau_is_checked_where_it_is_given():
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))]
+    arguments = {"max_duration": "2ep", "device": "cpu", "optimizers": optimizer}
+    bare = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    with pytest.raises(TypeError, match=r"schedulers\[0\] is a ReduceLROnPlateau, which steps on"):
+        Trainer(model, data, data, schedulers=bare, **arguments)
+    with pytest.raises(ValueError, match=r"steps on 'eval/loss' after each evaluation, but there"):
+        Trainer(model, data, schedulers=plateau(optimizer, 1, 2), **arguments)
+    watching = plateau(optimizer, 1, 2, monitor="eval/f1")
+    trainer = Trainer(model, data, data, schedulers=watching, **arguments)
+    with pytest.raises(KeyError, match=r"monitors 'eval/f1', which is not among the metrics"):
+        trainer.fit()
+    for options, message in [
+        ({"factor": 1.0}, r"factor=1.0 must lie in \(0, 1\)"),
+        ({"mode": "up"}, r"mode='up' must be 'min' or 'max'"),
+        ({"patience": -1}, r"patience=-1 must be an int >= 0 \(evaluations\)"),
+        ({"monitor": ""}, r"monitor='' must be a metric's name"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            plateau(optimizer, 1, 2, **options)
