@@ -26,14 +26,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from loom.trainer.runtime import available_cpus
+
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ("digits.yaml", "digits_baseline.yaml", "digits_label_smoothing.yaml")
-
-
-def available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def train_seconds(job: str, setting: str, epochs: int) -> tuple[float, int]:

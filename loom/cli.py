@@ -344,9 +344,16 @@ def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
     from loom.config.job import resolve_job
     from loom.config.job_file import apply_overrides, read_job_file
     from loom.runs import RunDirectory
+    from loom.runs.status import RunState, read_status
 
     if args.config is not None and _is_override(str(args.config)):
         args.overrides, args.config = [str(args.config), *args.overrides], None
+    status = read_status(args.resume)
+    if status is not None and status.state is RunState.RUNNING:  # two would write one run
+        raise CommandError(
+            f"--resume {args.resume}: the run is still running ({status.detail}); "
+            "stop it (SIGTERM saves a checkpoint), then resume."
+        )
     saved_path = RunDirectory(args.resume).config
     if not saved_path.is_file():
         if args.config is None:
@@ -443,16 +450,24 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
 def _validate(args: argparse.Namespace) -> int:
     from loom.config import ConfigError
     from loom.config.build import build_job
+    from loom.trainer.runtime import parse_device
 
     job = _resolved_job(args)
+    where = f"{args.config}{_overrides_note(args.overrides)}"
     try:
-        # Built, Trainer included, not trained: the data's sizes and class counts against
-        # the job's, and the trainer section's values as the Trainer checks them. (A
+        # Built, not trained: the data's sizes and class counts against the job's. (A
         # checkpoint callback's folder is only named, never made, by building it.)
-        folder = Path(tempfile.gettempdir()) / "loom-validate" / "ckpt"
-        build_job(job, checkpoint_folder=folder).trainer()
+        folder = Path(tempfile.gettempdir()) / "loom-validate" / "checkpoints"
+        parts = build_job(job, checkpoint_folder=folder)
+        # The trainer section's values as the Trainer checks them, on this machine's CPU
+        # in fp32: the job's device and precision may be those of the machine it runs on.
+        parse_device(job["trainer"]["device"])
+        parts.trainer_arguments.update(device="cpu", precision="fp32")
+        parts.trainer()
     except ConfigError as error:
-        raise CommandError(f"{args.config}{_overrides_note(args.overrides)}: {error}") from None
+        raise CommandError(f"{where}: {error}") from None
+    except ValueError as error:  # the device's name
+        raise CommandError(f"{where}: trainer.device: {error}") from None
     print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")
     return 0
 
@@ -507,7 +522,9 @@ def _compare(args: argparse.Namespace) -> int:
     markdown.write_text("\n\n".join(filter(None, tables)) + "\n", encoding="utf-8")
     print(f"curves side by side: {plot}; Markdown table: {markdown}")
     if skipped:
-        print(f"skipped {len(found.skipped)} runs that have not finished:{skipped}")
+        count = len(found.skipped)
+        runs_word = "run that has" if count == 1 else "runs that have"
+        print(f"skipped {count} {runs_word} not finished:{skipped}")
     return 0
 
 

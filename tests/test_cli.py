@@ -746,7 +746,8 @@ def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs
 
     compared = loom_command("compare", runs)
     assert compared.returncode == 0, compared.stderr
-    assert [row.split()[0] for row in compared.stdout.splitlines()[1:2]] == ["done"]
+    table = compared.stdout[: compared.stdout.index("curves side by side")].splitlines()
+    assert [row.split()[0] for row in table[1:]] == ["done"]  # the one finished run alone
     skipped = compared.stdout[compared.stdout.index("skipped 3 runs that have not finished:") :]
     assert f"{runs / 'diverged'}: failed: NonFiniteLossError: the training loss" in skipped
     for name, signal_name in [("int", "SIGINT"), ("term", "SIGTERM")]:
@@ -758,3 +759,36 @@ def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs
     nothing_finished = loom_command("compare", runs / "int", runs / "diverged")
     assert nothing_finished.returncode == 2
     assert "no finished run to compare; skipped:\n  " in nothing_finished.stderr
+
+
+def test_validate_checks_the_trainer_section_and_names_the_device_of_another_machine(capsys):
+    job = CONFIGS / "digits.yaml"
+    status, _, err = run_loom(capsys, "validate", job, "trainer.grad_accum=0")
+    assert status == 2
+    assert "trainer: grad_accum=0 must be an int >= 1" in err
+    status, _, err = run_loom(capsys, "validate", job, "trainer.device=gpu")
+    assert status == 2
+    assert "trainer.device: device='gpu' is not a device; expected 'auto'" in err
+    # A GPU job is valid here too, if this machine has none: its device is the runner's.
+    status, _, err = run_loom(
+        capsys, "validate", job, "trainer.device=cuda", "trainer.precision=fp16"
+    )
+    assert status == 0, err
+
+
+def test_a_run_still_running_is_not_resumed_beside_itself(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from loom.runs import RunDirectory
+    from loom.runs.status import recording_status
+
+    job = tmp_path / "job.yaml"
+    job.write_text(LONG_SMALL_JOB.replace("2000ep", "1ep"))
+    run_dir = tmp_path / "run"
+    assert run_loom(capsys, "train", job, "--run-dir", run_dir)[0] == 0
+    this_process = SimpleNamespace(is_main_process=True, stop_reason=None)
+    with recording_status(RunDirectory(run_dir), this_process):  # as if it still trained
+        status, _, err = run_loom(capsys, "train", "--resume", run_dir)
+    assert status == 2
+    assert f"--resume {run_dir}: the run is still running (process {os.getpid()} on" in err
+    assert run_loom(capsys, "train", "--resume", run_dir)[0] == 0  # finished: resumes

@@ -1,9 +1,11 @@
 """Learning-rate schedules stepped once per batch, with times given in epochs or batches,
 and one stepped after each evaluation on a metric (``plateau``).
 
-Each schedule is a ``torch.optim.lr_scheduler.LambdaLR`` whose factor is a
-:class:`LearningRateFactor`: plain data, so the schedule's position and shape go
-into a checkpoint and come back exactly.
+``constant``, ``cosine``, ``step`` and ``multistep`` are each a
+``torch.optim.lr_scheduler.LambdaLR`` whose factor is a :class:`LearningRateFactor`:
+plain data, so the schedule's position and shape go into a checkpoint and come back
+exactly. ``onecycle`` and ``plateau`` are torch's ``OneCycleLR`` and
+``ReduceLROnPlateau``, whose state dicts are plain data too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from loom.trainer import Duration, TimeUnit
+from loom.trainer import EVAL_METRICS, Duration, TimeUnit
 
 __all__ = [
     "SHAPED_BY_RUN_LENGTH",
@@ -246,7 +248,8 @@ def plateau(
     every batch), so its counts are in evaluations; its position is in the checkpoint.
 
     Args:
-        monitor: The metric, e.g. ``"eval/loss"`` or ``"eval/accuracy"``.
+        monitor: The evaluation's metric, e.g. ``"eval/loss"`` or ``"eval/accuracy"``
+            (one of :data:`~loom.trainer.metrics.EVAL_METRICS`).
         mode: ``"min"`` if lower is better, ``"max"`` if higher is.
         factor: The factor on the learning rate at each reduction, in (0, 1).
         patience: Evaluations without improvement before a reduction.
@@ -264,8 +267,11 @@ def plateau(
         0.5
     """
     del batches_per_epoch, total_batches
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"monitor={monitor!r} must be a metric's name, e.g. 'eval/loss'.")
+    if monitor not in EVAL_METRICS:  # it steps before EVAL_END: the evaluation's own
+        raise ValueError(
+            f"monitor={monitor!r} is not a metric the evaluation computes; one of "
+            f"{', '.join(EVAL_METRICS)}."
+        )
     if mode not in ("min", "max"):
         raise ValueError(f"mode={mode!r} must be 'min' or 'max'.")
     if not isinstance(factor, int | float) or not 0 < factor < 1:

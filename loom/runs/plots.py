@@ -200,7 +200,7 @@ def matrix_figure(
                 axes.text(
                     column,
                     row,
-                    f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.0e}",
+                    f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.0e}",
                     ha="center",
                     va="center",
                     fontsize=7,

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import socket
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,13 +70,13 @@ def recording_status(files: RunDirectory, state: State) -> Iterator[None]:
     try:
         yield
     except TrainingInterrupted as interruption:
-        _write(files, RunState.INTERRUPTED, str(interruption))
+        _write_at_the_end(files, RunState.INTERRUPTED, str(interruption))
         raise
     except KeyboardInterrupt:  # a second signal: the latest checkpoint stands
-        _write(files, RunState.INTERRUPTED, "stopped at once by a second signal")
+        _write_at_the_end(files, RunState.INTERRUPTED, "stopped at once by a second signal")
         raise
     except BaseException as error:
-        _write(files, RunState.FAILED, _first_words(error))
+        _write_at_the_end(files, RunState.FAILED, _first_words(error))
         raise
     _write(files, RunState.FINISHED, state.stop_reason or "reached max_duration")
 
@@ -84,9 +85,11 @@ def read_status(run_dir: str | os.PathLike[str] | RunDirectory) -> RunStatus | N
     """The state of the run in ``run_dir``, or None if it holds no run.
 
     A run that says it is running, on this host, from a process that no longer
-    exists, died without recording an end: it reads as failed. A run directory from
-    before loom recorded states reads as finished or interrupted from its
-    ``summary.json``, and as failed without one.
+    exists, died without recording an end: it reads as failed. (Only on this host and
+    on POSIX: a run written on another host, or by a process in another PID namespace,
+    reads as it says; a reused PID reads as alive.) A run directory from before loom
+    recorded states reads as finished or interrupted from its ``summary.json``, and as
+    failed without one.
     """
     files = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
     checkpoint = _latest_checkpoint(files)
@@ -119,15 +122,27 @@ def _write(files: RunDirectory, state: RunState, detail: str) -> None:
     write_atomically(files.status, json.dumps(record, indent=2))
 
 
+def _write_at_the_end(files: RunDirectory, state: RunState, detail: str) -> None:
+    """Records how a run ended on an exception, which must go on whatever happens here:
+    a status that cannot be written (a full disk) is a warning, not the run's error."""
+    try:
+        _write(files, state, detail)
+    except OSError as error:
+        warnings.warn(f"{files.status} could not record {state.value!r}: {error}", stacklevel=3)
+
+
 def _whether_alive(recorded: dict[str, Any]) -> tuple[RunState, str]:
     pid, host = recorded.get("pid"), recorded.get("host")
     where = f"process {pid} on {host}, since {recorded.get('time')}"
-    if host != socket.gethostname() or not isinstance(pid, int) or _alive(pid):
+    if host != socket.gethostname() or not isinstance(pid, int) or os.name != "posix":
+        return RunState.RUNNING, where  # no way to look from here
+    if _alive(pid):
         return RunState.RUNNING, where
     return RunState.FAILED, f"{where}, ended without recording how (killed?)"
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here (POSIX: signal 0 only asks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

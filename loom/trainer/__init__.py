@@ -34,7 +34,13 @@ from loom.trainer.events import (
     fire,
 )
 from loom.trainer.files import write_atomically
-from loom.trainer.metrics import ECE_BINS, EvalMetrics, NonFiniteLossError, TrainLoss
+from loom.trainer.metrics import (
+    ECE_BINS,
+    EVAL_METRICS,
+    EvalMetrics,
+    NonFiniteLossError,
+    TrainLoss,
+)
 from loom.trainer.runtime import (
     PRECISIONS,
     TrainingInterrupted,
@@ -48,6 +54,7 @@ from loom.trainer.trainer import Trainer
 
 __all__ = [
     "ECE_BINS",
+    "EVAL_METRICS",
     "PRECISIONS",
     "Algorithm",
     "Artifact",

@@ -67,8 +67,9 @@ class Event(str, Enum):
                     outputs = model(inputs)
                     EVAL_AFTER_FORWARD
                     EVAL_BATCH_END
-                EVAL_END                      state.metrics["eval/..."] set
-                schedulers with a monitor step (ReduceLROnPlateau)
+                EVAL_END                      state.metrics["eval/..."] set; at
+                                              eval_interval, a ReduceLROnPlateau
+                                              already stepped on its monitor
         FIT_END
 
     Training stops after the ``BATCH_END`` at which ``max_duration`` is reached

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # State holds a TrainLoss, so this module cannot import it at
 
 __all__ = [
     "ECE_BINS",
+    "EVAL_METRICS",
     "EvalMetrics",
     "NonFiniteLossError",
     "TrainLoss",
@@ -27,6 +28,9 @@ __all__ = [
 
 ECE_BINS = 15
 """Equal-width confidence bins of the expected calibration error."""
+
+EVAL_METRICS = ("eval/loss", "eval/accuracy", "eval/top5_accuracy", "eval/nll", "eval/ece")
+"""What an evaluation can compute (:meth:`EvalMetrics.compute`): each is one of these."""
 
 
 # Layout of the packed accumulator: a few totals, then the calibration bins. One

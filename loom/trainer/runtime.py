@@ -48,6 +48,7 @@ __all__ = [
     "interruption_message",
     "is_main_process",
     "join_torchrun_job",
+    "parse_device",
     "repeated_samples",
     "resolve_device",
     "scaled_or_clipped_step",
@@ -73,24 +74,34 @@ def resolve_device(device: str | torch.device) -> torch.device:
     Raises:
         ValueError: The name is not a device, or CUDA was asked for but is not available.
     """
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
+    if device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
         resolved = torch.device("cuda")
     else:
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(
-                f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'."
-            ) from None
+        resolved = parse_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asks for CUDA, which is not available here.")
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return resolved
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """The device a name means (``"cpu"``, ``"cuda:1"``), whether or not this machine
+    has it; ``"auto"`` is :func:`resolve_device`'s to decide.
+
+    Raises:
+        ValueError: The name is not a device.
+    """
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from None
 
 
 def seed_everything(seed: int) -> None:
@@ -141,14 +152,14 @@ def cpu_threads_for(cpu_threads: int | str | None, device: torch.device) -> int 
     """The intra-op thread count a run on ``device`` asks torch for, or None to leave
     torch's own.
 
-    ``"auto"`` is half the CPUs this process may use (its affinity mask, so a
-    ``taskset`` or container limit counts), at least one, on a CPU device; it leaves
-    the count alone on a GPU, and wherever ``OMP_NUM_THREADS`` is set (torchrun sets it
-    to 1 for each of several processes). Half, because torch's default of every core
-    lets one busy neighbour stall every parallel operation: on a 2-core machine with
-    one core busy, two threads train the digits job 3x slower than one (see
-    docs/benchmarks.md, "CPU threads"). The count changes the float results' last bits,
-    so it is decided by the machine, not by its load.
+    ``"auto"`` is half the CPUs this process may use (its affinity mask, so
+    ``taskset`` and a container's cpuset count; a CPU quota does not), at least one, on
+    a CPU device; it leaves the count alone on a GPU, and wherever ``OMP_NUM_THREADS``
+    is set (torchrun sets it to 1 when it starts several processes). Half, because
+    torch's default of every core lets one busy neighbour stall every parallel
+    operation: on a 2-core machine with one core busy, two threads train the digits job
+    3x slower than one (see docs/benchmarks.md, "CPU threads"). The count changes the
+    float results' last bits, so it is decided by the machine, not by its load.
 
     Examples:
         >>> cpu_threads_for(3, torch.device("cpu")), cpu_threads_for(None, torch.device("cpu"))

@@ -141,7 +141,8 @@ class State:
         model: The module being trained (wrapped, e.g. in DistributedDataParallel,
             when the run is distributed).
         optimizers: The optimizers, stepped in this order after every batch.
-        schedulers: Learning-rate schedulers, stepped after every optimizer step.
+        schedulers: Learning-rate schedulers, stepped after every optimizer step; a
+            ``ReduceLROnPlateau`` after each evaluation at ``eval_interval`` instead.
         max_duration: When training ends.
         train_dataloader: Yields the training batches.
         eval_dataloader: Yields the evaluation batches, or None.
@@ -183,7 +184,9 @@ class State:
         callbacks: The run's callbacks, in order (read only).
         train_losses: The current epoch's training losses, kept on the device, read
             by each finite-loss check and once at ``epoch_end`` (``train/loss``).
-        last_eval_batch: ``timestamp.batch`` at the latest evaluation, or None.
+        last_eval_batch: ``timestamp.batch`` at the loop's latest evaluation (at
+            ``eval_interval`` or the final one; not one called as ``trainer.eval()``),
+            or None.
         epoch_start_rng: Every generator's state when the current epoch's data
             iterator was made: a checkpoint holds it, so a run resumed mid-epoch
             gets the same shuffle.
@@ -326,15 +329,16 @@ def checked_schedulers(schedulers: Any, evaluates: bool = True) -> list[Any]:
                 f"schedulers[{index}] is a {name}, which has no step(); "
                 "pass learning-rate schedulers such as torch.optim.lr_scheduler.CosineAnnealingLR."
             )
+        if not steps_on_a_metric(scheduler):
+            continue
         monitor = getattr(scheduler, "monitor", None)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and monitor is None:
+        if not isinstance(monitor, str):
             raise TypeError(
                 f"schedulers[{index}] is a {name}, which steps on a metric: say which, as "
-                "scheduler.monitor = 'eval/loss', or build it with loom.optim.plateau."
+                "scheduler.monitor = 'eval/loss', or build it with loom.optim.plateau; "
+                f"its monitor is {monitor!r}."
             )
-        if monitor is not None and not isinstance(monitor, str):
-            raise TypeError(f"schedulers[{index}].monitor={monitor!r} must be a metric's name.")
-        if monitor is not None and not evaluates:
+        if not evaluates:
             raise ValueError(
                 f"schedulers[{index}] ({name}) steps on {monitor!r} after each evaluation, "
                 "but there is no eval_dataloader: give one."
@@ -343,6 +347,7 @@ def checked_schedulers(schedulers: Any, evaluates: bool = True) -> list[Any]:
 
 
 def steps_on_a_metric(scheduler: Any) -> bool:
-    """Whether the Trainer steps ``scheduler`` after each scheduled evaluation, with the
-    metric its ``monitor`` names, rather than after every batch."""
-    return getattr(scheduler, "monitor", None) is not None
+    """Whether the Trainer steps ``scheduler`` after each evaluation at ``eval_interval``,
+    with the metric its ``monitor`` names, rather than after every batch: a
+    ``ReduceLROnPlateau``."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)

@@ -279,7 +279,9 @@ class Trainer:
         """The final evaluation (unless one just ran) and a partial epoch's loss."""
         state = self.state
         if state.eval_dataloader is not None and state.last_eval_batch != state.timestamp.batch:
-            self.eval()
+            # Not scheduled: nothing trains after it, and a run extended on resume steps
+            # its plateau schedule as the longer run would have.
+            self._evaluate(state.eval_dataloader, by_the_loop="final")
         check_losses_are_finite(state)
         partial_epoch_loss = state.train_losses.compute()
         if partial_epoch_loss is not None:
@@ -294,10 +296,19 @@ class Trainer:
             outputs are not class scores (see :class:`~loom.trainer.EvalMetrics`).
             Also stored in ``state.metrics``.
         """
-        state, hooks = self.state, self.engine.hooks
-        dataloader = state.eval_dataloader if dataloader is None else dataloader
+        dataloader = self.state.eval_dataloader if dataloader is None else dataloader
         if dataloader is None:
             raise ValueError("eval() needs a dataloader: pass one, or eval_dataloader to Trainer.")
+        return self._evaluate(dataloader)
+
+    def _evaluate(
+        self, dataloader: Iterable[Any], by_the_loop: str | None = None
+    ) -> dict[str, float]:
+        """One evaluation. ``by_the_loop``: ``"scheduled"`` (at ``eval_interval``: the
+        schedulers that step on a metric step, before ``EVAL_END``, so a checkpoint taken
+        there holds their step) or ``"final"``; the loop's evaluations mark
+        ``state.last_eval_batch``, one a person calls does not."""
+        state, hooks = self.state, self.engine.hooks
         was_training = state.model.training
         state.model.eval()
         # Without DistributedDataParallel's wrapper, whose forward may broadcast buffers:
@@ -325,7 +336,10 @@ class Trainer:
         results = metrics.compute()
         state.metrics.update(results)
         state.reliability = metrics.reliability
-        state.last_eval_batch = state.timestamp.batch
+        if by_the_loop is not None:
+            state.last_eval_batch = state.timestamp.batch
+        if by_the_loop == "scheduled":
+            self._step_on_metrics(results)
         fire(hooks.eval_end, state)
         state.batch = state.outputs = None
         state.model.train(was_training)
@@ -365,20 +379,19 @@ class Trainer:
             self._scheduled_eval()
 
     def _scheduled_eval(self) -> None:
-        """An evaluation at ``eval_interval``, then the schedulers that step on a metric.
+        """An evaluation at ``eval_interval``."""
+        self._evaluate(self.state.eval_dataloader, by_the_loop="scheduled")
 
-        (Not the final evaluation: nothing trains after it, and a run extended on
-        resume steps as the longer run would have.)
-        """
-        self.eval()
-        metrics = self.state.metrics
+    def _step_on_metrics(self, results: dict[str, float]) -> None:
+        """Steps each scheduler that reacts to a metric (``ReduceLROnPlateau``) with the
+        evaluation's value of the metric it monitors."""
         for scheduler in self._metric_schedulers:
-            if scheduler.monitor not in metrics:
-                raise KeyError(
-                    f"{type(scheduler).__name__} monitors {scheduler.monitor!r}, which is not "
-                    f"among the metrics after the evaluation: {', '.join(sorted(metrics))}."
+            if scheduler.monitor not in results:
+                raise ValueError(
+                    f"{type(scheduler).__name__} monitors {scheduler.monitor!r}, which this "
+                    f"evaluation did not compute: it computed {', '.join(sorted(results))}."
                 )
-            scheduler.step(metrics[scheduler.monitor])
+            scheduler.step(results[scheduler.monitor])
 
     def _train_batch(self, batch: Any) -> None:
         state, hooks, timestamp = self.state, self.engine.hooks, self.state.timestamp

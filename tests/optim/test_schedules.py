@@ -1,11 +1,13 @@
 import math
+import warnings
 
 import pytest
 import torch
 
 from loom import Trainer
+from loom.callbacks import Checkpoint
 from loom.optim import LearningRateFactor, constant, cosine, multistep, onecycle, plateau, step
-from loom.trainer import Callback, capture_checkpoint, save_checkpoint
+from loom.trainer import Callback
 
 
 def learning_rates(make_schedule, steps, **arguments):
@@ -122,7 +124,7 @@ class LearningRateLog(Callback):
         self.rates.append(state.optimizers[0].param_groups[0]["lr"])
 
 
-def plateau_trainer(options, lr, load_path=None, epochs=6, still=False):
+def plateau_trainer(options, lr, load_path=None, epochs=6, still=False, callbacks=()):
     """4 batches an epoch, an evaluation after each; ``still``: inputs of zeros and a
     zero bias, whose gradients are zero, so eval/loss stays ln 2 and never improves."""
     torch.manual_seed(0)
@@ -136,7 +138,7 @@ def plateau_trainer(options, lr, load_path=None, epochs=6, still=False):
     trainer = Trainer(
         model, data, data[:1], max_duration=f"{epochs}ep", device="cpu",
         optimizers=optimizer, schedulers=plateau(optimizer, 4, 4 * epochs, **options),
-        callbacks=[log], load_path=load_path,
+        callbacks=[log, *callbacks], load_path=load_path,
     )  # fmt: skip
     return trainer, log
 
@@ -153,19 +155,45 @@ def test_plateau_reduces_after_patience_evaluations_without_improvement():
     assert schedule.num_bad_epochs == 1  # reduced at the 5th; the 6th counted one more
 
 
-def test_plateau_resumes_exactly_from_a_checkpoint(tmp_path):
-    options = {"patience": 1, "factor": 0.5, "mode": "max", "monitor": "eval/accuracy"}
-    whole, whole_log = plateau_trainer(options, lr=0.3)
+PLATEAU = {"patience": 1, "factor": 0.5, "mode": "max", "monitor": "eval/accuracy"}
+
+
+def test_plateau_resumes_exactly_from_every_checkpoint_a_run_writes(tmp_path):
+    """From an epoch's checkpoint (written at EPOCH_END, before that epoch's evaluation
+    and plateau step) and from best.pt (written at EVAL_END, after them), with a
+    trainer.eval() of one's own before fit, the run ends as the uninterrupted one."""
+    whole, whole_log = plateau_trainer(PLATEAU, lr=0.3)
     whole.fit()
-    first, _ = plateau_trainer(options, lr=0.3, epochs=3)
+    assert whole_log.rates == [0.3, 0.3, 0.3, 0.15, 0.15, 0.075]  # it reduces twice
+    saver = Checkpoint(
+        tmp_path, interval="1ep", keep_last=None, best_metric="eval/loss", best_mode="min"
+    )
+    first, _ = plateau_trainer(PLATEAU, lr=0.3, epochs=3, callbacks=[saver])
     first.fit()
-    path = tmp_path / "epoch3.pt"
-    save_checkpoint(capture_checkpoint(first.state), path)
-    resumed, resumed_log = plateau_trainer(options, lr=0.3, load_path=path)
-    resumed.fit()
-    assert resumed.state.schedulers[0].state_dict() == whole.state.schedulers[0].state_dict()
-    assert resumed_log.rates == whole_log.rates[3:]
-    assert torch.equal(resumed.state.model.weight, whole.state.model.weight)
+    assert torch.load(tmp_path / "best.pt")["timestamp"]["epoch"] == 3  # the loss fell
+    for name in ("epoch3-batch12.pt", "best.pt"):
+        resumed, resumed_log = plateau_trainer(PLATEAU, lr=0.3, load_path=tmp_path / name)
+        resumed.eval()  # a look of one's own: the loop's evaluation still runs
+        resumed.fit()
+        schedule = resumed.state.schedulers[0]
+        assert schedule.state_dict() == whole.state.schedulers[0].state_dict(), name
+        assert resumed_log.rates == whole_log.rates[3:], name
+        assert torch.equal(resumed.state.model.weight, whole.state.model.weight), name
+
+
+def test_only_a_reduce_on_plateau_steps_on_a_metric():
+    """A per-batch schedule that happens to carry a ``monitor`` steps every batch."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    schedule = cosine(optimizer, batches_per_epoch=4, total_batches=8)
+    schedule.monitor = "a label of one's own"
+    data = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 4
+    trainer = Trainer(
+        model, data, data, max_duration="2ep", device="cpu", optimizers=optimizer,
+        schedulers=schedule,
+    )  # fmt: skip
+    trainer.fit()
+    assert schedule.last_epoch == 8
 
 
 def test_plateau_is_checked_where_it_is_given():
@@ -178,15 +206,26 @@ def test_plateau_is_checked_where_it_is_given():
         Trainer(model, data, data, schedulers=bare, **arguments)
     with pytest.raises(ValueError, match=r"steps on 'eval/loss' after each evaluation, but there"):
         Trainer(model, data, schedulers=plateau(optimizer, 1, 2), **arguments)
-    watching = plateau(optimizer, 1, 2, monitor="eval/f1")
-    trainer = Trainer(model, data, data, schedulers=watching, **arguments)
-    with pytest.raises(KeyError, match=r"monitors 'eval/f1', which is not among the metrics"):
-        trainer.fit()
     for options, message in [
         ({"factor": 1.0}, r"factor=1.0 must lie in \(0, 1\)"),
         ({"mode": "up"}, r"mode='up' must be 'min' or 'max'"),
         ({"patience": -1}, r"patience=-1 must be an int >= 0 \(evaluations\)"),
-        ({"monitor": ""}, r"monitor='' must be a metric's name"),
+        ({"monitor": "eval/f1"}, r"monitor='eval/f1' is not a metric the evaluation computes"),
     ]:
         with pytest.raises(ValueError, match=message):
             plateau(optimizer, 1, 2, **options)
+
+
+def test_a_plateau_on_accuracy_of_a_regression_names_what_the_evaluation_computed():
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(torch.randn(4, 3), torch.randn(4, 1))]
+    trainer = Trainer(
+        model, data, data, max_duration="1ep", device="cpu", optimizers=optimizer,
+        schedulers=plateau(optimizer, 1, 1, monitor="eval/accuracy", mode="max"),
+        loss_fn=torch.nn.functional.mse_loss,
+    )  # fmt: skip
+    with warnings.catch_warnings():  # "only eval/loss is reported", said once a process
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"did not compute: it computed eval/loss\.$"):
+            trainer.fit()

@@ -124,3 +124,25 @@ def test_a_comparison_takes_the_finished_runs_and_lists_the_others(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="is not a run directory and holds none"):
         find_runs([tmp_path / "runs" / "good" / "checkpoints"])
+
+
+def test_a_status_that_cannot_be_written_at_the_end_leaves_the_runs_own_error(
+    tmp_path, monkeypatch
+):
+    from loom.runs import status as status_module
+
+    files, written = RunDirectory(tmp_path), []
+
+    def write(files, state, detail):
+        if state is not RunState.RUNNING:
+            raise OSError(28, "No space left on device")
+        written.append(state)
+
+    monkeypatch.setattr(status_module, "_write", write)
+    with (
+        pytest.warns(UserWarning, match="could not record 'failed': .*No space left"),
+        pytest.raises(ZeroDivisionError),
+        recording_status(files, MAIN_PROCESS),
+    ):
+        1 / 0  # noqa: B018 (the run's own error)
+    assert written == [RunState.RUNNING]

@@ -191,3 +191,16 @@ def test_bf16_distributions_are_still_class_targets():
     metrics = EvalMetrics()
     metrics.update(logits, targets, loss=torch.tensor(1.0))
     assert "eval/accuracy" in metrics.compute()
+
+
+def test_every_metric_an_evaluation_computes_is_named_in_eval_metrics():
+    from loom.trainer import EVAL_METRICS
+
+    classes = EvalMetrics()
+    classes.update(torch.randn(8, 6), torch.randint(0, 6, (8,)), torch.tensor(1.0))
+    assert tuple(classes.compute()) == EVAL_METRICS
+    regression = EvalMetrics()
+    with warnings.catch_warnings():  # said once a process: maybe already, maybe now
+        warnings.simplefilter("ignore")
+        regression.update(torch.randn(8, 1), torch.randn(8, 1), torch.tensor(1.0))
+        assert tuple(regression.compute()) == ("eval/loss",)

@@ -19,6 +19,7 @@ from loom.functional import all_reduce_max, all_reduce_sum, is_distributed
 from loom.trainer import Algorithm, Callback
 from loom.trainer.runtime import (
     EvalShardSampler,
+    available_cpus,
     cpu_threads_for,
     is_main_process,
     join_torchrun_job,
@@ -383,7 +384,7 @@ def test_a_job_trains_with_the_threads_it_says_and_an_explicit_omp_num_threads_s
     )  # fmt: skip
     for environment, override, threads in [
         (without_omp, "trainer.cpu_threads=3", 3),
-        (without_omp, "trainer.cpu_threads=auto", max(1, len(os.sched_getaffinity(0)) // 2)),
+        (without_omp, "trainer.cpu_threads=auto", max(1, available_cpus() // 2)),
         ({**without_omp, "OMP_NUM_THREADS": "2"}, "trainer.cpu_threads=auto", torch_count),
     ]:
         run_dir = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
