@@ -146,6 +146,7 @@ def build_job(
         schedule = _build(
             SCHEDULERS, job["scheduler"], "scheduler", positional=optimizer, facts=timing
         )
+        # The Trainer refuses this too, in its arguments' names; here in the job's.
         if steps_on_a_metric(schedule) and evaluation is None:
             raise ConfigError(
                 f"scheduler ({job['scheduler']['name']}): steps on {schedule.monitor!r} after "
