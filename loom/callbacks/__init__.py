@@ -1,8 +1,17 @@
-"""Observers of a run: progress, metric logs, checkpoints, label-noise memorisation."""
+"""Observers of a run: progress, metric logs, checkpoints, early stopping, label-noise
+memorisation."""
 
 from loom.callbacks.checkpoint import Checkpoint, latest_checkpoint
+from loom.callbacks.early_stopping import EarlyStopping
 from loom.callbacks.metrics_logger import MetricsLogger
 from loom.callbacks.noise_memorization import NoiseMemorization
 from loom.callbacks.progress import ProgressBar
 
-__all__ = ["Checkpoint", "MetricsLogger", "NoiseMemorization", "ProgressBar", "latest_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "EarlyStopping",
+    "MetricsLogger",
+    "NoiseMemorization",
+    "ProgressBar",
+    "latest_checkpoint",
+]

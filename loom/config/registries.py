@@ -6,7 +6,7 @@ import torch
 
 from loom import data, models, optim
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
-from loom.callbacks import Checkpoint, NoiseMemorization, ProgressBar
+from loom.callbacks import Checkpoint, EarlyStopping, NoiseMemorization, ProgressBar
 from loom.config.registry import Registry
 
 __all__ = [
@@ -39,6 +39,7 @@ CALLBACKS = Registry(
     {
         "progress_bar": ProgressBar,
         "checkpoint": Checkpoint,
+        "early_stopping": EarlyStopping,
         "noise_memorization": NoiseMemorization,
     },
     supplied={"folder"},
