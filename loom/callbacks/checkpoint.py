@@ -12,31 +12,34 @@ from loom.trainer import Callback, Duration, State, TimeUnit, capture_checkpoint
 __all__ = ["Checkpoint", "latest_checkpoint"]
 
 _NAME = re.compile(r"epoch(\d+)-batch(\d+)\.pt")
-BEST_NAME = "best.pt"
 
 
 class Checkpoint(Callback):
     """Saves ``<folder>/epoch<E>-batch<B>.pt`` every ``interval``, at the end of training,
-    and when a signal interrupts it; with ``best_metric``, also ``<folder>/best.pt``
-    whenever that evaluation metric improves.
+    and when a signal interrupts it; with ``best_metric``, also the ``keep_best``
+    evaluations that scored best on it, as ``<folder>/best-epoch<E>-batch<B>.pt``.
 
-    Each interval and final save (not ``best.pt``) sets ``state.checkpoint_path`` to the
-    new file as soon as it is complete,
-    so the callbacks listed after this one (a run's summary, a logger) read the
-    checkpoint of the moment, also at ``fit_end``.
+    Each interval and final save sets ``state.checkpoint_path`` to the new file as soon
+    as it is complete, and each best one ``state.best_checkpoints`` (best first), so
+    the callbacks listed after this one (a run's summary, a logger) read the
+    checkpoints of the moment, also at ``fit_end``.
 
     Each file is written to a temporary name and renamed, so a crash during a save
     leaves the previous checkpoint whole. A checkpoint is never taken of a run
-    whose loss has become NaN or infinite. Only the main process writes.
-    Resume with ``Trainer(..., load_path=latest_checkpoint(folder))``.
+    whose loss has become NaN or infinite. Only the main process writes. Pruning
+    never deletes the latest interval checkpoint, the one a resume needs; best ones
+    are pruned among themselves. Resume with
+    ``Trainer(..., load_path=latest_checkpoint(folder))``.
 
     Args:
         folder: Where the checkpoints go.
         interval: How often: in epochs (``"1ep"``) or batches (``"200ba"``).
         keep_last: How many interval checkpoints to keep (the oldest go first);
-            None keeps all. ``best.pt`` is kept apart.
+            None keeps all.
         best_metric: An evaluation metric, e.g. ``"eval/accuracy"``, or None.
         best_mode: ``"max"`` if larger is better, ``"min"`` if smaller is.
+        keep_best: How many of the best evaluations to keep (the k best, not the
+            first k); needs ``best_metric``. Of equal values the earlier is kept.
 
     Examples:
         >>> import pathlib, tempfile, torch
@@ -54,7 +57,7 @@ class Checkpoint(Callback):
         (['epoch2-batch6.pt'], 'epoch2-batch6.pt')
     """
 
-    writes = ("checkpoint_path",)
+    writes = ("checkpoint_path", "best_checkpoints")
     reads = ("metrics",)  # every checkpoint holds them, and best_metric compares one
 
     def __init__(
@@ -64,6 +67,7 @@ class Checkpoint(Callback):
         keep_last: int | None = 1,
         best_metric: str | None = None,
         best_mode: Literal["max", "min"] = "max",
+        keep_best: int = 1,
     ):
         if not isinstance(folder, str | os.PathLike):
             raise TypeError(f"folder={folder!r} must be a path.")
@@ -74,12 +78,25 @@ class Checkpoint(Callback):
             raise ValueError(f"keep_last={keep_last!r} must be an int >= 1 or None.")
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode={best_mode!r} must be 'max' or 'min'.")
+        if type(keep_best) is not int or keep_best < 1:
+            raise ValueError(f"keep_best={keep_best!r} must be an int >= 1.")
+        if keep_best > 1 and best_metric is None:
+            raise ValueError(
+                f"keep_best={keep_best} keeps the best checkpoints by a metric: give "
+                "best_metric too, e.g. best_metric='eval/accuracy'."
+            )
         self.folder = Path(folder)
         self.keep_last = keep_last
         self.best_metric = best_metric
         self.best_mode = best_mode
-        self.best_value: float | None = None
+        self.keep_best = keep_best
+        self.best: list[tuple[float, str]] = []  # (value, path) of the kept, best first
         self._saved_at: int | None = None  # the batch of the latest interval checkpoint
+
+    @property
+    def best_value(self) -> float | None:
+        """The best value of ``best_metric`` so far, or None."""
+        return self.best[0][0] if self.best else None
 
     def batch_end(self, state: State) -> None:
         if (
@@ -104,23 +121,52 @@ class Checkpoint(Callback):
                 f"best_metric={self.best_metric!r} is not among the evaluation's metrics: "
                 f"{', '.join(sorted(state.metrics))}."
             )
-        better = self.best_value is None or (
-            value > self.best_value if self.best_mode == "max" else value < self.best_value
-        )
-        if better:
-            self.best_value = value
-            if state.is_main_process:
-                save_checkpoint(capture_checkpoint(state), self.folder / BEST_NAME)
+        if not self._ranks_among_the_best(value):
+            return
+        timestamp = state.timestamp
+        path = self.folder / f"best-epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
+        if state.is_main_process:
+            save_checkpoint(capture_checkpoint(state), path)
+        ranked = sorted([*self.best, (value, str(path))], key=self._rank)
+        self.best, dropped = ranked[: self.keep_best], ranked[self.keep_best :]
+        if state.is_main_process:
+            for _, old in dropped:  # never the new one: it ranks among the kept
+                Path(old).unlink(missing_ok=True)
+        self._publish(state)
 
     def fit_end(self, state: State) -> None:
         if self._saved_at != state.timestamp.batch:  # the end, or an interruption
             self._save(state)
 
+    def fit_start(self, state: State) -> None:
+        self._publish(state)  # a resumed run's, from its checkpoint
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value}
+        return {"best": [[value, path] for value, path in self.best]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_value = state["best_value"]
+        if "best" not in state:  # written before keep_best: best.pt, which no longer counts
+            self.best = []
+            return
+        self.best = [(float(value), str(path)) for value, path in state["best"]]
+
+    def _ranks_among_the_best(self, value: float) -> bool:
+        if value != value:  # NaN ranks nowhere
+            return False
+        if len(self.best) < self.keep_best:
+            return True
+        worst = self.best[-1][0]
+        return value > worst if self.best_mode == "max" else value < worst
+
+    def _rank(self, entry: tuple[float, str]) -> float:
+        """Best first; ``sorted`` keeps the earlier of equal values first."""
+        return -entry[0] if self.best_mode == "max" else entry[0]
+
+    def _publish(self, state: State) -> None:
+        state.best_checkpoints = [
+            {"path": path, "metric": self.best_metric, "value": value}
+            for value, path in self.best
+        ]
 
     def _save(self, state: State) -> None:
         self._saved_at = state.timestamp.batch

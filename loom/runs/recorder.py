@@ -140,8 +140,9 @@ class RunRecorder(Callback):
     file), ``reliability.png`` (the last evaluation's calibration) and one
     ``<name>.png`` per 2-D artifact a plugin offers (online label smoothing's
     ``soft_labels``); the artifacts themselves go into ``artifacts.pt``. The summary
-    names the latest checkpoint (``state.checkpoint_path``), so list this after the
-    callback that saves checkpoints. Only the main process writes.
+    names the latest checkpoint (``state.checkpoint_path``) and the best ones
+    (``state.best_checkpoints``), so list this after the callback that saves them.
+    Only the main process writes.
 
     Args:
         run_dir: The run directory (created if missing).
@@ -149,7 +150,7 @@ class RunRecorder(Callback):
         classes: The class names, for the plots.
     """
 
-    reads = ("checkpoint_path", "metrics")
+    reads = ("checkpoint_path", "best_checkpoints", "metrics")
 
     def __init__(
         self,
@@ -216,6 +217,7 @@ class RunRecorder(Callback):
             "seconds": round(self._clock.seconds(), 3),
             "stop_reason": state.stop_reason,
             "checkpoint": state.checkpoint_path,
+            "best_checkpoints": list(state.best_checkpoints),
             "train_data": _data_descriptions(getattr(state.train_dataloader, "dataset", None)),
             "parameters": sum(p.numel() for p in state.model.parameters()),
             "device": str(state.device),

@@ -1,11 +1,13 @@
 """The Checkpoint callback: when it saves, what it keeps, the best one, what it publishes."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from loom import Trainer
-from loom.callbacks import Checkpoint
+from loom.callbacks import Checkpoint, latest_checkpoint
 from loom.trainer import Callback, load_checkpoint
 
 
@@ -20,28 +22,74 @@ def test_checkpoints_hold_plain_data_and_keep_the_last_n(saved, tmp_path):
     assert trainer.state.checkpoint_path == str(path)
 
 
-def test_best_checkpoint_by_metric(tmp_path):
+class EvalScores(Callback):
+    """Sets eval/score at each evaluation to ``values[epoch - 1]``: a resumed run scores
+    the epochs it replays as the first run did."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def eval_end(self, state):
+        state.metrics["eval/score"] = self.values[state.timestamp.epoch - 1]
+
+
+def fit_keeping_the_best(folder, values, load_path=None, **options):
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
     data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
-    checkpoint = Checkpoint(tmp_path, interval="1ep", best_metric="eval/loss", best_mode="min")
+    checkpoint = Checkpoint(folder, interval="1ep", best_metric="eval/score", **options)
     trainer = Trainer(
-        model,
-        data,
-        data,
-        max_duration="3ep",
-        device="cpu",
+        model, data, data, max_duration=f"{len(values)}ep", device="cpu",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=[checkpoint],
-    )
+        callbacks=[EvalScores(values), checkpoint], load_path=load_path,
+    )  # fmt: skip
     trainer.fit()
-    best = load_checkpoint(tmp_path / "best.pt")
-    assert best["metrics"]["eval/loss"] == checkpoint.best_value
-    assert checkpoint.best_value == min(3 * [checkpoint.best_value])
+    return trainer.state, checkpoint
+
+
+def best_files(folder):
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith("best"))
+
+
+def test_the_k_best_evaluations_are_kept_not_the_first_k(tmp_path):
+    values = [0.3, 0.1, 0.5, 0.4, 0.2, 0.5]  # the 3 best: 0.5 (epoch 3), 0.5 (6), 0.4 (4)
+    state, checkpoint = fit_keeping_the_best(tmp_path, values, keep_best=3)
+    assert best_files(tmp_path) == [
+        "best-epoch3-batch3.pt", "best-epoch4-batch4.pt", "best-epoch6-batch6.pt",
+    ]  # fmt: skip
+    assert [(entry["value"], Path(entry["path"]).name) for entry in state.best_checkpoints] == [
+        (0.5, "best-epoch3-batch3.pt"),  # of equal values, the earlier first
+        (0.5, "best-epoch6-batch6.pt"),
+        (0.4, "best-epoch4-batch4.pt"),
+    ]
+    assert checkpoint.best_value == 0.5
+    assert load_checkpoint(tmp_path / "best-epoch4-batch4.pt")["metrics"]["eval/score"] == 0.4
+    assert latest_checkpoint(tmp_path).name == "epoch6-batch6.pt"  # never a best one
+    minimum, _ = fit_keeping_the_best(tmp_path / "min", values, best_mode="min")
+    assert [Path(e["path"]).name for e in minimum.best_checkpoints] == ["best-epoch2-batch2.pt"]
+    assert best_files(tmp_path / "min") == ["best-epoch2-batch2.pt"]
+
+
+def test_the_best_checkpoints_resume_with_the_run(tmp_path):
+    values = [0.3, 0.1, 0.5, 0.4, 0.2, 0.5]
+    whole, _ = fit_keeping_the_best(tmp_path / "whole", values, keep_best=2, keep_last=None)
+    cut = tmp_path / "cut"
+    fit_keeping_the_best(cut, values[:4], keep_best=2, keep_last=None)
+    resumed, _ = fit_keeping_the_best(cut, values, keep_best=2, load_path=cut / "epoch4-batch4.pt")
+    names = [Path(entry["path"]).name for entry in resumed.best_checkpoints]
+    assert names == [Path(entry["path"]).name for entry in whole.best_checkpoints]
+    assert best_files(cut) == best_files(tmp_path / "whole") == sorted(names)
+
+
+def test_checkpoint_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"keep_last=0 must be an int >= 1 or None"):
         Checkpoint(tmp_path, keep_last=0)
     with pytest.raises(ValueError, match=r"interval='5sp' counts samples"):
         Checkpoint(tmp_path, interval="5sp")
+    with pytest.raises(ValueError, match=r"keep_best=0 must be an int >= 1"):
+        Checkpoint(tmp_path, best_metric="eval/loss", keep_best=0)
+    with pytest.raises(ValueError, match=r"keep_best=3 keeps the best checkpoints by a metric"):
+        Checkpoint(tmp_path, keep_best=3)
 
 
 def test_the_final_checkpoint_is_published_before_the_callbacks_after_it_run(tmp_path):

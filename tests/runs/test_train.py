@@ -1,6 +1,7 @@
 """Running a job into a run directory: the callbacks it adds, their order, what they leave."""
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -68,3 +69,22 @@ def test_a_dict_batch_job_gives_its_keys_once_and_every_algorithm_uses_them(tmp_
     soft_labels = torch.load(tmp_path / "run" / "artifacts.pt", weights_only=True)["soft_labels"]
     assert soft_labels["values"].shape == (10, 10)
     assert not torch.allclose(soft_labels["values"].diagonal(), torch.full((10,), 0.9))
+
+
+def test_the_summary_names_the_best_checkpoints_best_first(tmp_path):
+    job = {
+        **DIGITS,
+        "algorithms": [],
+        "callbacks": [
+            {"name": "checkpoint", "best_metric": "eval/loss", "best_mode": "min", "keep_best": 2}
+        ],
+        "trainer": {"max_duration": "3ep", "device": "cpu"},
+    }
+    train_job(resolve_job(job), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    best = summary["best_checkpoints"]
+    assert [entry["metric"] for entry in best] == ["eval/loss", "eval/loss"]
+    assert best[0]["value"] <= best[1]["value"]
+    kept = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("best-*"))
+    assert sorted(Path(entry["path"]).name for entry in best) == kept
+    assert all(Path(entry["path"]).is_file() for entry in best)
