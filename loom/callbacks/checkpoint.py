@@ -164,8 +164,7 @@ class Checkpoint(Callback):
 
     def _publish(self, state: State) -> None:
         state.best_checkpoints = [
-            {"path": path, "metric": self.best_metric, "value": value}
-            for value, path in self.best
+            {"path": path, "metric": self.best_metric, "value": value} for value, path in self.best
         ]
 
     def _save(self, state: State) -> None:

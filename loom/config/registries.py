@@ -6,7 +6,15 @@ import torch
 
 from loom import data, models, optim
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
-from loom.callbacks import Checkpoint, EarlyStopping, NoiseMemorization, ProgressBar
+from loom.callbacks import (
+    Checkpoint,
+    EarlyStopping,
+    LearningRates,
+    MaxTime,
+    NoiseMemorization,
+    ProgressBar,
+    Throughput,
+)
 from loom.config.registry import Registry
 
 __all__ = [
@@ -40,6 +48,9 @@ CALLBACKS = Registry(
         "progress_bar": ProgressBar,
         "checkpoint": Checkpoint,
         "early_stopping": EarlyStopping,
+        "learning_rates": LearningRates,
+        "throughput": Throughput,
+        "max_time": MaxTime,
         "noise_memorization": NoiseMemorization,
     },
     supplied={"folder"},
