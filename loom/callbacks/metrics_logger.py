@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from loom.callbacks.training_time import TrainingTime
 from loom.trainer import Callback, State, write_atomically
 
-__all__ = ["MetricsLogger"]
+__all__ = ["MetricsLogger", "logged_before_the_checkpoint"]
 
 _COLUMN_WIDTH = 10
 
@@ -79,23 +79,8 @@ class MetricsLogger(Callback):
     def _drop_records_after_the_checkpoint(self, state: State) -> None:
         """A resumed run logs again what came after its checkpoint; the first run's
         records of that stretch (written before it was killed) go."""
-        timestamp = state.timestamp
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record["batch"] < timestamp.batch:
-                kept.append(line)
-            elif record["batch"] == timestamp.batch:
-                is_eval = any(key.startswith("eval/") for key in record)
-                done = (
-                    state.last_eval_batch == timestamp.batch
-                    if is_eval
-                    else (
-                        timestamp.batch_in_epoch == 0  # the epoch ended before the checkpoint
-                    )
-                )
-                if done:
-                    kept.append(line)
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if logged_before_the_checkpoint(json.loads(line), state)]
         write_atomically(self.path, "".join(f"{line}\n" for line in kept))
 
     def epoch_start(self, state: State) -> None:
@@ -163,6 +148,19 @@ class MetricsLogger(Callback):
 
     def _stream(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stdout
+
+
+def logged_before_the_checkpoint(record: dict[str, Any], state: State) -> bool:
+    """Whether a log's ``record`` (its ``batch`` and its metrics) came from before the
+    checkpoint a resumed run starts from: those after it are logged again, so a log
+    that a killed run left keeps only the ones before."""
+    timestamp = state.timestamp
+    batch = int(record["batch"])
+    if batch != timestamp.batch:
+        return batch < timestamp.batch
+    if any(key.startswith("eval/") for key in record):
+        return state.last_eval_batch == timestamp.batch
+    return timestamp.batch_in_epoch == 0  # the epoch ended before the checkpoint
 
 
 def _repeats_the_loss(row: dict[str, Any], key: str) -> bool:

@@ -131,8 +131,14 @@ def build_job(
         eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_loader))
         eval_set = _wrapped(eval_set, data["eval"], "data.eval")
         evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
-    where = {"folder": None if checkpoint_folder is None else str(checkpoint_folder)}
     run_dir = None if checkpoint_folder is None else Path(checkpoint_folder).parent
+    # What a callback leaves out that the run fills in: where its files go, the job.
+    where = {
+        "folder": None if checkpoint_folder is None else str(checkpoint_folder),
+        "log_dir": None if run_dir is None else str(run_dir / "tensorboard"),
+        "csv_path": None if run_dir is None else str(run_dir / "metrics.csv"),
+        "hparams": dict(job),
+    }
 
     _check_against_the_data(job, facts)
     model = _build(MODELS, job["model"], "model", facts=facts)
@@ -198,16 +204,19 @@ def _build(
         return component(**arguments)
 
 
+_RUN_PATHS = {"checkpoint": "folder", "tensorboard": "log_dir", "csv": "csv_path"}
+"""The callbacks whose files belong to the run, and the argument that says where."""
+
+
 def _in_run_directory(spec: Mapping[str, Any], run_dir: Path | None) -> Mapping[str, Any]:
-    """A checkpoint callback's spec with a relative ``folder`` inside the run directory, where
-    ``loom train --resume RUN_DIR`` looks for it, not in whatever directory the command
-    ran from."""
-    folder = spec.get("folder")
-    if spec["name"] != "checkpoint" or run_dir is None or not isinstance(folder, str):
+    """A callback's spec with a relative path of its files inside the run directory (a
+    checkpoint's ``folder``, where ``loom train --resume RUN_DIR`` looks; a logger's),
+    not in whatever directory the command ran from."""
+    key = _RUN_PATHS.get(spec["name"])
+    path = spec.get(key) if key is not None else None
+    if run_dir is None or not isinstance(path, str) or Path(path).is_absolute():
         return spec
-    if Path(folder).is_absolute():
-        return spec
-    return {**spec, "folder": str(run_dir / folder)}
+    return {**spec, key: str(run_dir / path)}
 
 
 def _wrapped(dataset: Any, spec: Mapping[str, Any], path: str) -> Any:

@@ -8,11 +8,13 @@ from loom import data, models, optim
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
 from loom.callbacks import (
     Checkpoint,
+    CSVLogger,
     EarlyStopping,
     LearningRates,
     MaxTime,
     NoiseMemorization,
     ProgressBar,
+    TensorBoardLogger,
     Throughput,
 )
 from loom.config.registry import Registry
@@ -52,12 +54,16 @@ CALLBACKS = Registry(
         "throughput": Throughput,
         "max_time": MaxTime,
         "noise_memorization": NoiseMemorization,
+        "csv": CSVLogger,
+        "tensorboard": TensorBoardLogger,
     },
-    supplied={"folder"},
+    supplied={"folder", "log_dir", "csv_path", "hparams"},
 )
 """Observers. Every job also logs metrics to its run directory and the console, and
 checkpoints every epoch into it unless it lists a ``checkpoint`` of its own, whose
-``folder`` is the run directory's ``checkpoints/`` when left out."""
+``folder`` is the run directory's ``checkpoints/`` when left out; a ``tensorboard``
+logger's ``log_dir`` is its ``tensorboard/``, a ``csv`` logger's file its
+``metrics.csv``, and both take the resolved job as their hyperparameters."""
 
 DATASETS = Registry(
     "dataset",

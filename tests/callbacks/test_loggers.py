@@ -1,0 +1,120 @@
+"""The CSV and TensorBoard loggers, read back with csv and with tensorboard's own reader."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from loom import Trainer
+from loom.callbacks import Checkpoint, CSVLogger, TensorBoardLogger
+from loom.config.job import resolve_job
+from loom.runs import train_job
+
+event_accumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator",
+    reason="the tensorboard extra is not installed (python3 -m pip install 'loom[tensorboard]')",
+)
+
+
+def fit(callbacks, epochs=3, load_path=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2
+    trainer = Trainer(
+        model, batches, batches[:1], max_duration=f"{epochs}ep", device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks,
+        load_path=load_path,
+    )  # fmt: skip
+    trainer.fit()
+    return trainer
+
+
+def read_rows(path):
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def test_csv_has_a_row_per_epoch_end_and_evaluation_with_every_metric_a_column(tmp_path):
+    trainer = fit([CSVLogger(tmp_path / "metrics.csv")])
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [(row["epoch"], row["batch"]) for row in rows] == [
+        ("1", "2"), ("1", "2"), ("2", "4"), ("2", "4"), ("3", "6"), ("3", "6"),
+    ]  # fmt: skip
+    assert (rows[0]["train/loss"] != "", rows[0]["eval/loss"]) == (True, "")  # the epoch's
+    assert (rows[1]["eval/loss"] != "", rows[1]["train/loss"]) == (True, "")  # its eval's
+    assert float(rows[-1]["eval/accuracy"]) == trainer.state.metrics["eval/accuracy"]
+
+
+def test_a_resumed_csv_keeps_the_rows_from_before_its_checkpoint(tmp_path):
+    whole = tmp_path / "whole.csv"
+    fit([CSVLogger(whole)], epochs=3)
+    cut = tmp_path / "cut.csv"
+    fit([CSVLogger(cut), Checkpoint(tmp_path, keep_last=None)], epochs=3)
+    resumed = fit([CSVLogger(cut)], epochs=3, load_path=tmp_path / "epoch2-batch4.pt")
+    assert resumed.state.timestamp.epoch == 3
+    assert read_rows(cut) == read_rows(whole)  # the third epoch's rows once, not twice
+
+
+def scalars(log_dir):
+    accumulator = event_accumulator.EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    return accumulator, {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def test_tensorboard_gets_every_metric_at_the_runs_batch_and_the_epoch_beside_it(tmp_path):
+    hparams = {"optimizer": {"name": "sgd", "lr": 0.1}, "seed": 0}
+    trainer = fit([TensorBoardLogger(tmp_path, hparams=hparams)])
+    accumulator, series = scalars(tmp_path)
+    assert series["epoch"] == [(2, 1.0), (2, 1.0), (4, 2.0), (4, 2.0), (6, 3.0), (6, 3.0)]
+    assert [step for step, _ in series["train/loss"]] == [2, 4, 6]
+    assert series["eval/accuracy"][-1] == (
+        6, pytest.approx(trainer.state.metrics["eval/accuracy"])
+    )  # fmt: skip
+    plugin = accumulator.PluginTagToContent("hparams")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
+    recorded = {key: value for key, value in start.session_start_info.hparams.items()}
+    assert recorded["optimizer.lr"].number_value == 0.1
+    assert recorded["optimizer.name"].string_value == "sgd"
+
+
+def test_a_resumed_tensorboard_run_purges_and_logs_again_what_came_after(tmp_path):
+    fit([TensorBoardLogger(tmp_path / "whole")], epochs=3)
+    cut = tmp_path / "cut"
+    fit([TensorBoardLogger(cut), Checkpoint(tmp_path, keep_last=None)], epochs=3)
+    fit([TensorBoardLogger(cut)], epochs=3, load_path=tmp_path / "epoch2-batch4.pt")
+    assert scalars(cut)[1] == scalars(tmp_path / "whole")[1]  # every series, once
+
+
+def test_a_job_names_them_and_their_files_go_into_the_run_directory(tmp_path):
+    job = {
+        "model": {"name": "mlp", "hidden_sizes": [8]},
+        "data": {split: {"name": "synthetic", "num_samples": 32} for split in ("train", "eval")},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "callbacks": [{"name": "tensorboard"}, {"name": "csv", "csv_path": "logs/metrics.csv"}],
+        "trainer": {"max_duration": "2ep", "device": "cpu"},
+    }
+    train_job(resolve_job(job), tmp_path / "run")
+    assert len(read_rows(tmp_path / "run" / "logs" / "metrics.csv")) == 4
+    accumulator, series = scalars(tmp_path / "run" / "tensorboard")
+    assert len(series["eval/loss"]) == 2
+    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+
+
+def test_without_tensorboard_the_error_says_what_to_install(tmp_path):
+    script = (
+        "import sys; sys.modules['torch.utils.tensorboard'] = None\n"
+        "from loom.callbacks import TensorBoardLogger\n"
+        f"TensorBoardLogger({str(tmp_path)!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: TensorBoardLogger needs tensorboard: python3 -m pip install "
+        "'loom[tensorboard]' (or python3 -m pip install tensorboard)."
+    )
