@@ -26,10 +26,13 @@ class Checkpoint(Callback):
 
     Each file is written to a temporary name and renamed, so a crash during a save
     leaves the previous checkpoint whole. A checkpoint is never taken of a run
-    whose loss has become NaN or infinite. Only the main process writes. Pruning
-    never deletes the latest interval checkpoint, the one a resume needs; best ones
-    are pruned among themselves. Resume with
-    ``Trainer(..., load_path=latest_checkpoint(folder))``.
+    whose loss has become NaN or infinite. Only the main process writes. The final
+    save at ``fit_end`` is skipped only when nothing ran since the latest one, so it
+    holds an evaluation or a plugin's decision to stop that came after that one.
+    Interval checkpoints are pruned by their place in training, the furthest kept; best
+    ones among themselves, and a resumed run forgets the best files its first run wrote
+    after the checkpoint.
+    Resume with ``Trainer(..., load_path=latest_checkpoint(folder))``.
 
     Args:
         folder: Where the checkpoints go.
@@ -39,7 +42,8 @@ class Checkpoint(Callback):
         best_metric: An evaluation metric, e.g. ``"eval/accuracy"``, or None.
         best_mode: ``"max"`` if larger is better, ``"min"`` if smaller is.
         keep_best: How many of the best evaluations to keep (the k best, not the
-            first k); needs ``best_metric``. Of equal values the earlier is kept.
+            first k); needs ``best_metric``. Of equal values the earlier is kept. Only
+            the loop's evaluations rank, not a ``trainer.eval()`` of one's own.
 
     Examples:
         >>> import pathlib, tempfile, torch
@@ -90,8 +94,8 @@ class Checkpoint(Callback):
         self.best_metric = best_metric
         self.best_mode = best_mode
         self.keep_best = keep_best
-        self.best: list[tuple[float, str]] = []  # (value, path) of the kept, best first
-        self._saved_at: int | None = None  # the batch of the latest interval checkpoint
+        self.best: list[tuple[float, str]] = []  # (value, file name) of the kept, best first
+        self._saved: tuple[Any, ...] | None = None  # the moment of the latest interval save
 
     @property
     def best_value(self) -> float | None:
@@ -113,50 +117,63 @@ class Checkpoint(Callback):
             self._save(state)
 
     def eval_end(self, state: State) -> None:
-        if self.best_metric is None:
-            return
+        if self.best_metric is None or state.evaluation not in ("scheduled", "final"):
+            return  # a trainer.eval() of one's own (a test set, say) ranks nothing
         value = state.metrics.get(self.best_metric)
         if value is None:
             raise KeyError(
                 f"best_metric={self.best_metric!r} is not among the evaluation's metrics: "
                 f"{', '.join(sorted(state.metrics))}."
             )
-        if not self._ranks_among_the_best(value):
-            return
         timestamp = state.timestamp
-        path = self.folder / f"best-epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
-        if state.is_main_process:
-            save_checkpoint(capture_checkpoint(state), path)
-        ranked = sorted([*self.best, (value, str(path))], key=self._rank)
+        name = f"best-epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
+        others = [(v, n) for v, n in self.best if n != name]  # an evaluation replayed
+        ranked = sorted([*others, (value, name)], key=self._rank)
+        if value != value or (value, name) not in ranked[: self.keep_best]:  # NaN: nowhere
+            return
         self.best, dropped = ranked[: self.keep_best], ranked[self.keep_best :]
-        if state.is_main_process:
-            for _, old in dropped:  # never the new one: it ranks among the kept
-                Path(old).unlink(missing_ok=True)
         self._publish(state)
-
-    def fit_end(self, state: State) -> None:
-        if self._saved_at != state.timestamp.batch:  # the end, or an interruption
-            self._save(state)
+        if state.is_main_process:  # the file holds the list it is in
+            save_checkpoint(capture_checkpoint(state), self.folder / name)
+            for _, old in dropped:
+                (self.folder / old).unlink(missing_ok=True)
 
     def fit_start(self, state: State) -> None:
+        if self.best_metric is not None and state.eval_dataloader is None:
+            raise ValueError(
+                f"Checkpoint: best_metric={self.best_metric!r} ranks evaluations, but the "
+                "Trainer has no eval_dataloader: give one, or leave best_metric out."
+            )
+        if self.best_metric is None:
+            return
+        if state.is_main_process and state.timestamp.batch > 0:
+            self._forget_best_files_the_resumed_run_did_not_keep()
         self._publish(state)  # a resumed run's, from its checkpoint
 
+    def fit_end(self, state: State) -> None:
+        # The end, an interruption, or what ran since the latest save at this batch (an
+        # evaluation, a plugin's decision to stop): the checkpoint a resume starts from.
+        if self._saved != _moment(state):
+            self._save(state)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best": [[value, path] for value, path in self.best]}
+        return {"best": [[value, name] for value, name in self.best]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "best" not in state:  # written before keep_best: best.pt, which no longer counts
             self.best = []
             return
-        self.best = [(float(value), str(path)) for value, path in state["best"]]
+        self.best = [(float(value), Path(name).name) for value, name in state["best"]]
 
-    def _ranks_among_the_best(self, value: float) -> bool:
-        if value != value:  # NaN ranks nowhere
-            return False
-        if len(self.best) < self.keep_best:
-            return True
-        worst = self.best[-1][0]
-        return value > worst if self.best_mode == "max" else value < worst
+    def _forget_best_files_the_resumed_run_did_not_keep(self) -> None:
+        """A resumed run's best list is its checkpoint's: a listed file the first run
+        deleted later is left out, and a best file it wrote after the checkpoint, which
+        the resumed run writes again if it ranks, is deleted."""
+        listed = {name for _, name in self.best}
+        self.best = [(value, name) for value, name in self.best if (self.folder / name).is_file()]
+        for path in self.folder.glob("best-epoch*-batch*.pt"):
+            if path.name not in listed:
+                path.unlink()
 
     def _rank(self, entry: tuple[float, str]) -> float:
         """Best first; ``sorted`` keeps the earlier of equal values first."""
@@ -164,11 +181,12 @@ class Checkpoint(Callback):
 
     def _publish(self, state: State) -> None:
         state.best_checkpoints = [
-            {"path": path, "metric": self.best_metric, "value": value} for value, path in self.best
+            {"path": str(self.folder / name), "metric": self.best_metric, "value": value}
+            for value, name in self.best
         ]
 
     def _save(self, state: State) -> None:
-        self._saved_at = state.timestamp.batch
+        self._saved = _moment(state)
         if not state.is_main_process:
             return
         checkpoint = capture_checkpoint(state)
@@ -178,6 +196,12 @@ class Checkpoint(Callback):
         if self.keep_last is not None:
             for _, old in _interval_checkpoints(self.folder)[: -self.keep_last]:
                 old.unlink()
+
+
+def _moment(state: State) -> tuple[Any, ...]:
+    """What a checkpoint of this moment would hold that one of an earlier moment at the
+    same batch would not: an evaluation since, a request to stop since."""
+    return (state.timestamp.batch, state.last_eval_batch, state.stop_reason)
 
 
 def latest_checkpoint(*folders: str | os.PathLike[str]) -> Path | None:

@@ -15,8 +15,10 @@ class EarlyStopping(Callback):
     improving on its best by more than ``min_delta``.
 
     A check happens where the metric is produced: an evaluation metric (``eval/...``)
-    at every ``eval_end``, any other (``train/loss``, a callback's own) at every
-    ``epoch_end``. Training stops through :meth:`State.request_stop`, whose reason
+    at every evaluation at ``eval_interval`` (not the final one, nor a
+    ``trainer.eval()`` of one's own), any other (``train/loss``, a callback's own) at
+    every ``epoch_end``. A NaN never improves. Training stops through
+    :meth:`State.request_stop`, whose reason
     (``summary.json``'s ``stop_reason``) says which metric, how long and the best
     value; the run ends at that point, with its final checkpoint. Its count is in the
     checkpoint, so a run resumed from one stops where the uninterrupted run would, and
@@ -78,6 +80,11 @@ class EarlyStopping(Callback):
         self.stopped: str | None = None  # the reason, once it has stopped the run
 
     def fit_start(self, state: State) -> None:
+        if self.monitor.startswith("eval/") and state.eval_dataloader is None:
+            raise ValueError(
+                f"EarlyStopping: monitor={self.monitor!r} is checked at each evaluation, but "
+                "the Trainer has no eval_dataloader: give one, or monitor a train/ metric."
+            )
         if self.stopped is not None:  # resumed after it had stopped the run
             state.request_stop(self.stopped)
 
@@ -86,7 +93,9 @@ class EarlyStopping(Callback):
             self._check(state)
 
     def eval_end(self, state: State) -> None:
-        if self.monitor.startswith("eval/"):
+        # Only evaluations at eval_interval count: not the final one (a longer run resumed
+        # from this one would not have had it), not a trainer.eval() of one's own.
+        if self.monitor.startswith("eval/") and state.evaluation == "scheduled":
             self._check(state)
 
     def state_dict(self) -> dict[str, Any]:
@@ -113,12 +122,15 @@ class EarlyStopping(Callback):
             return
         self.waited += 1
         if self.waited >= self.patience:
-            by = f" by more than {self.min_delta:g}" if self.min_delta else ""
-            self.stopped = (
-                f"{self.monitor} went {self.waited} check{'s' * (self.waited > 1)} without "
-                "improving"
-                f"{by} on its best, {self.best:.6g}, seen after {self.best_at}"
-            )
+            checks = f"{self.waited} check{'s' * (self.waited > 1)}"
+            if self.best is None:
+                self.stopped = f"{self.monitor} was NaN at each of {checks}"
+            else:
+                by = f" by more than {self.min_delta:g}" if self.min_delta else ""
+                self.stopped = (
+                    f"{self.monitor} went {checks} without improving{by} on its best, "
+                    f"{self.best:.6g}, seen after {self.best_at}"
+                )
             state.request_stop(self.stopped)
 
     def _improves(self, value: float) -> bool:

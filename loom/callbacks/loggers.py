@@ -196,23 +196,32 @@ class TensorBoardLogger(_RecordLogger):
 
 
 def flat_hyperparameters(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested job as ``{"optimizer.lr": 0.1, ...}``: numbers, strings and bools as they
-    are; lists and None as text, which every tracker takes.
+    """A nested job as ``{"optimizer.lr": 0.1, ...}``, as trackers take it: numbers,
+    strings and bools as they are; a list's items under their index
+    (``"model.hidden_sizes.0"``); anything else as text of at most 250 characters; a
+    None left out, so that one key keeps one type across runs.
 
     Examples:
         >>> flat_hyperparameters({"optimizer": {"name": "sgd", "lr": 0.1}, "seed": None})
-        {'optimizer.name': 'sgd', 'optimizer.lr': 0.1, 'seed': 'None'}
+        {'optimizer.name': 'sgd', 'optimizer.lr': 0.1}
+        >>> flat_hyperparameters({"model": {"hidden_sizes": [64, 32]}})
+        {'model.hidden_sizes.0': 64, 'model.hidden_sizes.1': 32}
     """
     flat: dict[str, Any] = {}
     for key, value in nested.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flat_hyperparameters(value, f"{name}."))
-        elif isinstance(value, bool | int | float | str):
+        elif isinstance(value, list | tuple):
+            flat.update(flat_hyperparameters(dict(enumerate(value)), f"{name}."))
+        elif isinstance(value, bool | int | float):
             flat[name] = value
-        else:
-            flat[name] = str(value)
+        elif value is not None:
+            flat[name] = str(value)[:_TEXT_LIMIT]
     return flat
+
+
+_TEXT_LIMIT = 250
 
 
 def _summary_writer() -> Any:

@@ -9,14 +9,16 @@ from typing import Any
 import torch
 
 from loom.callbacks.training_time import TrainingTime
+from loom.functional import all_reduce_max
 from loom.trainer import Callback, State
 
 __all__ = ["LearningRates", "MaxTime", "Throughput", "parse_seconds"]
 
 
 class LearningRates(Callback):
-    """Records each parameter group's learning rate at every ``epoch_end``, as the
-    epoch ended, into ``state.metrics``: ``train/lr`` for a run with one group, else
+    """Records, at every ``epoch_end``, each parameter group's learning rate as the epoch
+    started (the rate its first step took; a per-batch schedule moves it within the
+    epoch) into ``state.metrics``: ``train/lr`` for a run with one group, else
     ``train/lr/<n>``, the groups counted across the optimizers in order from 0. Every
     logger listed after it gets them.
 
@@ -35,13 +37,23 @@ class LearningRates(Callback):
 
     writes = ("metrics",)
 
+    def __init__(self) -> None:
+        self._rates: list[float] = []
+
+    def epoch_start(self, state: State) -> None:
+        self._rates = [
+            float(group["lr"]) for optimizer in state.optimizers for group in optimizer.param_groups
+        ]
+
+    def fit_start(self, state: State) -> None:
+        self.epoch_start(state)  # a run resumed mid-epoch: the rates it resumes with
+
     def epoch_end(self, state: State) -> None:
-        rates = [group["lr"] for optimizer in state.optimizers for group in optimizer.param_groups]
-        if len(rates) == 1:
-            state.metrics["train/lr"] = float(rates[0])
+        if len(self._rates) == 1:
+            state.metrics["train/lr"] = self._rates[0]
             return
-        for index, rate in enumerate(rates):
-            state.metrics[f"train/lr/{index}"] = float(rate)
+        for index, rate in enumerate(self._rates):
+            state.metrics[f"train/lr/{index}"] = rate
 
 
 class Throughput(Callback):
@@ -108,7 +120,9 @@ class Throughput(Callback):
 class MaxTime(Callback):
     """Stops training once it has run for ``limit`` (``"2h30m"``, ``"90m"``, ``"45s"``),
     counted across resumes: after the batch that crosses it, so the checkpoint callback
-    saves where it stopped, and ``summary.json``'s ``stop_reason`` says so.
+    saves where it stopped, and ``summary.json``'s ``stop_reason`` says so. Under
+    torchrun the ranks agree every 20 batches (one all-reduce of a flag), since their
+    clocks differ: they stop together, up to 20 batches after the limit.
 
     Args:
         limit: Hours, minutes and seconds, as ``"1h"``, ``"2h30m"``, ``"90m"``,
@@ -126,12 +140,19 @@ class MaxTime(Callback):
 
     def fit_start(self, state: State) -> None:
         self._clock.start()
+        if self._clock.seconds() >= self.seconds:  # resumed past it: train nothing more
+            state.request_stop(f"max_time {self.limit} reached before this run resumed")
 
     def batch_end(self, state: State) -> None:
-        if self._clock.seconds() >= self.seconds:
-            state.request_stop(
-                f"max_time {self.limit} reached after {state.timestamp.last_batch()}"
-            )
+        timestamp = state.timestamp
+        if state.world_size > 1 and timestamp.batch % _AGREE_EVERY:
+            return
+        over = self._clock.seconds() >= self.seconds
+        if state.world_size > 1:  # every rank stops at the same batch, or they deadlock
+            flag = torch.tensor(float(over), device=state.device)
+            over = bool(all_reduce_max(flag).item())
+        if over:
+            state.request_stop(f"max_time {self.limit} reached after {timestamp.last_batch()}")
 
     def fit_end(self, state: State) -> None:
         self._clock.stop()
@@ -142,6 +163,9 @@ class MaxTime(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._clock.load_state_dict(state)
 
+
+_AGREE_EVERY = 20
+"""Batches between the ranks' agreements on whether the time is up, under torchrun."""
 
 _TIME = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 

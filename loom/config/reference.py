@@ -35,8 +35,10 @@ def parameters_table(parameters: Sequence[Parameter], supplied: Collection[str] 
     fills when left out (a dataset's facts, a run's checkpoint folder)."""
     rows = ["| key | type | default |", "|---|---|---|"]
     for parameter in parameters:
-        if parameter.required:
-            default = "from the job" if parameter.name in supplied else "required"
+        if parameter.name in supplied:  # filled in by the job even where it has a default
+            default = "from the job"
+        elif parameter.required:
+            default = "required"
         else:
             default = f"`{parameter.describe().split(' = ', 1)[1]}`"
         kind = type_name(parameter.annotation).replace("|", "\\|")

@@ -62,8 +62,8 @@ CALLBACKS = Registry(
 """Observers. Every job also logs metrics to its run directory and the console, and
 checkpoints every epoch into it unless it lists a ``checkpoint`` of its own, whose
 ``folder`` is the run directory's ``checkpoints/`` when left out; a ``tensorboard``
-logger's ``log_dir`` is its ``tensorboard/``, a ``csv`` logger's file its
-``metrics.csv``, and both take the resolved job as their hyperparameters."""
+logger's ``log_dir`` is its ``tensorboard/`` (and its ``hparams`` the resolved job), a
+``csv`` logger's file its ``metrics.csv``."""
 
 DATASETS = Registry(
     "dataset",

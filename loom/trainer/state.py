@@ -197,6 +197,10 @@ class State:
         checkpoint_path: The latest checkpoint to resume from, or None. A plugin
             that saves checkpoints sets it as soon as the file is complete, and
             declares so (``writes = ("checkpoint_path",)``).
+        evaluation: Why the evaluation in progress runs: ``"scheduled"`` (at
+            ``eval_interval``), ``"final"`` (the one that ends training), ``"called"``
+            (``trainer.eval()``); None outside evaluations. A plugin that acts on the
+            loop's evaluations (early stopping, best checkpoints) reads it.
         best_checkpoints: The checkpoints kept for their evaluation metric, best
             first, each ``{"path": ..., "metric": ..., "value": ...}``; written by
             the checkpoint callback that keeps them (``writes``), as
@@ -231,6 +235,7 @@ class State:
     epoch_start_rng: dict[str, Any] | None = None
     interrupt: str | None = None
     checkpoint_path: str | None = None
+    evaluation: str | None = None
     best_checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
     def get_inputs(self, key: BatchKey | None = None) -> Any:

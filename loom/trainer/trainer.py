@@ -307,7 +307,8 @@ class Trainer:
         """One evaluation. ``by_the_loop``: ``"scheduled"`` (at ``eval_interval``: the
         schedulers that step on a metric step, before ``EVAL_END``, so a checkpoint taken
         there holds their step) or ``"final"``; the loop's evaluations mark
-        ``state.last_eval_batch``, one a person calls does not."""
+        ``state.last_eval_batch``, one a person calls does not. ``state.evaluation``
+        says which, to the plugins."""
         state, hooks = self.state, self.engine.hooks
         was_training = state.model.training
         state.model.eval()
@@ -317,6 +318,7 @@ class Trainer:
         if state.world_size > 1:
             broadcast_buffers(model)
         metrics = EvalMetrics()
+        state.evaluation = by_the_loop or "called"
         fire(hooks.eval_start, state)
         try:
             with torch.no_grad():
@@ -341,7 +343,7 @@ class Trainer:
         if by_the_loop == "scheduled":
             self._step_on_metrics(results)
         fire(hooks.eval_end, state)
-        state.batch = state.outputs = None
+        state.batch = state.outputs = state.evaluation = None
         state.model.train(was_training)
         return results
 

@@ -130,3 +130,41 @@ def test_the_latest_checkpoint_of_several_folders_is_the_one_furthest_into_train
     assert latest_checkpoint(sparse, every_epoch) == every_epoch / "epoch3-batch12.pt"
     assert latest_checkpoint(sparse) == sparse / "epoch2-batch8.pt"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_a_best_checkpoint_holds_the_list_it_is_in_and_resumes_from_there(tmp_path):
+    values = [0.1, 0.5, 0.6, 0.2, 0.3, 0.05]  # best_mode min, keep_best 2
+    fit_keeping_the_best(tmp_path / "whole", values, best_mode="min", keep_best=2)
+    cut = tmp_path / "cut"
+    fit_keeping_the_best(cut, values, best_mode="min", keep_best=2)
+    saved = load_checkpoint(cut / "best-epoch1-batch1.pt")
+    (own,) = [entry for entry in saved["callbacks"] if entry["name"] == "Checkpoint"]
+    assert own["state"]["best"] == [[0.1, "best-epoch1-batch1.pt"]]
+    # Resumed from its first best file: the later best files of the first run go, and
+    # the run ends keeping what the uninterrupted one kept.
+    resumed, _ = fit_keeping_the_best(
+        cut, values, best_mode="min", keep_best=2, load_path=cut / "best-epoch1-batch1.pt"
+    )
+    assert best_files(cut) == best_files(tmp_path / "whole") == [
+        "best-epoch1-batch1.pt", "best-epoch6-batch6.pt",
+    ]  # fmt: skip
+    assert [e["value"] for e in resumed.best_checkpoints] == [0.05, 0.1]
+
+
+def test_an_evaluation_of_ones_own_ranks_nothing(tmp_path):
+    """A trainer.eval() after fit (a test set, say) scores again but keeps no file."""
+    model = nn.Linear(4, 2)
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    checkpoint = Checkpoint(tmp_path, best_metric="eval/score", keep_best=2)
+    trainer = Trainer(
+        model, data, data, max_duration="2ep", device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[EvalScores([0.3, 0.5]), checkpoint],
+    )  # fmt: skip
+    trainer.fit()
+    kept = list(checkpoint.best)
+    trainer.eval()  # scores epoch 2's 0.5 again
+    assert (
+        checkpoint.best == kept == [(0.5, "best-epoch2-batch2.pt"), (0.3, "best-epoch1-batch1.pt")]
+    )
+    assert best_files(tmp_path) == ["best-epoch1-batch1.pt", "best-epoch2-batch2.pt"]

@@ -134,3 +134,52 @@ def test_bad_input_is_named():
             EarlyStopping(**arguments)
     with pytest.raises(KeyError, match=r"monitor='train/f1' is not among the metrics at this"):
         fit_with([0.0] * 3, EarlyStopping("train/f1"), epochs=3)
+
+
+def test_only_evaluations_at_eval_interval_count():
+    model = torch.nn.Linear(2, 2)
+    batches = [(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))]  # nothing to learn
+    stopping = EarlyStopping("eval/loss", patience=2)
+    trainer = Trainer(
+        model, batches, batches, max_duration="3ep", eval_interval="2ep", device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.0), callbacks=[stopping],
+    )  # fmt: skip
+    trainer.fit()  # evaluations at epoch 2 (scheduled) and 3 (the final one)
+    trainer.eval()  # and one of one's own
+    assert (stopping.waited, trainer.state.stop_reason) == (0, None)
+
+
+def test_a_monitor_that_is_always_nan_says_so_and_one_without_its_evaluation_is_refused():
+    state = fit_with([float("nan")] * 3, EarlyStopping("train/score", patience=2))
+    assert state.stop_reason == "train/score was NaN at each of 2 checks"
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"monitor='eval/loss' is checked at each evaluation"):
+        Trainer(
+            model, [(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))], max_duration="1ep",
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+            callbacks=[EarlyStopping("eval/loss")],
+        ).fit()  # fmt: skip
+
+
+def test_the_final_checkpoint_holds_the_stop_whatever_the_callbacks_order(tmp_path):
+    """A checkpoint listed before EarlyStopping saves at epoch_end before the stop; the
+    final save at fit_end holds it, so the run resumed from it trains no further."""
+    values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+    def run(load_path=None):
+        stopping = EarlyStopping("train/score", patience=2)
+        model = torch.nn.Linear(2, 2)
+        batches = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))]
+        trainer = Trainer(
+            model, batches, max_duration="6ep", device="cpu", load_path=load_path,
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+            callbacks=[Checkpoint(tmp_path), MetricSeries("train/score", values, "epoch_end"),
+                       stopping],
+        )  # fmt: skip
+        trainer.fit()
+        return trainer.state
+
+    first = run()
+    assert first.timestamp.epoch == 3
+    resumed = run(load_path=tmp_path / "epoch3-batch3.pt")
+    assert (resumed.timestamp.epoch, resumed.stop_reason) == (3, first.stop_reason)

@@ -1,7 +1,9 @@
 """Monitors: learning rates and throughput as metrics every logger gets, and max_time."""
 
 import json
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from loom.config.job import resolve_job
 from loom.optim import step
 from loom.runs import train_job
 from loom.trainer import Callback
+from tests.conftest import TWO_PROCESS_TORCHRUN
 
 BATCHES = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 3
 
@@ -35,27 +38,52 @@ def test_learning_rates_are_recorded_per_group_as_each_epoch_ends():
         callbacks=[LearningRates(), Copy()],
     )  # fmt: skip
     trainer.fit()
-    assert seen[0] == {"train/lr/0": 0.05, "train/lr/1": 0.25, "train/lr/2": 0.125}
-    assert seen[1]["train/lr/0"] == pytest.approx(0.005)  # as the epoch ended: decayed twice
+    assert seen[0] == {"train/lr/0": 0.5, "train/lr/1": 0.25, "train/lr/2": 0.125}
+    assert seen[1]["train/lr/0"] == pytest.approx(0.05)  # as the epoch started: decayed once
 
 
-class SlowEvaluation(Callback):
-    def eval_batch_start(self, state):
-        time.sleep(0.2)
+class Clock:
+    """A stand-in for time.perf_counter, which Ticks moves: each training batch takes
+    1 s, each evaluation batch 10 s, whatever the machine's load."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
-def test_throughput_counts_the_epochs_training_without_its_evaluations():
+class Ticks(Callback):
+    def __init__(self, clock):
+        self.clock = clock
+
+    def batch_end(self, state):
+        self.clock.now += 1.0
+
+    def eval_batch_end(self, state):
+        self.clock.now += 10.0
+
+
+def test_throughput_counts_the_epochs_training_without_its_evaluations(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("loom.callbacks.monitors.time.perf_counter", clock)
+    seen = {}
+
+    class Copy(Callback):
+        def epoch_end(self, state):
+            seen.update(state.metrics)
+
     model = torch.nn.Linear(3, 2)
     trainer = Trainer(
         model, BATCHES, BATCHES[:1], max_duration="1ep", eval_interval="1ba", device="cpu",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        callbacks=[SlowEvaluation(), Throughput()],
+        callbacks=[Ticks(clock), Throughput(), Copy()],
     )  # fmt: skip
-    metrics = trainer.fit()
-    training_seconds = 12 / metrics["train/samples_per_second"]
-    assert training_seconds < 0.2  # three evaluations slept 0.6 s of the epoch
-    assert metrics["train/batches_per_second"] == pytest.approx(3 / training_seconds)
-    assert "train/peak_memory_gib" not in metrics  # a CPU run
+    trainer.fit()
+    # 3 batches of 4 in 3 s; the three evaluations within the epoch (30 s) left out.
+    assert seen["train/samples_per_second"] == pytest.approx(4.0)
+    assert seen["train/batches_per_second"] == pytest.approx(1.0)
+    assert "train/peak_memory_gib" not in seen  # a CPU run
 
 
 class SlowStep(Callback):
@@ -74,12 +102,14 @@ def test_max_time_stops_after_the_batch_that_crosses_it_and_counts_across_resume
     trainer.fit()
     batches = trainer.state.timestamp.batch
     assert 1 <= batches <= 20  # each step sleeps 0.05 s: the 20th crosses 1 s at the latest
+    assert limit.state_dict()["seconds"] >= 1.0
     assert trainer.state.stop_reason.startswith("max_time 1s reached after epoch ")
     resumed = MaxTime("1h")
     resumed.load_state_dict({"seconds": 3600.0})  # a checkpoint's count
     again = Trainer(model, BATCHES, callbacks=[resumed], **arguments)
     again.fit()
-    assert again.state.timestamp.batch == 1
+    assert again.state.timestamp.batch == 0  # past its limit already: nothing more
+    assert again.state.stop_reason == "max_time 1h reached before this run resumed"
 
 
 def test_times_are_parsed_or_refused():
@@ -102,3 +132,15 @@ def test_a_job_logs_what_the_monitors_record(tmp_path):
     records = [json.loads(line) for line in lines]
     assert [record["train/lr"] for record in records] == [0.1, 0.1]
     assert all(record["train/samples_per_second"] > 0 for record in records)
+
+
+@pytest.mark.slow
+def test_ranks_whose_clocks_differ_stop_at_the_same_batch(tmp_path):
+    script = Path(__file__).with_name("max_time_job.py")
+    command = [*TWO_PROCESS_TORCHRUN, str(script), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["batch"] % 20 == 0  # where the ranks agree
+    assert ranks[0]["reason"].startswith("max_time 1s reached after")
