@@ -57,10 +57,10 @@ class _RecordLogger(Callback):
 class CSVLogger(_RecordLogger):
     """One flat CSV file of every epoch end's and evaluation's metrics: a row each, the
     columns ``epoch``, ``batch``, then every metric seen so far (a row that lacks one
-    leaves it empty). No dependency beyond Python's ``csv``. The file is rewritten whole,
-    atomically, at each row, so a new metric adds its column and a crash never leaves
-    half a row. A run that starts at batch 0 starts the file afresh; a resumed run keeps
-    the rows from before its checkpoint.
+    leaves it empty). No dependency beyond Python's ``csv``. Each row is appended in one
+    write; a new metric rewrites the file, atomically, with its column. A run that
+    starts at batch 0 starts the file afresh; a resumed run keeps the rows from before
+    its checkpoint (and drops a last row a crash cut short).
 
     Args:
         csv_path: The file (in a job: ``metrics.csv`` in the run directory, or a path
@@ -93,21 +93,35 @@ class CSVLogger(_RecordLogger):
     def _open(self, state: State) -> None:
         self._rows, self._columns = [], ["epoch", "batch"]
         if state.timestamp.batch == 0 or not self.path.is_file():
+            self.path.unlink(missing_ok=True)  # a fresh run's file starts with its first row
             return
-        with self.path.open(newline="", encoding="utf-8") as file:
-            for row in csv.DictReader(file):
-                record = {key: value for key, value in row.items() if value != ""}
-                if logged_before_the_checkpoint(record, state):
-                    self._add(record)
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # a row a crash cut short
+        for row in csv.DictReader(lines):
+            record = {key: value for key, value in row.items() if value != ""}
+            if logged_before_the_checkpoint(record, state):
+                self._add(record)
+        write_atomically(self.path, self._text(self._rows, header=True))
 
     def _write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
-        self._add({"epoch": epoch, "batch": batch, **metrics})
+        columns = len(self._columns)
+        row = {"epoch": epoch, "batch": batch, **metrics}
+        self._add(row)
+        if len(self._columns) == columns and self.path.is_file():
+            with self.path.open("a", newline="", encoding="utf-8") as file:
+                file.write(self._text([row], header=False))  # one write: the whole row
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, self._text(self._rows, header=True))  # a new column
+
+    def _text(self, rows: list[dict[str, Any]], header: bool) -> str:
         text = io.StringIO()
         writer = csv.DictWriter(text, self._columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self._rows)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, text.getvalue())
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        return text.getvalue()
 
     def _close(self, state: State) -> None:
         del state
@@ -173,9 +187,12 @@ class TensorBoardLogger(_RecordLogger):
     def _write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
         if self._writer is None:
             return
-        self._writer.add_scalar("epoch", epoch, global_step=batch)
-        for key, value in metrics.items():
-            self._writer.add_scalar(key, value, global_step=batch)
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        # One summary of every scalar: a fifth of add_scalar's cost, one call a scalar.
+        values = [Summary.Value(tag="epoch", simple_value=epoch)]
+        values += [Summary.Value(tag=key, simple_value=value) for key, value in metrics.items()]
+        self._writer.file_writer.add_summary(Summary(value=values), global_step=batch)
 
     def _close(self, state: State) -> None:
         if self._writer is None:

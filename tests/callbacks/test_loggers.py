@@ -51,6 +51,8 @@ def test_a_resumed_csv_keeps_the_rows_from_before_its_checkpoint(tmp_path):
     fit([CSVLogger(whole)], epochs=3)
     cut = tmp_path / "cut.csv"
     fit([CSVLogger(cut), Checkpoint(tmp_path, keep_last=None)], epochs=3)
+    with cut.open("a") as file:
+        file.write("3,6,0.71")  # a row a crash cut short
     resumed = fit([CSVLogger(cut)], epochs=3, load_path=tmp_path / "epoch2-batch4.pt")
     assert resumed.state.timestamp.epoch == 3
     assert read_rows(cut) == read_rows(whole)  # the third epoch's rows once, not twice
