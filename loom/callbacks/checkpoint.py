@@ -157,12 +157,23 @@ class Checkpoint(Callback):
             self._save(state)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": [[value, name] for value, name in self.best]}
+        return {
+            "best_metric": self.best_metric,
+            "best_mode": self.best_mode,
+            "best": [[value, name] for value, name in self.best],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "best" not in state:  # written before keep_best: best.pt, which no longer counts
             self.best = []
             return
+        saved = (state.get("best_metric", self.best_metric), state.get("best_mode", self.best_mode))
+        if state["best"] and saved != (self.best_metric, self.best_mode):
+            raise ValueError(
+                f"Checkpoint: the checkpoint ranked by {saved[0]!r} ({saved[1]}), this run "
+                f"by {self.best_metric!r} ({self.best_mode}); resume with the same "
+                "best_metric and best_mode, or start a new run."
+            )
         self.best = [(float(value), Path(name).name) for value, name in state["best"]]
 
     def _forget_best_files_the_resumed_run_did_not_keep(self) -> None:

@@ -100,6 +100,8 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "monitor": self.monitor,
+            "mode": self.mode,
             "best": self.best,
             "best_at": self.best_at,
             "waited": self.waited,
@@ -107,6 +109,13 @@ class EarlyStopping(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = (state.get("monitor", self.monitor), state.get("mode", self.mode))
+        if saved != (self.monitor, self.mode):  # its best would be another metric's
+            raise ValueError(
+                f"EarlyStopping: the checkpoint watched {saved[0]!r} ({saved[1]}), this run "
+                f"watches {self.monitor!r} ({self.mode}); resume with the same monitor and "
+                "mode, or start a new run."
+            )
         self.best, self.best_at = state["best"], state["best_at"]
         self.waited, self.stopped = state["waited"], state["stopped"]
 

@@ -168,3 +168,13 @@ def test_an_evaluation_of_ones_own_ranks_nothing(tmp_path):
         checkpoint.best == kept == [(0.5, "best-epoch2-batch2.pt"), (0.3, "best-epoch1-batch1.pt")]
     )
     assert best_files(tmp_path) == ["best-epoch1-batch1.pt", "best-epoch2-batch2.pt"]
+
+
+def test_a_resume_that_ranks_by_another_metric_is_refused(tmp_path):
+    from loom.trainer import CheckpointError
+
+    fit_keeping_the_best(tmp_path, [0.3, 0.5])
+    with pytest.raises(CheckpointError, match=r"Checkpoint refused .*ranked by 'eval/score'"):
+        fit_keeping_the_best(
+            tmp_path, [0.3, 0.5], best_mode="min", load_path=tmp_path / "epoch2-batch2.pt"
+        )

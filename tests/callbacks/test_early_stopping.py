@@ -183,3 +183,20 @@ def test_the_final_checkpoint_holds_the_stop_whatever_the_callbacks_order(tmp_pa
     assert first.timestamp.epoch == 3
     resumed = run(load_path=tmp_path / "epoch3-batch3.pt")
     assert (resumed.timestamp.epoch, resumed.stop_reason) == (3, first.stop_reason)
+
+
+def test_a_resume_that_watches_another_metric_is_refused(tmp_path):
+    from loom.trainer import CheckpointError
+
+    def trainer(stopping, load_path=None):
+        model = torch.nn.Linear(2, 2)
+        batches = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))]
+        return Trainer(
+            model, batches, batches, max_duration="2ep", device="cpu", load_path=load_path,
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+            callbacks=[stopping, Checkpoint(tmp_path, best_metric="eval/loss", best_mode="min")],
+        )  # fmt: skip
+
+    trainer(EarlyStopping("eval/loss")).fit()
+    with pytest.raises(CheckpointError, match=r"EarlyStopping refused .*watched 'eval/loss'"):
+        trainer(EarlyStopping("eval/accuracy", "max"), load_path=tmp_path / "epoch2-batch2.pt")

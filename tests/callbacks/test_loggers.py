@@ -120,3 +120,17 @@ def test_without_tensorboard_the_error_says_what_to_install(tmp_path):
         "ImportError: TensorBoardLogger needs tensorboard: python3 -m pip install "
         "'loom[tensorboard]' (or python3 -m pip install tensorboard)."
     )
+
+
+def test_a_logger_that_raises_is_named_with_its_event_and_the_checkpoint_stays(
+    tmp_path, monkeypatch
+):
+    def full_disk(self, batch, epoch, metrics):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(TensorBoardLogger, "_write", full_disk)
+    with pytest.raises(OSError, match="No space left") as raised:
+        fit([Checkpoint(tmp_path / "checkpoints"), TensorBoardLogger(tmp_path / "tb")])
+    assert "raised by callback TensorBoardLogger at event 'epoch_end'" in raised.value.__notes__
+    (kept,) = (tmp_path / "checkpoints").iterdir()  # saved before the logger ran
+    assert kept.name == "epoch1-batch2.pt"
