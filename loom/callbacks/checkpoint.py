@@ -177,11 +177,11 @@ class Checkpoint(Callback):
         self.best = [(float(value), Path(name).name) for value, name in state["best"]]
 
     def _forget_best_files_the_resumed_run_did_not_keep(self) -> None:
-        """A resumed run's best list is its checkpoint's: a listed file the first run
-        deleted later is left out, and a best file it wrote after the checkpoint, which
-        the resumed run writes again if it ranks, is deleted."""
+        """A resumed run's best list is its checkpoint's (the same on every rank): a best
+        file the first run wrote after the checkpoint, which the resumed run writes again
+        if it ranks, is deleted. (A listed file the first run deleted later is deleted
+        again, as the replayed evaluation that outranks it comes.)"""
         listed = {name for _, name in self.best}
-        self.best = [(value, name) for value, name in self.best if (self.folder / name).is_file()]
         for path in self.folder.glob("best-epoch*-batch*.pt"):
             if path.name not in listed:
                 path.unlink()

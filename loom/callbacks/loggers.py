@@ -169,8 +169,12 @@ class TensorBoardLogger(_RecordLogger):
         self.log_dir = Path(log_dir)
         self.hparams = flat_hyperparameters(hparams) if hparams is not None else None
         self._writer: Any = None
+        self._summary: Any = None  # tensorboard's Summary message, once the writer opens
 
     def _open(self, state: State) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary  # the extra, there by now
+
+        self._summary = Summary
         timestamp = state.timestamp
         if timestamp.batch == 0:
             self._writer = _summary_writer()(str(self.log_dir))
@@ -187,12 +191,11 @@ class TensorBoardLogger(_RecordLogger):
     def _write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
         if self._writer is None:
             return
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
         # One summary of every scalar: a fifth of add_scalar's cost, one call a scalar.
-        values = [Summary.Value(tag="epoch", simple_value=epoch)]
-        values += [Summary.Value(tag=key, simple_value=value) for key, value in metrics.items()]
-        self._writer.file_writer.add_summary(Summary(value=values), global_step=batch)
+        summary = self._summary
+        values = [summary.Value(tag="epoch", simple_value=epoch)]
+        values += [summary.Value(tag=key, simple_value=value) for key, value in metrics.items()]
+        self._writer.file_writer.add_summary(summary(value=values), global_step=batch)
 
     def _close(self, state: State) -> None:
         if self._writer is None:
