@@ -792,3 +792,17 @@ def test_a_run_still_running_is_not_resumed_beside_itself(tmp_path, capsys):
     assert status == 2
     assert f"--resume {run_dir}: the run is still running (process {os.getpid()} on" in err
     assert run_loom(capsys, "train", "--resume", run_dir)[0] == 0  # finished: resumes
+
+
+def test_validate_orders_a_jobs_trackers_as_train_does(capsys):
+    """Trackers run last in a job: listed before the callback whose metrics they log,
+    they are valid, not refused as a reader before its writer."""
+    job = CONFIGS / "digits.yaml"
+    tracked = "callbacks=[{name: csv}, {name: learning_rates}]"
+    status, out, err = run_loom(capsys, "validate", job, tracked)
+    assert status == 0, err
+    assert "valid job" in out
+    watched = "callbacks=[{name: early_stopping, monitor: train/lr}, {name: learning_rates}]"
+    status, _, err = run_loom(capsys, "validate", job, watched)
+    assert status == 2
+    assert "reads state.metrics, which" in err

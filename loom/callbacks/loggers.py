@@ -1,5 +1,5 @@
-"""Experiment trackers: the metrics of every epoch end and evaluation to a CSV file or to
-TensorBoard, with the run's job as its hyperparameters."""
+"""What loom's experiment trackers share (:class:`RecordLogger`), the flat CSV one, and the
+job as flat hyperparameters. TensorBoard and MLflow have modules of their own."""
 
 from __future__ import annotations
 
@@ -13,48 +13,70 @@ from typing import Any
 from loom.callbacks.metrics_logger import logged_before_the_checkpoint
 from loom.trainer import Callback, State, write_atomically
 
-__all__ = ["CSVLogger", "TensorBoardLogger", "flat_hyperparameters"]
+__all__ = ["CSVLogger", "RecordLogger", "flat_hyperparameters"]
 
 
-class _RecordLogger(Callback):
-    """What the loggers share: one record per ``epoch_end`` (the ``train/`` metrics) and
-    per ``eval_end`` (the ``eval/`` metrics), each at the run's batch and epoch; only the
-    main process writes; a resumed run logs again what came after its checkpoint."""
+class RecordLogger(Callback):
+    """The base of the trackers: one record per ``epoch_end`` (the ``train/`` metrics)
+    and per ``eval_end`` (the ``eval/`` metrics), each at the run's batch and epoch, both
+    x-axes; only the main process writes. A tracker implements :meth:`open`,
+    :meth:`write` and :meth:`close`; at ``close`` it may upload ``state.plots``, which
+    the plugin that draws them (a job's run recorder) fills at ``fit_end`` before it.
 
-    reads = ("metrics",)
+    A resumed run logs again what came after its checkpoint: each tracker keeps, of
+    what its first run logged, only what came before (see
+    :func:`~loom.callbacks.metrics_logger.logged_before_the_checkpoint`).
+    """
+
+    reads = ("metrics", "plots")
 
     def fit_start(self, state: State) -> None:
         if state.is_main_process:
-            self._open(state)
+            self.open(state)
 
     def epoch_end(self, state: State) -> None:
-        self._log(state, "train/")
+        self.log(state, "train/")
 
     def eval_end(self, state: State) -> None:
-        self._log(state, "eval/")
+        self.log(state, "eval/")
 
     def fit_end(self, state: State) -> None:
         if state.is_main_process:
-            self._close(state)
+            self.close(state)
 
-    def _log(self, state: State, prefix: str) -> None:
+    def log(self, state: State, prefix: str) -> None:
+        """Writes the metrics under ``prefix`` at the run's batch and epoch."""
         if not state.is_main_process:
             return
         timestamp = state.timestamp
         metrics = {k: float(v) for k, v in state.metrics.items() if k.startswith(prefix)}
-        self._write(timestamp.batch, timestamp.epoch, metrics)
+        self.write(timestamp.batch, timestamp.epoch, metrics)
 
-    def _open(self, state: State) -> None:
+    def log_the_checkpoints_records(self, state: State) -> None:
+        """What a resumed run logs again as it opens, for a tracker that dropped
+        everything from its checkpoint's batch on: the checkpoint's metrics of the
+        epoch end and of the evaluation at that batch, where there were ones."""
+        timestamp = state.timestamp
+        if timestamp.batch_in_epoch == 0:
+            self.log(state, "train/")
+        if state.last_eval_batch == timestamp.batch:
+            self.log(state, "eval/")
+
+    def open(self, state: State) -> None:
+        """At ``fit_start``: open the destination; ``state.timestamp`` is the checkpoint's
+        for a resumed run, batch 0 for a fresh one."""
         raise NotImplementedError
 
-    def _write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
+    def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
+        """One record: ``metrics`` at ``batch`` (the step axis) and ``epoch``."""
         raise NotImplementedError
 
-    def _close(self, state: State) -> None:
+    def close(self, state: State) -> None:
+        """At ``fit_end``, however training ended: flush and close."""
         raise NotImplementedError
 
 
-class CSVLogger(_RecordLogger):
+class CSVLogger(RecordLogger):
     """One flat CSV file of every epoch end's and evaluation's metrics: a row each, the
     columns ``epoch``, ``batch``, then every metric seen so far (a row that lacks one
     leaves it empty). No dependency beyond Python's ``csv``. Each row is appended in one
@@ -90,7 +112,7 @@ class CSVLogger(_RecordLogger):
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = ["epoch", "batch"]
 
-    def _open(self, state: State) -> None:
+    def open(self, state: State) -> None:
         self._rows, self._columns = [], ["epoch", "batch"]
         if state.timestamp.batch == 0 or not self.path.is_file():
             self.path.unlink(missing_ok=True)  # a fresh run's file starts with its first row
@@ -104,7 +126,7 @@ class CSVLogger(_RecordLogger):
                 self._add(record)
         write_atomically(self.path, self._text(self._rows, header=True))
 
-    def _write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
+    def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
         columns = len(self._columns)
         row = {"epoch": epoch, "batch": batch, **metrics}
         self._add(row)
@@ -123,96 +145,12 @@ class CSVLogger(_RecordLogger):
         writer.writerows(rows)
         return text.getvalue()
 
-    def _close(self, state: State) -> None:
-        del state
+    def close(self, state: State) -> None:
+        del state  # every row is on disk as it comes
 
     def _add(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
         self._columns += [key for key in row if key not in self._columns]
-
-
-class TensorBoardLogger(_RecordLogger):
-    """Every epoch end's and evaluation's metrics to TensorBoard, through torch's own
-    ``SummaryWriter`` (install ``loom[tensorboard]``): each metric a scalar at the run's
-    batch (the step axis), beside an ``epoch`` scalar at the same steps, so either can be
-    the x-axis; the run's job as its hyperparameters (``hparams``, a dotted key each),
-    with the final metrics against them. A resumed run purges what its first run logged
-    after the checkpoint and logs it again.
-
-    Args:
-        log_dir: The folder of the event files (in a job: ``tensorboard/`` in the run
-            directory). Open it with ``tensorboard --logdir``.
-        hparams: The hyperparameters to record (in a job: the resolved job), nested
-            mappings flattened to dotted keys; None for none.
-
-    Examples:
-        >>> import pathlib, tempfile, torch
-        >>> from loom import Trainer
-        >>> folder = pathlib.Path(tempfile.mkdtemp())
-        >>> model = torch.nn.Linear(2, 2)
-        >>> trainer = Trainer(
-        ...     model, [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))], max_duration="2ep",
-        ...     optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
-        ...     callbacks=[TensorBoardLogger(folder, hparams={"optimizer": {"lr": 0.1}})],
-        ... )
-        >>> _ = trainer.fit()
-        >>> any(path.name.startswith("events.out.tfevents") for path in folder.iterdir())
-        True
-    """
-
-    def __init__(self, log_dir: str | os.PathLike[str], hparams: Mapping[str, Any] | None = None):
-        if not isinstance(log_dir, str | os.PathLike):
-            raise TypeError(f"log_dir={log_dir!r} must be a folder's path.")
-        if hparams is not None and not isinstance(hparams, Mapping):
-            raise TypeError(f"hparams={hparams!r} must be a mapping or None.")
-        _summary_writer()  # the extra is missing: say so now, before training
-        self.log_dir = Path(log_dir)
-        self.hparams = flat_hyperparameters(hparams) if hparams is not None else None
-        self._writer: Any = None
-        self._summary: Any = None  # tensorboard's Summary message, once the writer opens
-
-    def _open(self, state: State) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary  # the extra, there by now
-
-        self._summary = Summary
-        timestamp = state.timestamp
-        if timestamp.batch == 0:
-            self._writer = _summary_writer()(str(self.log_dir))
-            return
-        # TensorBoard purges by step, from the checkpoint's on: what a killed first run
-        # logged after it, and what it logged at that step before it, which the
-        # checkpoint's metrics hold and which is logged again here.
-        self._writer = _summary_writer()(str(self.log_dir), purge_step=timestamp.batch)
-        if timestamp.batch_in_epoch == 0:
-            self._log(state, "train/")
-        if state.last_eval_batch == timestamp.batch:
-            self._log(state, "eval/")
-
-    def _write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
-        if self._writer is None:
-            return
-        # One summary of every scalar: a fifth of add_scalar's cost, one call a scalar.
-        summary = self._summary
-        values = [summary.Value(tag="epoch", simple_value=epoch)]
-        values += [summary.Value(tag=key, simple_value=value) for key, value in metrics.items()]
-        self._writer.file_writer.add_summary(summary(value=values), global_step=batch)
-
-    def _close(self, state: State) -> None:
-        if self._writer is None:
-            return
-        if self.hparams is not None:
-            self._write_hyperparameters(state)
-        self._writer.close()
-        self._writer = None
-
-    def _write_hyperparameters(self, state: State) -> None:
-        """The hyperparameters and the final metrics, into this run's own event file
-        (``SummaryWriter.add_hparams`` would open a folder of its own)."""
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
-        final = {key: float(value) for key, value in state.metrics.items()}
-        for summary in hparams_summaries(self.hparams, final):  # metrics: the scalars' tags
-            self._writer.file_writer.add_summary(summary)
 
 
 def flat_hyperparameters(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -242,14 +180,3 @@ def flat_hyperparameters(nested: Mapping[str, Any], prefix: str = "") -> dict[st
 
 
 _TEXT_LIMIT = 250
-
-
-def _summary_writer() -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ImportError(
-            "TensorBoardLogger needs tensorboard: python3 -m pip install 'loom[tensorboard]' "
-            "(or python3 -m pip install tensorboard)."
-        ) from None
-    return SummaryWriter

@@ -64,7 +64,12 @@ class JobParts:
         load_path: str | os.PathLike[str] | None = None,
     ) -> Trainer:
         """The job's Trainer, with ``extra_callbacks`` after the job's own, resuming
-        from the checkpoint at ``load_path`` when given."""
+        from the checkpoint at ``load_path`` when given. The job's trackers (the
+        callbacks that read ``state.plots``) come last, wherever the job lists them:
+        after every callback whose metrics they log, and after the run recorder
+        (among ``extra_callbacks``) that draws the plots."""
+        trackers = [callback for callback in self.callbacks if "plots" in callback.reads]
+        others = [callback for callback in self.callbacks if callback not in trackers]
         with _section("trainer"):
             return Trainer(
                 self.model,
@@ -73,7 +78,7 @@ class JobParts:
                 optimizers=self.optimizer,
                 schedulers=self.schedulers,
                 algorithms=self.algorithms,
-                callbacks=[*self.callbacks, *extra_callbacks],
+                callbacks=[*others, *extra_callbacks, *trackers],
                 seed=self.seed,
                 load_path=load_path,
                 **self.trainer_arguments,
@@ -138,6 +143,8 @@ def build_job(
         "log_dir": None if run_dir is None else str(run_dir / "tensorboard"),
         "csv_path": None if run_dir is None else str(run_dir / "metrics.csv"),
         "hparams": dict(job),
+        "tracking_uri": _mlflow_tracking_uri(run_dir),
+        "run_name": None if run_dir is None else run_dir.name,
     }
 
     _check_against_the_data(job, facts)
@@ -206,6 +213,15 @@ def _build(
 
 _RUN_PATHS = {"checkpoint": "folder", "tensorboard": "log_dir", "csv": "csv_path"}
 """The callbacks whose files belong to the run, and the argument that says where."""
+
+
+def _mlflow_tracking_uri(run_dir: Path | None) -> str | None:
+    """Where a job's MLflow runs go: ``$MLFLOW_TRACKING_URI``, as MLflow's users set it,
+    else a SQLite store in the run directory (MLflow 3's local store)."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured or run_dir is None:
+        return configured or None
+    return f"sqlite:///{(run_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
 
 def _in_run_directory(spec: Mapping[str, Any], run_dir: Path | None) -> Mapping[str, Any]:

@@ -12,6 +12,7 @@ from loom.callbacks import (
     EarlyStopping,
     LearningRates,
     MaxTime,
+    MLflowLogger,
     NoiseMemorization,
     ProgressBar,
     TensorBoardLogger,
@@ -56,14 +57,18 @@ CALLBACKS = Registry(
         "noise_memorization": NoiseMemorization,
         "csv": CSVLogger,
         "tensorboard": TensorBoardLogger,
+        "mlflow": MLflowLogger,
     },
-    supplied={"folder", "log_dir", "csv_path", "hparams"},
+    supplied={"folder", "log_dir", "csv_path", "hparams", "tracking_uri", "run_name"},
 )
 """Observers. Every job also logs metrics to its run directory and the console, and
 checkpoints every epoch into it unless it lists a ``checkpoint`` of its own, whose
 ``folder`` is the run directory's ``checkpoints/`` when left out; a ``tensorboard``
 logger's ``log_dir`` is its ``tensorboard/`` (and its ``hparams`` the resolved job), a
-``csv`` logger's file its ``metrics.csv``."""
+``csv`` logger's file its ``metrics.csv``; an ``mlflow`` logger's ``tracking_uri`` is
+``$MLFLOW_TRACKING_URI`` when set, else a SQLite store in its ``mlflow/``, its
+``run_name`` the run directory's name and its ``hparams`` the resolved job. Trackers
+run after the job's other callbacks, whose metrics they get too."""
 
 DATASETS = Registry(
     "dataset",

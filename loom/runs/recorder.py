@@ -139,7 +139,8 @@ class RunRecorder(Callback):
     The plots are ``curves.png`` (losses and accuracy by epoch, from the metrics
     file), ``reliability.png`` (the last evaluation's calibration) and one
     ``<name>.png`` per 2-D artifact a plugin offers (online label smoothing's
-    ``soft_labels``); the artifacts themselves go into ``artifacts.pt``. The summary
+    ``soft_labels``), listed in ``state.plots`` for the trackers after this; the
+    artifacts themselves go into ``artifacts.pt``. The summary
     names the latest checkpoint (``state.checkpoint_path``) and the best ones
     (``state.best_checkpoints``), so list this after the callback that saves them.
     Only the main process writes.
@@ -151,6 +152,7 @@ class RunRecorder(Callback):
     """
 
     reads = ("checkpoint_path", "best_checkpoints", "metrics")
+    writes = ("plots",)  # the trackers upload them, after this
 
     def __init__(
         self,
@@ -177,10 +179,12 @@ class RunRecorder(Callback):
         weights = {key: value.cpu() for key, value in model_state_dict(state.model).items()}
         write_atomically(files.model, lambda file: torch.save(weights, file))
         name = files.name
+        drawn = [files.curves]
         plots.plot_curves(files.metrics, files.curves, title=name)
         if state.reliability is not None:
             ece = state.metrics.get("eval/ece")
             plots.plot_reliability(state.reliability, files.reliability, ece=ece, title=name)
+            drawn.append(files.reliability)
         artifacts = _artifacts(state)
         if artifacts:
             saved = {
@@ -197,6 +201,8 @@ class RunRecorder(Callback):
                 plots.plot_matrix(
                     artifact.values, artifact.title, artifact.axes, self.classes, files.plot(name)
                 )
+                drawn.append(files.plot(name))
+        state.plots = [str(path) for path in drawn]
 
     def state_dict(self) -> dict[str, Any]:
         """The seconds of training so far: a resumed run's summary adds to them."""

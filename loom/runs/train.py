@@ -92,7 +92,9 @@ def job_trainer(
     Those come after the job's own callbacks, in the order they read each other: the
     metrics log reads what the job's callbacks add to ``state.metrics``; the recorder's
     summary reads the ``state.checkpoint_path`` that the checkpoint callback sets, at
-    ``fit_end`` too. ``trainer.schedule()`` shows it.
+    ``fit_end`` too. The job's trackers come last, after the recorder that draws the
+    plots they upload (see :meth:`~loom.config.build.JobParts.trainer`).
+    ``trainer.schedule()`` shows it.
     """
     files = RunDirectory(run_dir)
     parts = build_job(job, limit_batches=limit_batches, checkpoint_folder=files.checkpoints)

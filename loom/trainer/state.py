@@ -205,6 +205,9 @@ class State:
             first, each ``{"path": ..., "metric": ..., "value": ...}``; written by
             the checkpoint callback that keeps them (``writes``), as
             ``checkpoint_path`` is.
+        plots: The image files of the run's plots, which the plugin that draws them
+            (a job's run recorder) lists at ``fit_end`` and declares (``writes``), for
+            the trackers after it to upload.
     """
 
     model: nn.Module
@@ -237,6 +240,7 @@ class State:
     checkpoint_path: str | None = None
     evaluation: str | None = None
     best_checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
 
     def get_inputs(self, key: BatchKey | None = None) -> Any:
         """The current batch's inputs: at the run's ``input_key``, or at ``key`` when given.

@@ -1,21 +1,16 @@
-"""The CSV and TensorBoard loggers, read back with csv and with tensorboard's own reader."""
+"""The CSV logger, read back with csv, and what the trackers share."""
 
 import csv
-import subprocess
-import sys
+from pathlib import Path
 
-import pytest
 import torch
 
 from loom import Trainer
-from loom.callbacks import Checkpoint, CSVLogger, TensorBoardLogger
+from loom.callbacks import Checkpoint, CSVLogger, RecordLogger
+from loom.callbacks.loggers import flat_hyperparameters
 from loom.config.job import resolve_job
+from loom.config.registries import CALLBACKS
 from loom.runs import train_job
-
-event_accumulator = pytest.importorskip(
-    "tensorboard.backend.event_processing.event_accumulator",
-    reason="the tensorboard extra is not installed (python3 -m pip install 'loom[tensorboard]')",
-)
 
 
 def fit(callbacks, epochs=3, load_path=None):
@@ -58,79 +53,57 @@ def test_a_resumed_csv_keeps_the_rows_from_before_its_checkpoint(tmp_path):
     assert read_rows(cut) == read_rows(whole)  # the third epoch's rows once, not twice
 
 
-def scalars(log_dir):
-    accumulator = event_accumulator.EventAccumulator(str(log_dir))
-    accumulator.Reload()
-    return accumulator, {
-        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-        for tag in accumulator.Tags()["scalars"]
-    }
+class Recording(RecordLogger):
+    """A tracker of one's own: what the base hands each hook."""
+
+    def __init__(self):
+        self.calls = []
+
+    def open(self, state):
+        self.calls.append(("open", state.timestamp.batch))
+
+    def write(self, batch, epoch, metrics):
+        self.calls.append(("write", batch, epoch, sorted(metrics)))
+
+    def close(self, state):
+        self.calls.append(("close", list(state.plots)))
 
 
-def test_tensorboard_gets_every_metric_at_the_runs_batch_and_the_epoch_beside_it(tmp_path):
-    hparams = {"optimizer": {"name": "sgd", "lr": 0.1}, "seed": 0}
-    trainer = fit([TensorBoardLogger(tmp_path, hparams=hparams)])
-    accumulator, series = scalars(tmp_path)
-    assert series["epoch"] == [(2, 1.0), (2, 1.0), (4, 2.0), (4, 2.0), (6, 3.0), (6, 3.0)]
-    assert [step for step, _ in series["train/loss"]] == [2, 4, 6]
-    assert series["eval/accuracy"][-1] == (
-        6, pytest.approx(trainer.state.metrics["eval/accuracy"])
-    )  # fmt: skip
-    plugin = accumulator.PluginTagToContent("hparams")
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    start = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
-    recorded = {key: value for key, value in start.session_start_info.hparams.items()}
-    assert recorded["optimizer.lr"].number_value == 0.1
-    assert recorded["optimizer.name"].string_value == "sgd"
+def test_a_tracker_of_ones_own_gets_each_record_at_its_batch_and_epoch():
+    tracker = Recording()
+    fit([tracker], epochs=1)
+    assert tracker.calls == [
+        ("open", 0),
+        ("write", 2, 1, ["train/loss"]),
+        ("write", 2, 1, ["eval/accuracy", "eval/ece", "eval/loss", "eval/nll"]),
+        ("close", []),  # no run recorder drew plots
+    ]
 
 
-def test_a_resumed_tensorboard_run_purges_and_logs_again_what_came_after(tmp_path):
-    fit([TensorBoardLogger(tmp_path / "whole")], epochs=3)
-    cut = tmp_path / "cut"
-    fit([TensorBoardLogger(cut), Checkpoint(tmp_path, keep_last=None)], epochs=3)
-    fit([TensorBoardLogger(cut)], epochs=3, load_path=tmp_path / "epoch2-batch4.pt")
-    assert scalars(cut)[1] == scalars(tmp_path / "whole")[1]  # every series, once
+def test_a_jobs_trackers_run_last_with_every_metric_and_the_plots(tmp_path, monkeypatch):
+    tracker = Recording()
 
+    def recording():
+        return tracker
 
-def test_a_job_names_them_and_their_files_go_into_the_run_directory(tmp_path):
+    monkeypatch.setitem(CALLBACKS._entries, "recording", recording)
     job = {
         "model": {"name": "mlp", "hidden_sizes": [8]},
         "data": {split: {"name": "synthetic", "num_samples": 32} for split in ("train", "eval")},
         "optimizer": {"name": "sgd", "lr": 0.1},
-        "callbacks": [{"name": "tensorboard"}, {"name": "csv", "csv_path": "logs/metrics.csv"}],
-        "trainer": {"max_duration": "2ep", "device": "cpu"},
+        "callbacks": [{"name": "csv"}, {"name": "recording"}, {"name": "throughput"}],
+        "trainer": {"max_duration": "1ep", "device": "cpu"},
     }
-    train_job(resolve_job(job), tmp_path / "run")
-    assert len(read_rows(tmp_path / "run" / "logs" / "metrics.csv")) == 4
-    accumulator, series = scalars(tmp_path / "run" / "tensorboard")
-    assert len(series["eval/loss"]) == 2
-    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+    run_dir = tmp_path / "run"
+    train_job(resolve_job(job), run_dir)
+    rows = read_rows(run_dir / "metrics.csv")
+    assert rows[0]["train/samples_per_second"] != ""  # throughput's, listed after the csv
+    plots = [str(run_dir / "curves.png"), str(run_dir / "reliability.png")]
+    assert tracker.calls[-1] == ("close", plots)  # drawn before it closed
 
 
-def test_without_tensorboard_the_error_says_what_to_install(tmp_path):
-    script = (
-        "import sys; sys.modules['torch.utils.tensorboard'] = None\n"
-        "from loom.callbacks import TensorBoardLogger\n"
-        f"TensorBoardLogger({str(tmp_path)!r})\n"
+def test_flat_hyperparameters_keep_one_type_a_key():
+    flat = flat_hyperparameters(
+        {"a": {"b": [1, {"c": True}]}, "none": None, "text": "x" * 300, "path": Path("/runs")}
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        "ImportError: TensorBoardLogger needs tensorboard: python3 -m pip install "
-        "'loom[tensorboard]' (or python3 -m pip install tensorboard)."
-    )
-
-
-def test_a_logger_that_raises_is_named_with_its_event_and_the_checkpoint_stays(
-    tmp_path, monkeypatch
-):
-    def full_disk(self, batch, epoch, metrics):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(TensorBoardLogger, "_write", full_disk)
-    with pytest.raises(OSError, match="No space left") as raised:
-        fit([Checkpoint(tmp_path / "checkpoints"), TensorBoardLogger(tmp_path / "tb")])
-    assert "raised by callback TensorBoardLogger at event 'epoch_end'" in raised.value.__notes__
-    (kept,) = (tmp_path / "checkpoints").iterdir()  # saved before the logger ran
-    assert kept.name == "epoch1-batch2.pt"
+    assert flat == {"a.b.0": 1, "a.b.1.c": True, "text": "x" * 250, "path": "/runs"}

@@ -1,0 +1,216 @@
+"""The MLflow logger, read back with MLflow's own client."""
+
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from loom import Trainer
+from loom.callbacks import Checkpoint, MLflowLogger
+from loom.config.job import resolve_job
+from loom.runs import train_job
+from loom.trainer import Callback, TrainingInterrupted
+
+mlflow = pytest.importorskip(
+    "mlflow", reason="the mlflow extra is not installed (python3 -m pip install 'loom[mlflow]')"
+)
+
+
+def fit(callbacks, epochs=3, load_path=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2
+    trainer = Trainer(
+        model, batches, batches[:1], max_duration=f"{epochs}ep", device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks,
+        load_path=load_path,
+    )  # fmt: skip
+    trainer.fit()
+    return trainer
+
+
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+def history(uri, run_id):
+    client = mlflow.MlflowClient(uri)
+    keys = client.get_run(run_id).data.metrics
+    return {
+        key: [(metric.step, metric.value) for metric in client.get_metric_history(run_id, key)]
+        for key in keys
+    }
+
+
+def test_every_metric_is_at_the_runs_batch_with_the_epoch_and_the_params_beside(tmp_path):
+    uri = store(tmp_path)
+    logger = MLflowLogger(uri, experiment="tiny", hparams={"optimizer": {"lr": 0.1}, "seed": 0})
+    trainer = fit([logger])
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "tiny"
+    assert run.data.params == {"optimizer.lr": "0.1", "seed": "0"}
+    series = history(uri, logger.run_id)
+    assert series["epoch"] == [(2, 1.0), (4, 2.0), (6, 3.0)]
+    assert [step for step, _ in series["train/loss"]] == [2, 4, 6]
+    assert series["eval/accuracy"][-1] == (
+        6, pytest.approx(trainer.state.metrics["eval/accuracy"])
+    )  # fmt: skip
+    # The artifacts lie beside the database, not in the working directory.
+    assert run.info.artifact_uri.startswith((tmp_path / "store" / "artifacts").as_uri())
+
+
+def test_a_resumed_run_continues_the_same_mlflow_run_with_each_step_once(tmp_path):
+    whole = MLflowLogger(store(tmp_path))
+    fit([whole], epochs=3)
+    first = MLflowLogger(store(tmp_path))
+    fit([Checkpoint(tmp_path / "checkpoints", keep_last=None), first], epochs=3)
+    resumed = MLflowLogger(store(tmp_path))
+    fit([resumed], epochs=3, load_path=tmp_path / "checkpoints" / "epoch1-batch2.pt")
+    assert resumed.run_id == first.run_id
+    uri = store(tmp_path)
+    assert history(uri, first.run_id) == history(uri, whole.run_id)
+    assert mlflow.MlflowClient(uri).get_run(first.run_id).info.status == "FINISHED"
+
+
+def test_a_checkpoint_never_holds_more_than_mlflow(tmp_path):
+    """Records are written when a checkpoint is taken: a killed run's resume has them."""
+    seen = []
+
+    class Look(Callback):
+        def epoch_end(self, state):
+            seen.append(len(history(store(tmp_path), logger.run_id).get("train/loss", [])))
+
+    logger = MLflowLogger(store(tmp_path))
+    fit([logger, Checkpoint(tmp_path / "checkpoints", interval="1ep"), Look()], epochs=2)
+    assert seen == [1, 2]  # each epoch end's loss, written before its checkpoint
+
+
+def test_an_interrupted_run_is_killed_and_its_resume_finishes_it(tmp_path):
+    class Interrupt(Callback):
+        def batch_end(self, state):
+            if state.timestamp.batch == 3:
+                state.interrupt = "SIGTERM"
+
+    logger = MLflowLogger(store(tmp_path))
+    with pytest.raises(TrainingInterrupted):
+        fit([Checkpoint(tmp_path / "checkpoints"), logger, Interrupt()])
+    client = mlflow.MlflowClient(store(tmp_path))
+    assert client.get_run(logger.run_id).info.status == "KILLED"
+    (saved,) = (tmp_path / "checkpoints").iterdir()
+    resumed = MLflowLogger(store(tmp_path))
+    fit([resumed], load_path=saved)
+    assert (resumed.run_id, client.get_run(logger.run_id).info.status) == (
+        logger.run_id, "FINISHED",
+    )  # fmt: skip
+
+
+def test_a_training_that_raises_leaves_a_failed_run_with_what_it_logged(tmp_path):
+    script = textwrap.dedent(f"""
+        import torch
+        from loom import Trainer
+        from loom.callbacks import MLflowLogger
+        from loom.trainer import Callback
+
+        class Fail(Callback):
+            def batch_end(self, state):
+                if state.timestamp.batch == 5:
+                    raise RuntimeError("the data broke")
+
+        model = torch.nn.Linear(3, 2)
+        logger = MLflowLogger({store(tmp_path)!r})
+        print(logger, flush=True)
+        try:
+            Trainer(
+                model, [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2,
+                max_duration="4ep", optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+                device="cpu", callbacks=[logger, Fail()],
+            ).fit()
+        finally:
+            print(logger.run_id, flush=True)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "RuntimeError: the data broke" in result.stderr
+    run_id = result.stdout.split()[-1]
+    client = mlflow.MlflowClient(store(tmp_path))
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert [step for step, _ in history(store(tmp_path), run_id)["train/loss"]] == [2, 4]
+
+
+def test_a_job_stores_its_runs_in_the_run_directory_with_the_job_and_plots(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    job = {
+        "model": {"name": "mlp", "hidden_sizes": [8]},
+        "data": {split: {"name": "synthetic", "num_samples": 32} for split in ("train", "eval")},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "callbacks": [{"name": "mlflow"}, {"name": "learning_rates"}],
+        "trainer": {"max_duration": "2ep", "device": "cpu"},
+    }
+    run_dir = tmp_path / "run"
+    train_job(resolve_job(job), run_dir)
+    client = mlflow.MlflowClient(f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs(client.search_experiments()[0].experiment_id)
+    assert (run.info.run_name, run.info.status) == ("run", "FINISHED")
+    assert run.data.params["optimizer.lr"] == "0.1"
+    assert run.data.params["model.hidden_sizes.0"] == "8"
+    assert "train/lr" in run.data.metrics  # listed after it, logged all the same
+    plots = {artifact.path for artifact in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/curves.png", "plots/reliability.png"}
+    assert (run_dir / "mlflow" / "artifacts").is_dir()
+
+
+def test_an_http_server_that_does_not_answer_is_named_before_training():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    with pytest.raises(ValueError, match="MLflow server does not answer") as raised:
+        MLflowLogger(uri)
+    assert str(raised.value).startswith(f"tracking_uri='{uri}': ")
+
+
+def test_an_error_in_the_store_names_the_logger_and_the_event(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    logger = MLflowLogger(f"sqlite:///{blocked / 'mlflow.db'}")  # a folder that cannot be
+    with pytest.raises(RuntimeError, match="MLflowLogger: MLflow at sqlite:///") as raised:
+        fit([logger])
+    assert "failed to open the MLflow run: FileExistsError" in str(raised.value)
+    assert "raised by callback MLflowLogger at event 'fit_start'" in raised.value.__notes__
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"experiment": ""}, "experiment='' must be a name"),
+        ({"timeout": 0}, "timeout=0 must be a number of seconds above 0"),
+        ({"tracking_uri": 3}, "tracking_uri=3 must be a string or None"),
+        ({"hparams": [1]}, r"hparams=\[1\] must be a mapping or None"),
+    ],
+)
+def test_bad_arguments_are_named(arguments, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        MLflowLogger(**arguments)
+
+
+def test_without_mlflow_the_error_says_what_to_install(tmp_path):
+    script = (
+        "import importlib.util, sys\n"
+        "find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'mlflow' else find(name, *a)\n"
+        "from loom.callbacks import MLflowLogger\n"
+        "MLflowLogger()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: MLflowLogger needs mlflow: python3 -m pip install 'loom[mlflow]' "
+        "(or python3 -m pip install mlflow)."
+    )
