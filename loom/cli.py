@@ -1,4 +1,4 @@
-"""The ``loom`` command: train, validate, list, compare, events."""
+"""The ``loom`` command: train, validate, list, compare, predict, events."""
 
 from __future__ import annotations
 
@@ -191,6 +191,46 @@ def _parser() -> argparse.ArgumentParser:
         "folder that holds them all)",
     )
     compare.set_defaults(run=_compare)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict data with a run's weights, into a file",
+        description="Build the model of the run in RUN_DIR from its config.yaml, load "
+        "only the weights from the file --checkpoint names, and predict its job's "
+        "evaluation data (or --split train, or the data the overrides name) in dataset "
+        "order, writing each sample's predicted class and class probabilities to a file.",
+    )
+    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY.PATH=VALUE",
+        help="change the job's data or trainer section, e.g. data.eval.batch_size=512 "
+        "trainer.device=cpu",
+    )
+    predict.add_argument(
+        "--checkpoint",
+        default="final",
+        metavar="final|last|best|PATH",
+        help="the weights: final, the run's model.pt (default); last, its latest "
+        "checkpoint; best, the best checkpoint its summary.json lists; or the path of a "
+        "checkpoint or weights file",
+    )
+    predict.add_argument(
+        "--split",
+        default="eval",
+        metavar="eval|train",
+        help="the job's data section to predict (default: eval)",
+    )
+    predict.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="FILE.csv (a row per sample) or FILE.pt (the tensors); default "
+        "RUN_DIR/predictions-<split>-<checkpoint>.csv",
+    )
+    _add_import_argument(predict)
+    predict.set_defaults(run=_predict)
 
     events = commands.add_parser(
         "events", help="print the training loop with every event at its place"
@@ -525,6 +565,46 @@ def _compare(args: argparse.Namespace) -> int:
         count = len(found.skipped)
         runs_word = "run that has" if count == 1 else "runs that have"
         print(f"skipped {count} {runs_word} not finished:{skipped}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from loom.config import ConfigError
+    from loom.runs import RunDirectory
+    from loom.runs.predict import (
+        PredictionError,
+        check_output,
+        default_output,
+        predict_job,
+        predict_run,
+        weights_file,
+        write_predictions,
+    )
+    from loom.trainer import CheckpointError
+    from loom.trainer.runtime import destroy_process_group
+
+    _import_modules(args.imports)
+    try:
+        # The output's format first: a mistake there should not wait for the predictions.
+        output = check_output(
+            args.output or default_output(args.run_dir, args.split, args.checkpoint)
+        )
+        job = predict_job(args.run_dir, args.overrides)
+        weights = weights_file(args.run_dir, job, args.checkpoint)
+        predictions = predict_run(job, weights, split=args.split)
+        if is_main_process():
+            write_predictions(predictions, output)
+            print(
+                f"predicted {len(predictions.logits)} samples of data.{args.split} with "
+                f"{weights}: {output}"
+            )
+    except ConfigError as error:
+        source = RunDirectory(args.run_dir).config
+        raise CommandError(f"{source}{_overrides_note(args.overrides)}: {error}") from None
+    except (PredictionError, CheckpointError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
+    finally:
+        destroy_process_group()  # under torchrun; nothing otherwise
     return 0
 
 

@@ -17,6 +17,7 @@ from loom.trainer.checkpoint import (
     CheckpointError,
     capture_checkpoint,
     load_checkpoint,
+    load_model_weights,
     model_state_dict,
     save_checkpoint,
     unwrap_model,
@@ -41,6 +42,7 @@ from loom.trainer.metrics import (
     NonFiniteLossError,
     TrainLoss,
 )
+from loom.trainer.predict import PREDICTION_OUTPUTS
 from loom.trainer.runtime import (
     PRECISIONS,
     TrainingInterrupted,
@@ -56,6 +58,7 @@ __all__ = [
     "ECE_BINS",
     "EVAL_METRICS",
     "PRECISIONS",
+    "PREDICTION_OUTPUTS",
     "Algorithm",
     "Artifact",
     "BatchKey",
@@ -82,6 +85,7 @@ __all__ = [
     "get_batch_item",
     "is_main_process",
     "load_checkpoint",
+    "load_model_weights",
     "model_state_dict",
     "move_to_device",
     "num_batches",

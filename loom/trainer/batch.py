@@ -21,6 +21,7 @@ import torch
 __all__ = [
     "BatchKey",
     "batch_size",
+    "describe_item",
     "get_batch_item",
     "move_to_device",
     "num_batches",
@@ -184,6 +185,19 @@ def batch_size(item: Any) -> int:
         except IndexError:  # a 0-d tensor: one sample
             return 1
     return len(item)
+
+
+def describe_item(item: Any) -> str:
+    """A batch item (or a model's outputs) as an error message shows it: a tensor's dtype,
+    shape and device, anything else's type.
+
+    Examples:
+        >>> describe_item(torch.zeros(2, 3)), describe_item({"image": 1})
+        ('float32 (2, 3) on cpu', 'dict')
+    """
+    if isinstance(item, torch.Tensor):
+        return f"{str(item.dtype).removeprefix('torch.')} {tuple(item.shape)} on {item.device}"
+    return type(item).__name__
 
 
 def split_batch(batch: Any, num_chunks: int) -> list[Any]:

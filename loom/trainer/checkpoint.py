@@ -31,6 +31,7 @@ __all__ = [
     "capture_checkpoint",
     "capture_rng_states",
     "load_checkpoint",
+    "load_model_weights",
     "model_state_dict",
     "restore_checkpoint",
     "restore_rng_states",
@@ -104,20 +105,52 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: The file is truncated, corrupt, or not a loom checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged file
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read: {_unreadable(error)}."
-        ) from None
+    checkpoint = _read(Path(path))
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a loom checkpoint: it holds no 'model' entry."
         )
     return checkpoint
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Loads into ``model`` (inside any wrapper) the weights in ``path``: a checkpoint's
+    model, or a file that holds a state dict alone, as a run's ``model.pt`` does. Read
+    with ``weights_only=True``; checked against the model before anything is loaded.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: The file cannot be read, holds no weights, or its weights do
+            not fit the model (the message names the keys and shapes that differ).
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
+        >>> torch.save(torch.nn.Linear(2, 3).state_dict(), path)
+        >>> load_model_weights(torch.nn.Linear(2, 3), path)
+        >>> load_model_weights(torch.nn.Linear(2, 4), path)
+        Traceback (most recent call last):
+        ...
+        loom.trainer.checkpoint.CheckpointError: checkpoint '...model.pt' does not fit this
+        model (Linear): other shapes: weight is (3, 2) in the checkpoint, (4, 2) in the model, ...
+    """
+    saved = _read(Path(path))
+    is_checkpoint = isinstance(saved, dict) and "format" in saved and "model" in saved
+    weights = saved["model"] if is_checkpoint else saved
+    model = unwrap_model(model)
+    _check_model_fits(model, weights, path)
+    model.load_state_dict(weights)
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read: {_unreadable(error)}."
+        ) from None
 
 
 def _unreadable(error: Exception) -> str:

@@ -402,9 +402,12 @@ def repeated_samples(loader: Any) -> dict[int, int]:
     return repeats
 
 
-def shard_eval_loader(loader: Any, rank: int, world_size: int) -> Any:
-    """``loader`` reading this rank's part of the evaluation data, nothing repeated."""
-    sampler = _sampler_of(loader, "eval_dataloader")
+def shard_eval_loader(
+    loader: Any, rank: int, world_size: int, argument: str = "eval_dataloader"
+) -> Any:
+    """``loader`` reading this rank's part of the evaluation data, nothing repeated; a
+    loader it cannot shard is refused naming ``argument``."""
+    sampler = _sampler_of(loader, argument)
     if isinstance(sampler, DistributedSampler | EvalShardSampler):
         return loader
     return _rebuild(loader, EvalShardSampler(len(loader.dataset), rank, world_size))

@@ -15,6 +15,7 @@ from loom.functional import cross_entropy
 from loom.trainer.batch import (
     BatchKey,
     batch_size,
+    describe_item,
     move_to_device,
     num_batches,
     split_batch,
@@ -29,6 +30,7 @@ from loom.trainer.checkpoint import (
 )
 from loom.trainer.events import Algorithm, Callback, Engine, add_note, fire
 from loom.trainer.metrics import EvalMetrics, check_losses_are_finite
+from loom.trainer.predict import predictions
 from loom.trainer.runtime import (
     TrainingInterrupted,
     autocast_context,
@@ -301,6 +303,50 @@ class Trainer:
             raise ValueError("eval() needs a dataloader: pass one, or eval_dataloader to Trainer.")
         return self._evaluate(dataloader)
 
+    def predict(
+        self,
+        dataloader: Iterable[Any],
+        output: Literal["logits", "probabilities", "classes"] = "logits",
+    ) -> torch.Tensor:
+        """The model's outputs for every sample of ``dataloader``, in the dataset's order,
+        as one CPU tensor with a row per sample.
+
+        The model runs as in :meth:`eval` (eval mode, no gradients, the run's device,
+        precision and ``input_key``; the batches need no targets) and goes back to the
+        mode it was in. No event fires, and no metric or ``State`` field changes. A
+        DataLoader with ``shuffle=True`` is read in order. Under torchrun each rank
+        predicts its share, and every rank gets all the rows back in the dataset's
+        order, without the samples a ``DistributedSampler`` repeats (every rank must
+        call it). See :mod:`loom.trainer.predict`.
+
+        Args:
+            dataloader: Batches with the inputs at the run's ``input_key``.
+            output: ``"logits"``, the model's outputs as they are; ``"probabilities"``,
+                their softmax over dimension 1 (the classes), in float32; ``"classes"``,
+                the index of the largest (int64, one per sample).
+
+        Raises:
+            ValueError: An unknown ``output``, outputs that are not class scores where
+                ``output`` needs them, or a loader that drops or yields no samples.
+            TypeError: The outputs are not a tensor, or (under torchrun) loom cannot
+                shard the loader.
+
+        Examples:
+            >>> import torch
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> model = torch.nn.Linear(3, 2)
+            >>> trainer = Trainer(model, [], max_duration="1ep", device="cpu",
+            ...                   optimizers=torch.optim.SGD(model.parameters(), lr=0.1))
+            >>> inputs = torch.randn(10, 3)
+            >>> loader = DataLoader(TensorDataset(inputs), batch_size=4, shuffle=True)
+            >>> probabilities = trainer.predict(loader, output="probabilities")
+            >>> probabilities.shape, bool(torch.allclose(probabilities.sum(dim=1), torch.ones(10)))
+            (torch.Size([10, 2]), True)
+            >>> torch.equal(trainer.predict(loader, output="classes"), model(inputs).argmax(dim=1))
+            True
+        """
+        return predictions(self.state, dataloader, output)
+
     def _evaluate(
         self, dataloader: Iterable[Any], by_the_loop: str | None = None
     ) -> dict[str, float]:
@@ -521,7 +567,8 @@ class Trainer:
                 return model(inputs)
         except Exception as error:
             add_note(
-                error, f"raised by the model's forward {self._where()}, inputs {_describe(inputs)}"
+                error,
+                f"raised by the model's forward {self._where()}, inputs {describe_item(inputs)}",
             )
             raise
 
@@ -536,7 +583,7 @@ class Trainer:
             add_note(
                 error,
                 f"raised by loss_fn(outputs, targets) {self._where()}, "
-                f"outputs {_describe(state.outputs)}, targets {_describe(targets)}",
+                f"outputs {describe_item(state.outputs)}, targets {describe_item(targets)}",
             )
             raise
 
@@ -566,9 +613,3 @@ class Trainer:
 
     def _eval_due(self, count: int) -> bool:
         return self.state.eval_dataloader is not None and count % self.eval_interval.value == 0
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} on {value.device}"
-    return type(value).__name__
