@@ -191,6 +191,8 @@ class MLflowLogger(RecordLogger):
     def _stop_the_writer(self) -> None:
         """Ends the input of the writer (which then ends the run, if no ``close`` came
         before) and waits for it."""
+        if self._writer is None:
+            return
         atexit.unregister(self._abandon)
         writer, self._writer = self._writer, None
         with contextlib.suppress(BrokenPipeError):  # it has gone already
@@ -232,8 +234,10 @@ class MLflowLogger(RecordLogger):
         """The writer's error (on ``line``, or its next) as this callback's."""
         line = line or replies.next(timeout=self.timeout) or ""
         error = json.loads(line).get("error") if line else None
+        writer = self._writer
+        self._stop_the_writer()  # it has ended the MLflow run, or cannot go on
+        code = writer.returncode
         if error is None:
-            code = self._writer.poll()
             raise RuntimeError(
                 f"MLflowLogger: its writer process ended (exit status {code}) before it had "
                 f"a chance {doing}; its error is above."

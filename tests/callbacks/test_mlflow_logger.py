@@ -186,6 +186,19 @@ def test_an_error_in_the_store_names_the_logger_and_the_event(tmp_path):
     assert "raised by callback MLflowLogger at event 'fit_start'" in raised.value.__notes__
 
 
+def test_a_writer_that_dies_mid_run_is_named_at_the_next_checkpoint(tmp_path):
+    class KillTheWriter(Callback):
+        def batch_end(self, state):
+            if state.timestamp.batch == 3:
+                logger._writer.kill()
+                logger._writer.wait()
+
+    logger = MLflowLogger(store(tmp_path))
+    with pytest.raises(RuntimeError, match=r"its writer process ended \(exit status -9\)"):
+        fit([logger, KillTheWriter(), Checkpoint(tmp_path / "checkpoints")])
+    assert logger._writer is None  # nothing left for the exit to end
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
