@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from loom.config.job import WRAP
+from loom.config.job import METRIC_KEY, WRAP
 from loom.config.loaders import eval_loader, train_loader
 from loom.config.registries import (
     ALGORITHMS,
     CALLBACKS,
     DATASETS,
+    METRICS,
     MODELS,
     OPTIMIZERS,
     SCHEDULERS,
@@ -28,6 +29,7 @@ from loom.config.registries import (
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError, parameters_of
 from loom.trainer import (
+    EVAL_METRICS,
     Algorithm,
     Callback,
     Duration,
@@ -53,6 +55,8 @@ class JobParts:
     schedulers: list[Any]
     algorithms: list[Algorithm]
     callbacks: list[Callback]
+    eval_metrics: dict[str, Any]
+    """The metrics each evaluation adds, by the key they are recorded under."""
     classes: list[str] | None
     """The training dataset's class names, when it has them."""
     seed: int | None
@@ -79,6 +83,7 @@ class JobParts:
                 schedulers=self.schedulers,
                 algorithms=self.algorithms,
                 callbacks=[*others, *extra_callbacks, *trackers],
+                eval_metrics=self.eval_metrics,
                 seed=self.seed,
                 load_path=load_path,
                 **self.trainer_arguments,
@@ -159,11 +164,17 @@ def build_job(
         schedule = _build(
             SCHEDULERS, job["scheduler"], "scheduler", positional=optimizer, facts=timing
         )
-        # The Trainer refuses this too, in its arguments' names; here in the job's.
+        # The Trainer refuses these too, in its arguments' names; here in the job's.
         if steps_on_a_metric(schedule) and evaluation is None:
             raise ConfigError(
                 f"scheduler ({job['scheduler']['name']}): steps on {schedule.monitor!r} after "
                 "each evaluation, but the job has no data.eval: give one."
+            )
+        computed = [*EVAL_METRICS, *(f"eval/{spec[METRIC_KEY]}" for spec in job["eval_metrics"])]
+        if steps_on_a_metric(schedule) and schedule.monitor not in computed:
+            raise ConfigError(
+                f"scheduler.monitor: {schedule.monitor!r} is not a metric the evaluation "
+                f"computes; it computes {', '.join(computed)} (eval_metrics add more)."
             )
         schedulers.append(schedule)
     return JobParts(
@@ -180,6 +191,15 @@ def build_job(
             _build(CALLBACKS, _in_run_directory(spec, run_dir), f"callbacks.{index}", facts=where)
             for index, spec in enumerate(job["callbacks"])
         ],
+        eval_metrics={
+            spec[METRIC_KEY]: _build(
+                METRICS,
+                {k: v for k, v in spec.items() if k != METRIC_KEY},
+                f"eval_metrics.{index}",
+                facts=facts,
+            )
+            for index, spec in enumerate(job["eval_metrics"])
+        },
         classes=facts["classes"],
         seed=job["seed"],
         trainer_arguments=dict(job["trainer"]),

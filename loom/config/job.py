@@ -12,6 +12,7 @@ from loom.config.registries import (
     ALGORITHMS,
     CALLBACKS,
     DATASETS,
+    METRICS,
     MODELS,
     OPTIMIZERS,
     SCHEDULERS,
@@ -27,9 +28,26 @@ from loom.config.schema import (
 )
 from loom.trainer import Trainer
 
-__all__ = ["SECTIONS", "TRAINER_ARGUMENTS_BUILT_BY_JOBS", "WRAP", "dump_job", "resolve_job"]
+__all__ = [
+    "METRIC_KEY",
+    "SECTIONS",
+    "TRAINER_ARGUMENTS_BUILT_BY_JOBS",
+    "WRAP",
+    "dump_job",
+    "resolve_job",
+]
 
-SECTIONS = ("seed", "model", "data", "optimizer", "scheduler", "algorithms", "callbacks", "trainer")
+SECTIONS = (
+    "seed",
+    "model",
+    "data",
+    "optimizer",
+    "scheduler",
+    "algorithms",
+    "callbacks",
+    "eval_metrics",
+    "trainer",
+)
 """The top-level keys of a job file, in the order a resolved job prints them."""
 
 TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
@@ -41,6 +59,7 @@ TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
         "schedulers",
         "algorithms",
         "callbacks",
+        "eval_metrics",
         "loss_fn",
         "seed",
         "load_path",
@@ -51,6 +70,9 @@ TRAINER_ARGUMENTS_BUILT_BY_JOBS = frozenset(
 
 WRAP = "wrap"
 """The key of a data section that lists dataset wrappers (``label_noise``, ``as_dict``)."""
+
+METRIC_KEY = "key"
+"""The key of an ``eval_metrics`` entry that names what it is recorded as (``eval/<key>``)."""
 
 _REQUIRED_SECTIONS = ("model", "data", "optimizer", "trainer")
 _LOADERS = {"train": train_loader, "eval": eval_loader}
@@ -94,6 +116,7 @@ def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
         "scheduler": None if scheduler is None else _component(scheduler, SCHEDULERS, "scheduler"),
         "algorithms": _components(config.get("algorithms"), ALGORITHMS, "algorithms"),
         "callbacks": _components(config.get("callbacks"), CALLBACKS, "callbacks"),
+        "eval_metrics": _eval_metrics(config.get("eval_metrics")),
         "trainer": _trainer(config["trainer"]),
     }
 
@@ -113,13 +136,42 @@ def _component(spec: Any, registry: Registry, path: str) -> dict[str, Any]:
 
 
 def _components(specs: Any, registry: Registry, path: str) -> list[dict[str, Any]]:
+    return [
+        _component(spec, registry, f"{path}.{index}")
+        for index, spec in enumerate(_components_list(specs, path))
+    ]
+
+
+def _components_list(specs: Any, path: str) -> list[Any]:
     if specs is None:
         return []
     if not isinstance(specs, list):
         raise ConfigError(
             f"{path}: expected a list of {{name: ..., <arguments>}} entries, got {specs!r}."
         )
-    return [_component(spec, registry, f"{path}.{index}") for index, spec in enumerate(specs)]
+    return specs
+
+
+def _eval_metrics(specs: Any) -> list[dict[str, Any]]:
+    """Each entry resolved, with the ``key`` it is recorded under (its name by default),
+    no two alike."""
+    resolved: list[dict[str, Any]] = []
+    for index, spec in enumerate(_components_list(specs, "eval_metrics")):
+        path = f"eval_metrics.{index}"
+        key = spec.get(METRIC_KEY, spec.get("name")) if isinstance(spec, Mapping) else None
+        if isinstance(spec, Mapping) and METRIC_KEY in spec:
+            spec = {k: v for k, v in spec.items() if k != METRIC_KEY}
+        entry = _component(spec, METRICS, path)
+        if not isinstance(key, str) or not key or "/" in key:
+            raise ConfigError(f"{path}.{METRIC_KEY}: {key!r} must be a word such as 'f1'.")
+        for earlier, other in enumerate(resolved):
+            if other[METRIC_KEY] == key:
+                raise ConfigError(
+                    f"{path}: eval/{key} is eval_metrics.{earlier}'s already; give this one "
+                    f"a {METRIC_KEY} of its own, e.g. {METRIC_KEY}: {key}_2."
+                )
+        resolved.append({**entry, METRIC_KEY: key})
+    return resolved
 
 
 def _data(spec: Any) -> dict[str, Any]:

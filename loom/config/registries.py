@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from loom import data, models, optim
+from loom import data, metrics, models, optim
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
 from loom.callbacks import (
     Checkpoint,
@@ -24,6 +24,7 @@ __all__ = [
     "ALGORITHMS",
     "CALLBACKS",
     "DATASETS",
+    "METRICS",
     "MODELS",
     "OPTIMIZERS",
     "REGISTRIES",
@@ -69,6 +70,27 @@ logger's ``log_dir`` is its ``tensorboard/`` (and its ``hparams`` the resolved j
 ``$MLFLOW_TRACKING_URI`` when set, else a SQLite store in its ``mlflow/``, its
 ``run_name`` the run directory's name and its ``hparams`` the resolved job. Trackers
 run after the job's other callbacks, whose metrics they get too."""
+
+METRICS = Registry(
+    "metric",
+    {
+        "f1": metrics.f1,
+        "precision": metrics.precision,
+        "recall": metrics.recall,
+        "auroc": metrics.auroc,
+        "average_precision": metrics.average_precision,
+        "matthews": metrics.matthews,
+        "cohen_kappa": metrics.cohen_kappa,
+        "mean_absolute_error": metrics.mean_absolute_error,
+        "mean_squared_error": metrics.mean_squared_error,
+        "r2": metrics.r2,
+    },
+    supplied=DATASET_FACTS,
+)
+"""Evaluation metrics beside loom's own, on torchmetrics (``loom[metrics]``): each
+entry of ``eval_metrics`` is recorded as ``eval/<key>``, its ``key`` the entry's
+``name`` unless it gives one (``{name: recall, average: micro, key: micro_recall}``);
+``num_classes`` comes from the dataset."""
 
 DATASETS = Registry(
     "dataset",
@@ -132,5 +154,6 @@ REGISTRIES = {
     "scheduler": SCHEDULERS,
     "algorithm": ALGORITHMS,
     "callback": CALLBACKS,
+    "metric": METRICS,
 }
 """Each registry by the kind of component it holds, in the order of a job file."""

@@ -249,7 +249,8 @@ def plateau(
 
     Args:
         monitor: The evaluation's metric, e.g. ``"eval/loss"`` or ``"eval/accuracy"``
-            (one of :data:`~loom.trainer.metrics.EVAL_METRICS`).
+            (one of :data:`~loom.trainer.metrics.EVAL_METRICS`, or ``eval/<name>`` of
+            the Trainer's ``eval_metrics``).
         mode: ``"min"`` if lower is better, ``"max"`` if higher is.
         factor: The factor on the learning rate at each reduction, in (0, 1).
         patience: Evaluations without improvement before a reduction.
@@ -267,10 +268,12 @@ def plateau(
         0.5
     """
     del batches_per_epoch, total_batches
-    if monitor not in EVAL_METRICS:  # it steps before EVAL_END: the evaluation's own
+    # It steps before EVAL_END, on the evaluation's own metrics: loom's, or one of the
+    # Trainer's eval_metrics, which the Trainer checks.
+    if not isinstance(monitor, str) or not monitor.startswith("eval/"):
         raise ValueError(
-            f"monitor={monitor!r} is not a metric the evaluation computes; one of "
-            f"{', '.join(EVAL_METRICS)}."
+            f"monitor={monitor!r} is not a metric the evaluation computes: one of "
+            f"{', '.join(EVAL_METRICS)}, or eval/<name> of the Trainer's eval_metrics."
         )
     if mode not in ("min", "max"):
         raise ValueError(f"mode={mode!r} must be 'min' or 'max'.")

@@ -330,9 +330,12 @@ def checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Op
     return list(listed)
 
 
-def checked_schedulers(schedulers: Any, evaluates: bool = True) -> list[Any]:
+def checked_schedulers(
+    schedulers: Any, evaluates: bool = True, computed: Sequence[str] | None = None
+) -> list[Any]:
     """The schedulers as a list, each with a ``step()``; one that reacts to a metric
-    (``ReduceLROnPlateau``) names it as its ``monitor`` and needs an evaluation."""
+    (``ReduceLROnPlateau``) names it as its ``monitor``, which must be among the
+    evaluation's ``computed`` metrics (when given), and needs an evaluation."""
     if schedulers is None:
         return []
     listed = schedulers if isinstance(schedulers, Sequence) else [schedulers]
@@ -356,6 +359,11 @@ def checked_schedulers(schedulers: Any, evaluates: bool = True) -> list[Any]:
             raise ValueError(
                 f"schedulers[{index}] ({name}) steps on {monitor!r} after each evaluation, "
                 "but there is no eval_dataloader: give one."
+            )
+        if computed is not None and monitor not in computed:
+            raise ValueError(
+                f"schedulers[{index}] ({name}) monitors {monitor!r}, which the evaluation "
+                f"does not compute; it computes {', '.join(computed)} (eval_metrics add more)."
             )
     return list(listed)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from loom.functional import cross_entropy
+from loom.trainer.added_metrics import AddedMetrics
 from loom.trainer.batch import (
     BatchKey,
     batch_size,
@@ -29,7 +30,7 @@ from loom.trainer.checkpoint import (
     unwrap_model,
 )
 from loom.trainer.events import Algorithm, Callback, Engine, add_note, fire
-from loom.trainer.metrics import EvalMetrics, check_losses_are_finite
+from loom.trainer.metrics import EVAL_METRICS, EvalMetrics, check_losses_are_finite
 from loom.trainer.predict import predictions
 from loom.trainer.runtime import (
     TrainingInterrupted,
@@ -78,6 +79,9 @@ class Trainer:
             each evaluation at ``eval_interval``, with that metric.
         algorithms: Training methods, e.g. ``[LabelSmoothing(0.1)]``.
         callbacks: Observers, e.g. ``[ProgressBar(), MetricsLogger("metrics.jsonl")]``.
+        eval_metrics: Metrics each evaluation computes beside loom's own, name ->
+            metric: ``{"f1": torchmetrics.classification.MulticlassF1Score(10)}``,
+            recorded as ``eval/f1`` (see :class:`~loom.trainer.added_metrics.AddedMetrics`).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``. Defaults to cross-entropy
             against class indices or dense target distributions.
         input_key: Where the inputs are in a batch: an int, str or
@@ -142,6 +146,7 @@ class Trainer:
         schedulers: Any = None,
         algorithms: Sequence[Algorithm] = (),
         callbacks: Sequence[Callback] = (),
+        eval_metrics: Mapping[str, Any] | None = None,
         loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
         input_key: BatchKey = 0,
         target_key: BatchKey = 1,
@@ -192,7 +197,12 @@ class Trainer:
         resolved_device = resolve_device(device)
         precision = validate_precision(precision, resolved_device)
         optimizers = checked_optimizers(optimizers, model)
-        schedulers = checked_schedulers(schedulers, evaluates=eval_dataloader is not None)
+        added_metrics = AddedMetrics(eval_metrics)
+        schedulers = checked_schedulers(
+            schedulers,
+            evaluates=eval_dataloader is not None,
+            computed=[*EVAL_METRICS, *added_metrics.keys],
+        )
         engine = Engine(algorithms, callbacks)
 
         threads = cpu_threads_for(cpu_threads, resolved_device)
@@ -223,6 +233,8 @@ class Trainer:
             callbacks=engine.callbacks,
         )
         self.engine = engine
+        added_metrics.to(resolved_device)
+        self.eval_metrics = added_metrics
         self.loss_fn = cross_entropy if loss_fn is None else loss_fn
         self.grad_accum = grad_accum
         self.grad_clip_norm = grad_clip_norm
@@ -363,7 +375,8 @@ class Trainer:
         model = unwrap_model(state.model)
         if state.world_size > 1:
             broadcast_buffers(model)
-        metrics = EvalMetrics()
+        metrics, added = EvalMetrics(), self.eval_metrics
+        added.reset()
         state.evaluation = by_the_loop or "called"
         fire(hooks.eval_start, state)
         try:
@@ -378,10 +391,14 @@ class Trainer:
                     fire(hooks.eval_after_forward, state)
                     targets = state.get_targets()
                     metrics.update(state.outputs, targets, self._loss(targets))
+                    if added:
+                        added.update(state.outputs, targets)
                     fire(hooks.eval_batch_end, state)
         finally:
             self._eval_batch = None
         results = metrics.compute()
+        if added:
+            results.update(added.compute())
         state.metrics.update(results)
         state.reliability = metrics.reliability
         if by_the_loop is not None:

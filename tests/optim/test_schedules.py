@@ -210,7 +210,7 @@ def test_plateau_is_checked_where_it_is_given():
         ({"factor": 1.0}, r"factor=1.0 must lie in \(0, 1\)"),
         ({"mode": "up"}, r"mode='up' must be 'min' or 'max'"),
         ({"patience": -1}, r"patience=-1 must be an int >= 0 \(evaluations\)"),
-        ({"monitor": "eval/f1"}, r"monitor='eval/f1' is not a metric the evaluation computes"),
+        ({"monitor": "train/loss"}, r"monitor='train/loss' is not a metric the evaluation"),
     ]:
         with pytest.raises(ValueError, match=message):
             plateau(optimizer, 1, 2, **options)

@@ -1,0 +1,34 @@
+"""Two ranks evaluating uneven shards (13 samples) with a torchmetrics F1 score: run by
+test_added_metrics.py under torchrun; rank 0 writes the evaluation's metrics.
+
+torchrun --standalone --nproc_per_node 2 tests/trainer/added_metrics_job.py OUT
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassF1Score
+
+from loom import Trainer
+
+
+def main(out: Path) -> None:
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(13, 3), torch.randint(0, 3, (13,)))
+    model = torch.nn.Linear(3, 3)
+    trainer = Trainer(
+        model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
+        max_duration="1ba", device="cpu", optimizers=torch.optim.SGD(model.parameters(), lr=0.0),
+        eval_metrics={"f1": MulticlassF1Score(num_classes=3)},
+    )  # fmt: skip
+    metrics = trainer.eval()
+    if trainer.state.rank == 0:
+        (out / "metrics.json").write_text(json.dumps(metrics))
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
