@@ -3,7 +3,8 @@ job's data, and the predictions written to a file. What ``loom predict`` does.
 
 The model is built from the run's ``config.yaml`` and takes its weights alone from the
 file chosen (read with ``torch.load(weights_only=True)``): ``final``, the run's
-``model.pt``; ``last``, its latest interval checkpoint; ``best``, the first of
+``model.pt`` (refused while the run is running or once it failed: its ``model.pt`` is
+from before); ``last``, its latest interval checkpoint; ``best``, the first of
 ``summary.json``'s ``best_checkpoints``; or the path of a checkpoint or weights file.
 Under torchrun every rank predicts its share of the data (see
 :meth:`Trainer.predict <loom.trainer.Trainer.predict>`) and rank 0 writes the file.
@@ -52,6 +53,7 @@ from loom.config.job import resolve_job
 from loom.config.job_file import apply_overrides, read_job_file
 from loom.config.loaders import eval_loader
 from loom.runs.recorder import RunDirectory
+from loom.runs.status import RunState, read_status
 from loom.trainer import load_model_weights, write_atomically
 
 __all__ = [
@@ -152,7 +154,9 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
     (a relative one is looked for in the current directory, then in ``run_dir``).
 
     Raises:
-        PredictionError: The run has no such file; the message says which to use instead.
+        PredictionError: The run has no such file, or ``final`` for a run that is running
+            or failed (its ``model.pt``, if any, is from an earlier segment); the message
+            says which to use instead.
     """
     files = RunDirectory(run_dir)
     if choice == "final":
@@ -161,6 +165,7 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
                 f"{files.path} has no model.pt, the final weights a run writes when it "
                 "ends; --checkpoint last takes its latest checkpoint instead."
             )
+        _refuse_stale_model(files)
         return files.model
     if choice == "last":
         folders = files.checkpoint_folders(job)
@@ -179,6 +184,21 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
     raise PredictionError(
         f"--checkpoint {choice}: no such file (nor in {files.path}); give "
         f"{', '.join(WEIGHTS)}, or the path of a checkpoint or of a weights file."
+    )
+
+
+def _refuse_stale_model(files: RunDirectory) -> None:
+    """Refuses the model.pt of a run that is running or failed: a run writes it when its
+    training ends or is interrupted, so it is an earlier segment's (a resumed run's)."""
+    status = read_status(files)
+    if status is None or status.state not in (RunState.RUNNING, RunState.FAILED):
+        return
+    how = "is still running" if status.state is RunState.RUNNING else "failed"
+    latest = f", {status.checkpoint}" if status.checkpoint is not None else ""
+    raise PredictionError(
+        f"--checkpoint final: the run in {files.path} {how} ({status.detail}), so its "
+        "model.pt is from before: a run writes it when its training ends, and this "
+        f"training has not; --checkpoint last takes its latest checkpoint{latest}."
     )
 
 
@@ -228,7 +248,7 @@ def predict_run(
     job's ``split`` data in the dataset's order.
 
     The model, data, device, precision and batch keys are the job's; its algorithms,
-    callbacks and schedule are left out (nothing trains).
+    callbacks, schedule and ``eval_metrics`` are left out (nothing trains or evaluates).
 
     Raises:
         PredictionError: The job has no such data, or its model's outputs are not
@@ -247,7 +267,8 @@ def predict_run(
             f"data.{split}.split=test."
         )
     # Only what predicting needs is built: no plugin (a logger would open its files), no
-    # schedule, and the evaluation data only when it is what is predicted.
+    # schedule, no added evaluation metric (torchmetrics need not be installed to predict),
+    # and the evaluation data only when it is what is predicted.
     parts = build_job(
         {
             **job,
@@ -255,6 +276,7 @@ def predict_run(
             "scheduler": None,
             "algorithms": [],
             "callbacks": [],
+            "eval_metrics": [],
         }
     )
     if split == "eval":

@@ -13,7 +13,7 @@ computed, no evaluation logged or checkpointed, ``State`` is left as it was).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from loom.trainer.batch import describe_item, get_batch_item, move_to_device
+from loom.trainer.batch import batch_size, describe_item, get_batch_item, move_to_device
 from loom.trainer.checkpoint import unwrap_model
 from loom.trainer.events import add_note
 from loom.trainer.runtime import (
@@ -58,15 +58,18 @@ def predictions(
     Raises:
         ValueError: ``output`` is not one of :data:`PREDICTION_OUTPUTS`, the outputs
             are not class scores (at least 2-D) where ``output`` needs them, the loader
-            drops samples (``drop_last``) or yields none, or its ``DistributedSampler``
-            shards for another world than the run's.
+            drops samples (``drop_last``) or yields none, its ``DistributedSampler``
+            shards for another world than the run's, a batch's outputs have another
+            number of rows than its inputs have samples, or a DataLoader's batches hold
+            another number of rows than its sampler reads samples (a ``collate_fn`` that
+            adds or drops rows).
         TypeError: The model's outputs are not a tensor, or (under torchrun) the loader
             is one loom cannot shard.
     """
     if output not in PREDICTION_OUTPUTS:
         raise ValueError(f"output={output!r} is not one of {', '.join(PREDICTION_OUTPUTS)}.")
     check_dataloader(dataloader, "dataloader")
-    loader, indices = _in_order(dataloader, state.rank, state.world_size)
+    loader, samples_read, indices = _in_order(dataloader, state.rank, state.world_size)
     # Without DistributedDataParallel's wrapper, whose forward may broadcast buffers:
     # ranks predict different numbers of batches. Its buffers are rank 0's, as in eval.
     model = unwrap_model(state.model)
@@ -78,17 +81,19 @@ def predictions(
         mine = _predict_batches(state, model, loader, output)
     finally:
         state.model.train(was_training)
-    if indices is not None:
-        mine = _without_repeats(mine, indices)
+    if samples_read is not None:
+        mine = _without_repeats(mine, samples_read, indices)
     return _in_dataset_order(mine, indices, state.world_size)
 
 
 def _in_order(
     dataloader: Iterable[Any], rank: int, world_size: int
-) -> tuple[Iterable[Any], Sequence[int] | None]:
-    """The loader to read, and the dataset index of each sample it yields in turn (None
-    when it cannot be known: then the rows stay in the order the loader yields them).
-    Samples it yields past the indices are a ``DistributedSampler``'s repeats."""
+) -> tuple[Iterable[Any], int | None, Sequence[int] | None]:
+    """The loader to read; how many samples its sampler reads, repeats included (None
+    when it cannot be known: a list of batches, a sampler of one's own); and the dataset
+    index of each sample it yields in turn (None: the rows stay in the order the loader
+    yields them). Samples it reads past the indices are a ``DistributedSampler``'s
+    repeats."""
     sampler = getattr(dataloader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         if (sampler.num_replicas, sampler.rank) != (world_size, rank):
@@ -101,12 +106,12 @@ def _in_order(
         # Rank r's i-th sample is the (i * world_size + r)-th of the padded order, whose
         # positions from len(dataset) on repeat the first ones: those come last.
         real = len(range(rank, len(sampler.dataset), world_size))
-        return dataloader, list(sampler)[:real]
+        return dataloader, len(sampler), list(sampler)[:real]
     in_dataset_order = isinstance(sampler, SequentialSampler | RandomSampler | EvalShardSampler)
     if isinstance(dataloader, DataLoader) and dataloader.batch_size and in_dataset_order:
         _refuse_drop_last(dataloader, False)
         if world_size == 1 and isinstance(sampler, SequentialSampler):
-            return dataloader, None  # in order already
+            return dataloader, len(sampler), None  # in order already
         sharded = shard_eval_loader(dataloader, rank, world_size, argument=_ARGUMENT)
         shard = sharded.sampler.indices  # a loader sharded already (a Trainer's) is kept
         if (shard.start, shard.step) != (rank, world_size):
@@ -115,7 +120,7 @@ def _in_order(
                 f"{shard.start}, but this process is rank {rank} of {world_size}; pass the "
                 "unsharded loader."
             )
-        return sharded, shard
+        return sharded, len(shard), shard
     if world_size > 1:
         raise TypeError(
             f"{_ARGUMENT}: under torchrun each process predicts its own share of the data "
@@ -123,7 +128,7 @@ def _in_order(
             f"(loom shards it) or a DistributedSampler, not a {type(dataloader).__name__}"
             + (f" sampling with {type(sampler).__name__}." if sampler is not None else ".")
         )
-    return dataloader, None
+    return dataloader, None, None
 
 
 def _refuse_drop_last(loader: Any, sampler_drops: bool) -> None:
@@ -163,8 +168,10 @@ def _predict_batches(
                     f"inputs {describe_item(inputs)}",
                 )
                 raise
+            outputs = _as_output(outputs, output, number)
+            _check_rows(outputs, inputs, number)
             # On the CPU batch by batch: the whole dataset's outputs may not fit the device.
-            rows.append(_as_output(outputs, output, number).cpu())
+            rows.append(outputs.cpu())
     return torch.cat(rows) if rows else None
 
 
@@ -186,15 +193,50 @@ def _as_output(outputs: Any, output: str, number: int) -> torch.Tensor:
     return outputs.argmax(dim=1)
 
 
-def _without_repeats(rows: torch.Tensor | None, indices: Sequence[int]) -> torch.Tensor | None:
-    """This process's rows of its shard's samples, the sampler's repeats dropped."""
-    count = 0 if rows is None else len(rows)
-    if count < len(indices):
+def _check_rows(outputs: torch.Tensor, inputs: Any, number: int) -> None:
+    """Refuses a batch's outputs without one row per sample of its inputs (where their
+    count is known): rows of another count would go to the wrong samples."""
+    samples = _num_samples(inputs)
+    rows = outputs.shape[0] if outputs.dim() > 0 else 0
+    if samples is not None and rows != samples:
         raise ValueError(
-            f"{_ARGUMENT}: the loader yielded {count} samples where its sampler gives "
-            f"{len(indices)}; does its collate_fn drop samples?"
+            f"predict takes a row of outputs per sample, but at batch {number} the model's "
+            f"forward returned {rows} row{'' if rows == 1 else 's'} for {samples} "
+            f"sample{'' if samples == 1 else 's'}: outputs {describe_item(outputs)} for "
+            f"inputs {describe_item(inputs)}."
         )
-    return rows if rows is None or count == len(indices) else rows[: len(indices)]
+
+
+def _num_samples(inputs: Any) -> int | None:
+    """The samples in a batch's inputs: a tensor's first dimension, or the one that the
+    tensors of a dict, list or tuple share; None where that cannot be told."""
+    if isinstance(inputs, Mapping):
+        items = list(inputs.values())
+    elif isinstance(inputs, list | tuple):
+        items = list(inputs)
+    else:
+        items = [inputs]
+    sizes = {
+        batch_size(item) for item in items if isinstance(item, torch.Tensor) and item.dim() > 0
+    }
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _without_repeats(
+    rows: torch.Tensor | None, samples_read: int, indices: Sequence[int] | None
+) -> torch.Tensor | None:
+    """This process's rows, one per sample its sampler read, with a
+    ``DistributedSampler``'s repeats (the samples past ``indices``) dropped."""
+    count = 0 if rows is None else len(rows)
+    if count != samples_read:
+        raise ValueError(
+            f"{_ARGUMENT}: the loader's batches hold {count} rows where its sampler read "
+            f"{samples_read} samples; predict takes one row per sample, so each row's "
+            "sample would be unknown: does its collate_fn add or drop rows?"
+        )
+    if rows is None or indices is None or len(indices) == count:
+        return rows
+    return rows[: len(indices)]
 
 
 def _in_dataset_order(

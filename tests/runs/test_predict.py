@@ -3,19 +3,27 @@ mistakes it names in one line."""
 
 import csv
 import json
+import os
 import shutil
+import socket
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 from loom.callbacks import latest_checkpoint
 from loom.cli import main
+from loom.config import ConfigError
 from loom.config.build import build_job
 from loom.config.job import resolve_job
 from loom.data import synthetic
-from loom.runs import train_job
+from loom.runs import RunDirectory, train_job
 from loom.runs.predict import RunPredictions, write_predictions
+from loom.runs.status import recording_status
+from loom.trainer import TrainingInterrupted
 
 DATA = {"name": "synthetic", "shape": [4], "num_classes": 3, "noise": 2.0}
 JOB = {
@@ -189,6 +197,80 @@ def test_mistakes_are_one_line_and_exit_2(run, broken_run, capsys, tmp_path):
         assert message.format(tmp=tmp_path) in err, (arguments, err)
         assert err.count("\n") == 1, err
     assert predict(capsys, broken_run, "--checkpoint", "last")[0] == 0
+
+
+@pytest.fixture
+def resumed_run(run, tmp_path):
+    """A copy of the finished run, for a next segment (a resume) to be recorded in."""
+    copy = tmp_path / "resumed"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def training_segment(run_dir):
+    """Records the run's status as loom train does around a segment of training."""
+    return recording_status(
+        RunDirectory(run_dir), SimpleNamespace(is_main_process=True, stop_reason=None)
+    )
+
+
+def test_the_final_weights_of_a_running_or_failed_run_are_refused(resumed_run, capsys):
+    # model.pt is written when training ends: a segment that is running, or that raised,
+    # has not written it, so the run's model.pt is the earlier segment's.
+    last = weights_of(resumed_run, "last")
+    stale = (
+        "so its model.pt is from before: a run writes it when its training ends, and this "
+        f"training has not; --checkpoint last takes its latest checkpoint, {last}.\n"
+    )
+    with training_segment(resumed_run):  # running, in this very process
+        status, out, err = predict(capsys, resumed_run)
+        assert (status, out) == (2, "")
+        assert err.startswith(
+            f"loom predict: error: --checkpoint final: the run in {resumed_run} is still "
+            f"running (process {os.getpid()} on {socket.gethostname()}, since "
+        ), err
+        assert err.endswith(f"), {stale}"), err
+        assert err.count("\n") == 1
+        assert predict(capsys, resumed_run, "--checkpoint", "last")[0] == 0
+    with pytest.raises(RuntimeError), training_segment(resumed_run):
+        raise RuntimeError("CUDA out of memory")
+    status, out, err = predict(capsys, resumed_run)
+    assert (status, out) == (2, "")
+    assert err == (
+        f"loom predict: error: --checkpoint final: the run in {resumed_run} failed "
+        f"(RuntimeError: CUDA out of memory), {stale}"
+    )
+    assert predict(capsys, resumed_run, "--checkpoint", "last")[0] == 0
+    assert predict(capsys, resumed_run, "--checkpoint", "model.pt")[0] == 0  # asked for by name
+
+
+def test_an_interrupted_runs_final_weights_are_its_own(resumed_run, capsys, tmp_path):
+    # An interrupt ends training: the run writes model.pt then, as at the end.
+    with pytest.raises(TrainingInterrupted), training_segment(resumed_run):
+        raise TrainingInterrupted("interrupted by SIGTERM at epoch 4, batch 18", "SIGTERM")
+    output = tmp_path / "interrupted.pt"
+    status, out, err = predict(capsys, resumed_run, "--output", output)
+    assert (status, err) == (0, "")
+    assert out == f"predicted 14 samples of data.eval with {resumed_run / 'model.pt'}: {output}\n"
+
+
+def test_a_job_with_eval_metrics_predicts_without_torchmetrics(run, tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "with_f1"
+    shutil.copytree(run, copy)
+    job = yaml.safe_load((copy / "config.yaml").read_text())
+    job["eval_metrics"] = [{"name": "f1"}]
+    (copy / "config.yaml").write_text(yaml.safe_dump(job))
+    for name in [name for name in sys.modules if name.split(".")[0] == "torchmetrics"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)
+    with pytest.raises(ConfigError, match=r"eval_metrics.0 \(f1\): loom's eval_metrics need "):
+        build_job(resolve_job({**job, "callbacks": []}))  # training the job needs it
+    output = tmp_path / "f1.pt"
+    status, out, err = predict(capsys, copy, "--output", output)
+    assert (status, err) == (0, "")
+    assert out == f"predicted 14 samples of data.eval with {copy / 'model.pt'}: {output}\n"
+    logits = torch.load(output, weights_only=True)["logits"]
+    torch.testing.assert_close(logits, outputs_with(copy / "model.pt"))
 
 
 def test_a_csv_without_class_names_numbers_the_classes(tmp_path):

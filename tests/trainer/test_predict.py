@@ -186,6 +186,80 @@ def test_an_error_in_the_forward_names_the_batch():
     ]
 
 
+def two_rows_per_sample(samples):
+    """A collate_fn that gives each sample two rows (itself and its flip, as test-time
+    augmentation might): predict cannot tell which row is which sample's."""
+    inputs = torch.stack([inputs for inputs, _ in samples])
+    return torch.cat([inputs, inputs.flip(1)]), None
+
+
+def all_but_the_last_sample(samples):
+    inputs = torch.stack([inputs for inputs, _ in samples])
+    return inputs[:-1], None
+
+
+@pytest.mark.parametrize(
+    ("loader", "rows"),
+    [
+        (DataLoader(DATA, batch_size=4, collate_fn=two_rows_per_sample), 20),
+        (DataLoader(DATA, batch_size=4, shuffle=True, collate_fn=two_rows_per_sample), 20),
+        (
+            DataLoader(
+                DATA,
+                batch_size=4,
+                sampler=DistributedSampler(DATA, 1, 0, shuffle=False),
+                collate_fn=two_rows_per_sample,
+            ),
+            20,
+        ),
+        (DataLoader(DATA, batch_size=4, collate_fn=all_but_the_last_sample), 7),
+        (DataLoader(DATA, batch_size=4, shuffle=True, collate_fn=all_but_the_last_sample), 7),
+    ],
+    ids=["added_in_order", "added_shuffled", "added_distributed", "dropped", "dropped_shuffled"],
+)
+def test_a_collate_fn_that_adds_or_drops_rows_is_refused(loader, rows):
+    # Rows the sampler did not read would otherwise be returned (in order), or given to
+    # the wrong samples (shuffled: the loader read in order, the first rows kept).
+    with pytest.raises(ValueError, match=r"the loader's batches hold") as error:
+        make_trainer().predict(loader)
+    assert str(error.value) == (
+        f"predict(dataloader): the loader's batches hold {rows} rows where its sampler read "
+        "10 samples; predict takes one row per sample, so each row's sample would be "
+        "unknown: does its collate_fn add or drop rows?"
+    )
+
+
+class BatchMean(torch.nn.Module):
+    """One row for the whole batch: the mean of each sample's scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, inputs):
+        if isinstance(inputs, dict):
+            inputs = inputs["pixels"] + inputs["noise"]
+        return self.linear(inputs).mean(dim=0, keepdim=True)
+
+
+def test_outputs_without_a_row_per_input_sample_name_the_batch_and_both_counts():
+    trainer = make_trainer(BatchMean())
+    for loader in (DataLoader(DATA, batch_size=4), [(INPUTS[:4], None)]):
+        with pytest.raises(ValueError, match=r"a row of outputs per sample") as error:
+            trainer.predict(loader)
+        assert str(error.value) == (
+            "predict takes a row of outputs per sample, but at batch 1 the model's forward "
+            "returned 1 row for 4 samples: outputs float32 (1, 3) on cpu for inputs "
+            "float32 (4, 4) on cpu."
+        )
+    batches = [
+        ({"pixels": INPUTS[:1], "noise": INPUTS[1:2]},),  # one sample: one row is right
+        ({"pixels": INPUTS[:3], "noise": INPUTS[3:6]},),
+    ]
+    with pytest.raises(ValueError, match=r"at batch 2 the model's forward returned 1 row for 3 "):
+        trainer.predict(batches)  # a dict of inputs: the samples its tensors share
+
+
 @pytest.mark.gpu
 def test_a_cuda_run_predicts_on_the_gpu_and_returns_cpu_rows():
     trainer = make_trainer(torch.nn.Linear(4, 3), device="cuda")
