@@ -13,6 +13,7 @@ import copy
 import os
 import random
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _SHOWN = 5  # keys listed in a mismatch message before "and N more"
 _RUN_ENTRIES = (
     "optimizers", "schedulers", "grad_scaler", "timestamp", "rng", "epoch_start_rng",
@@ -55,17 +55,30 @@ class CheckpointError(RuntimeError):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel and ``torch.compile`` wrappers."""
-    while isinstance(getattr(model, "module", None), nn.Module) or isinstance(
-        getattr(model, "_orig_mod", None), nn.Module
-    ):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+    """The module inside DistributedDataParallel, DataParallel and ``torch.compile``
+    wrappers. Only those: a model of one's own whose submodule is called ``module`` is
+    no wrapper."""
+    # torch.compile's wrapper class is private to torch; and where its module is not
+    # imported yet, nothing has been compiled (importing it would cost a second).
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    compiled = getattr(eval_frame, "OptimizedModule", None)
+    while True:
+        if isinstance(model, _PARALLEL_WRAPPERS):
+            model = model.module
+        elif compiled is not None and isinstance(model, compiled):
+            model = model._orig_mod
+        else:
+            return model
+
+
+_PARALLEL_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
 
 def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's weights and buffers under the names of the unwrapped model."""
-    return {_strip_wrappers(k): v.detach() for k, v in model.state_dict().items()}
+    """The model's weights and buffers under the names of the unwrapped model (a
+    ``torch.compile``-d submodule's under its own name too)."""
+    state = unwrap_model(model).state_dict()
+    return {key.replace("._orig_mod.", "."): value.detach() for key, value in state.items()}
 
 
 def capture_checkpoint(state: State) -> dict[str, Any]:
@@ -531,16 +544,6 @@ def _restore_plugins(pairs: list[tuple[Plugin, Any]], path: Any) -> None:
 
 def _shape(value: Any) -> tuple[int, ...] | str:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def _strip_wrappers(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix) :], True
-    return key.replace("._orig_mod.", ".")  # a compiled submodule
 
 
 def _some(items: list[str]) -> str:

@@ -583,3 +583,38 @@ def test_a_resumed_epoch_weighs_its_batches_as_the_uninterrupted_one(tmp_path):
     torch.save(old_format, tmp_path / "old.pt")
     from_old = uneven_batches_trainer(tmp_path / "old", load_path=tmp_path / "old.pt").fit()
     assert from_old["train/loss"] == pytest.approx(whole["train/loss"], rel=1e-6)
+
+
+class HasAModuleCalledModule(torch.nn.Module):
+    """A model of one's own, not a wrapper, whose submodule is named ``module``."""
+
+    def __init__(self):
+        super().__init__()
+        self.module = torch.nn.Linear(3, 2)
+        self.head = torch.nn.Linear(2, 2)
+
+    def forward(self, inputs):
+        return self.head(self.module(inputs)) * 100 + 7
+
+
+def test_a_submodule_called_module_is_not_taken_for_a_wrapper(tmp_path):
+    from loom.trainer import load_model_weights, model_state_dict, unwrap_model
+
+    model = HasAModuleCalledModule()
+    assert unwrap_model(model) is model
+    assert sorted(model_state_dict(model)) == [
+        "head.bias", "head.weight", "module.bias", "module.weight",
+    ]  # fmt: skip
+    wrapped = torch.nn.DataParallel(model)
+    assert unwrap_model(wrapped) is model
+    assert sorted(model_state_dict(wrapped)) == sorted(model_state_dict(model))
+    torch.save(model_state_dict(model), tmp_path / "model.pt")
+    fresh = HasAModuleCalledModule()
+    load_model_weights(fresh, tmp_path / "model.pt")
+    inputs = torch.randn(4, 3)
+    assert torch.equal(fresh(inputs), model(inputs))
+    trainer = Trainer(
+        model, [(inputs, torch.tensor([0, 1, 0, 1]))], max_duration="1ep", device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.0),
+    )  # fmt: skip
+    assert torch.allclose(trainer.predict([(inputs,)]), model(inputs))  # the model's forward
