@@ -1,6 +1,7 @@
 """The evaluation metrics a job can add by name (its ``eval_metrics`` section), each a
-torchmetrics ``Metric`` (install ``loom[metrics]``), which syncs across ranks under
-torchrun. In Python, pass any torchmetrics ``Metric`` to ``Trainer(eval_metrics=...)``.
+torchmetrics classification ``Metric`` (install ``loom[metrics]``), which syncs across
+ranks under torchrun. In Python, pass any torchmetrics ``Metric`` (a regression's too)
+to ``Trainer(eval_metrics=...)``.
 
 Examples:
     >>> import torch
@@ -23,10 +24,7 @@ __all__ = [
     "cohen_kappa",
     "f1",
     "matthews",
-    "mean_absolute_error",
-    "mean_squared_error",
     "precision",
-    "r2",
     "recall",
 ]
 
@@ -39,12 +37,12 @@ def f1(num_classes: int, average: str = "macro", top_k: int = 1) -> Any:
 
 
 def precision(num_classes: int, average: str = "macro", top_k: int = 1) -> Any:
-    """Precision over the classes (``MulticlassPrecision``), averaged as :func:`f1` is."""
+    """Precision over the classes (``MulticlassPrecision``), averaged as ``f1`` is."""
     return _classification("MulticlassPrecision", num_classes, average=average, top_k=top_k)
 
 
 def recall(num_classes: int, average: str = "macro", top_k: int = 1) -> Any:
-    """Recall over the classes (``MulticlassRecall``), averaged as :func:`f1` is; its
+    """Recall over the classes (``MulticlassRecall``), averaged as ``f1`` is; its
     macro average is the balanced accuracy."""
     return _classification("MulticlassRecall", num_classes, average=average, top_k=top_k)
 
@@ -57,7 +55,7 @@ def auroc(num_classes: int, average: str = "macro") -> Any:
 
 def average_precision(num_classes: int, average: str = "macro") -> Any:
     """The area under each class's precision-recall curve
-    (``MulticlassAveragePrecision``), averaged as :func:`auroc` is."""
+    (``MulticlassAveragePrecision``), averaged as ``auroc`` is."""
     return _classification("MulticlassAveragePrecision", num_classes, average=average)
 
 
@@ -72,27 +70,28 @@ def cohen_kappa(num_classes: int) -> Any:
     return _classification("MulticlassCohenKappa", num_classes)
 
 
-def mean_absolute_error() -> Any:
-    """The mean absolute error of a regression's outputs (``MeanAbsoluteError``)."""
-    return _metric("regression", "MeanAbsoluteError")
-
-
-def mean_squared_error() -> Any:
-    """The mean squared error of a regression's outputs (``MeanSquaredError``)."""
-    return _metric("regression", "MeanSquaredError")
-
-
-def r2() -> Any:
-    """The coefficient of determination of a regression's outputs (``R2Score``)."""
-    return _metric("regression", "R2Score")
-
-
 def _classification(class_name: str, num_classes: int, **arguments: Any) -> Any:
     if type(num_classes) is not int or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} must be an int >= 2.")
+    averages = _AVERAGES.get(class_name, ())
+    if "average" in arguments and arguments["average"] not in averages:
+        # torchmetrics takes "none" too, a value a class: not one number to record.
+        raise ValueError(
+            f"average={arguments['average']!r} must be one of {', '.join(map(repr, averages))}."
+        )
     return _metric(
         "classification", class_name, num_classes, ignore_index=IGNORE_INDEX, **arguments
     )
+
+
+_AVERAGES = {
+    "MulticlassF1Score": ("macro", "weighted", "micro"),
+    "MulticlassPrecision": ("macro", "weighted", "micro"),
+    "MulticlassRecall": ("macro", "weighted", "micro"),
+    "MulticlassAUROC": ("macro", "weighted"),
+    "MulticlassAveragePrecision": ("macro", "weighted"),
+}
+"""Each metric's averages that make one number."""
 
 
 def _metric(module: str, class_name: str, *arguments: Any, **options: Any) -> Any:

@@ -52,13 +52,11 @@ def test_targets_at_the_ignore_index_are_left_out_as_in_loom_s_own_metrics():
     assert computed(metrics.f1(4), scores, padded) == pytest.approx(computed(metrics.f1(4)))
 
 
-def test_regression_metrics():
-    outputs, targets = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 3.0, 3.0])
-    assert computed(metrics.mean_absolute_error(), outputs, targets) == pytest.approx(2 / 3)
-    assert computed(metrics.mean_squared_error(), outputs, targets) == pytest.approx(2 / 3)
-    assert computed(metrics.r2(), outputs, targets) == pytest.approx(
-        sklearn.r2_score(targets, outputs), abs=1e-6
-    )
+def test_an_average_that_is_not_one_number_is_refused():
+    with pytest.raises(ValueError, match="average='none' must be one of 'macro', 'weighted', 'mi"):
+        metrics.f1(4, average="none")
+    with pytest.raises(ValueError, match=r"average='micro' must be one of 'macro', 'weighted'\."):
+        metrics.auroc(4, average="micro")
 
 
 def test_num_classes_below_two_is_refused():
@@ -98,6 +96,8 @@ def test_a_job_records_each_under_its_key_with_the_classes_from_the_data():
         ([{"name": "f2"}], "eval_metrics.0.name: unknown metric 'f2'"),
         ([{"name": "f1", "key": "a/b"}], "eval_metrics.0.key: 'a/b' must be a word"),
         ({"name": "f1"}, "eval_metrics: expected a list of {name: ..., <arguments>} entries"),
+        ([{"name": "f1", "key": "accuracy"}],
+         "eval_metrics.0.key: 'accuracy' is loom's own eval/accuracy; give this metric a key"),
     ],
 )  # fmt: skip
 def test_a_jobs_eval_metrics_mistakes_are_named_by_their_path(eval_metrics, message):
@@ -106,13 +106,27 @@ def test_a_jobs_eval_metrics_mistakes_are_named_by_their_path(eval_metrics, mess
     assert str(raised.value).startswith(message)
 
 
-def test_a_jobs_plateau_schedule_monitoring_a_metric_no_one_computes_is_named():
-    job = resolve_job(
-        {**JOB, "eval_metrics": [{"name": "f1"}],
-         "scheduler": {"name": "plateau", "monitor": "eval/recall"}}
-    )  # fmt: skip
-    with pytest.raises(ConfigError, match=r"scheduler.monitor: 'eval/recall' is not a metric"):
-        build_job(job)
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ({"scheduler": {"name": "plateau", "monitor": "eval/recall"}}, "scheduler.monitor"),
+        ({"callbacks": [{"name": "early_stopping", "monitor": "eval/recall"}]},
+         "callbacks.0.monitor"),
+        ({"callbacks": [{"name": "checkpoint", "best_metric": "eval/recall", "keep_best": 1}]},
+         "callbacks.0.best_metric"),
+    ],
+)  # fmt: skip
+def test_a_jobs_watcher_of_a_metric_no_one_computes_is_named_before_training(
+    section, path, tmp_path
+):
+    job = resolve_job({**JOB, "eval_metrics": [{"name": "f1"}], **section})
+    with pytest.raises(ConfigError) as raised:
+        build_job(job, checkpoint_folder=tmp_path / "checkpoints")
+    assert str(raised.value) == (
+        f"{path}: 'eval/recall' is not a metric the evaluation computes; it computes "
+        "eval/loss, eval/accuracy, eval/top5_accuracy, eval/nll, eval/ece, eval/f1 "
+        "(eval_metrics add more)."
+    )
 
 
 def test_without_torchmetrics_the_error_says_what_to_install():

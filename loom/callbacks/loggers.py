@@ -18,8 +18,9 @@ __all__ = ["CSVLogger", "RecordLogger", "flat_hyperparameters"]
 
 class RecordLogger(Callback):
     """The base of the trackers: one record per ``epoch_end`` (the ``train/`` metrics)
-    and per ``eval_end`` (the ``eval/`` metrics), each at the run's batch and epoch, both
-    x-axes; only the main process writes. A tracker implements :meth:`open`,
+    and per evaluation of the loop's (the ``eval/`` metrics; not one called as
+    ``trainer.eval()``), each at the run's batch and epoch, both x-axes, between
+    ``open`` and ``close``; only the main process writes. A tracker implements :meth:`open`,
     :meth:`write` and :meth:`close`; at ``close`` it may upload ``state.plots``, which
     the plugin that draws them (a job's run recorder) fills at ``fit_end`` before it.
 
@@ -38,7 +39,8 @@ class RecordLogger(Callback):
         self.log(state, "train/")
 
     def eval_end(self, state: State) -> None:
-        self.log(state, "eval/")
+        if state.evaluation != "called":  # one a person runs, after fit perhaps, is theirs
+            self.log(state, "eval/")
 
     def fit_end(self, state: State) -> None:
         if state.is_main_process:

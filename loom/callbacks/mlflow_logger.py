@@ -8,6 +8,9 @@ import contextlib
 import importlib.util
 import itertools
 import json
+import math
+import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -34,12 +37,13 @@ class MLflowLogger(RecordLogger):
     (as its process exits) or its process died.
 
     A process of its own writes to MLflow, whose client costs about 0.3 ms a metric:
-    training only queues the records. Whenever a checkpoint is taken the records so
-    far are written first, so that MLflow never holds less than the checkpoint. The
-    MLflow run's id is kept in the checkpoint, and a resumed run continues that run:
-    of what it logs again after its checkpoint, only the steps the first run did not
-    get to are written (they are the same values: resuming is exact), so each step is
-    there once.
+    training only sends it the records. Whenever a checkpoint is taken, the records sent
+    so far are written first; a resumed run logs again its checkpoint's records and
+    what came after, so MLflow misses none. The MLflow run's id and store are kept in
+    the checkpoint, and a resumed run continues that run: of what it logs again, only
+    the steps the first run did not get to are written (they are the same values:
+    resuming is exact), so each step is there once. A logger's ``fit`` that raised
+    leaves its run ``FAILED`` when the process exits, or when the logger fits again.
 
     Args:
         tracking_uri: Where MLflow keeps runs: ``sqlite:///path/mlflow.db``, a server's
@@ -55,7 +59,8 @@ class MLflowLogger(RecordLogger):
         artifact_location: Where a new experiment keeps its artifacts; None for a
             folder ``artifacts/`` beside a SQLite store's file, or the server's default.
         timeout: The most seconds to wait for the writer: to open the run, to write
-            what is queued when a checkpoint is taken, and at the end.
+            what was sent when a checkpoint is taken, and at the end; past it the
+            writer is stopped and the callback raises.
 
     Raises:
         ImportError: mlflow is not installed.
@@ -99,7 +104,11 @@ class MLflowLogger(RecordLogger):
             raise ValueError(f"experiment={experiment!r} must be a name, not empty.")
         if hparams is not None and not isinstance(hparams, Mapping):
             raise TypeError(f"hparams={hparams!r} must be a mapping or None.")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
             raise ValueError(f"timeout={timeout!r} must be a number of seconds above 0.")
         if importlib.util.find_spec("mlflow") is None:  # say so now, before training
             raise ImportError(
@@ -115,13 +124,22 @@ class MLflowLogger(RecordLogger):
         self.artifact_location = artifact_location
         self.timeout = float(timeout)
         self.run_id: str | None = None  # the MLflow run's, kept in checkpoints
+        self._checkpoint_store = tracking_uri  # the run's store, as a checkpoint says
         self._writer: subprocess.Popen[bytes] | None = None  # see mlflow_writer
         self._replies: Lines | None = None
         self._tokens = itertools.count()
         self._epoch_logged_at: int | None = None  # the step of the last epoch metric
 
     def open(self, state: State) -> None:
+        if self._writer is not None:  # a fit before this one raised: its run failed
+            self._abandon()
         resumed = state.timestamp.batch > 0 and self.run_id is not None
+        if resumed and self._checkpoint_store != self.tracking_uri:
+            raise ValueError(
+                f"tracking_uri={self.tracking_uri!r}: the checkpoint's MLflow run "
+                f"{self.run_id} is in {self._checkpoint_store!r}; give that tracking_uri (or "
+                "$MLFLOW_TRACKING_URI) to continue it."
+            )
         settings = {
             "tracking_uri": self.tracking_uri,
             "experiment": self.experiment,
@@ -131,7 +149,12 @@ class MLflowLogger(RecordLogger):
             "run_id": self.run_id if resumed else None,
         }
         self._writer = subprocess.Popen(
-            [sys.executable, mlflow_writer.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, mlflow_writer.__file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # Out of the trainer's process group: a Ctrl-C, or torchrun's SIGTERM to its
+            # workers' group, interrupts training, which then ends the writer itself.
+            start_new_session=True,
         )
         self._replies = Lines(self._writer.stdout.fileno())
         self._epoch_logged_at = None
@@ -148,8 +171,9 @@ class MLflowLogger(RecordLogger):
     def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
         if self._writer is None:
             return
-        if self._replies.next(timeout=0.0) is not None:  # an error since the last record
-            self._raise(self._replies, "", "to write the records")
+        unasked = self._replies.next(timeout=0.0)  # the writer speaks first only to fail
+        if unasked is not None:
+            self._raise(unasked, "to write the records")
         milliseconds = int(time.time() * 1000)
         records = [[key, value, milliseconds, batch] for key, value in metrics.items()]
         if batch != self._epoch_logged_at:  # an epoch end and its evaluation share a step
@@ -159,6 +183,8 @@ class MLflowLogger(RecordLogger):
 
     def flush(self) -> None:
         """Waits until every record so far is written."""
+        if self._writer is None:
+            return
         token = next(self._tokens)
         self._send({"flush": token})
         if self._reply("flushed", "to write the records") != token:
@@ -172,14 +198,14 @@ class MLflowLogger(RecordLogger):
         self._end("KILLED" if state.interrupt is not None else "FINISHED")
 
     def state_dict(self) -> dict[str, Any]:
-        """The MLflow run's id, so that a resumed run continues it. A checkpoint is being
-        taken: the records so far are written first."""
-        if self._writer is not None:
-            self.flush()
-        return {"run_id": self.run_id}
+        """The MLflow run's id and store, so that a resumed run continues it. A checkpoint
+        is being taken: the records so far are written first."""
+        self.flush()
+        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]
+        self._checkpoint_store = state.get("tracking_uri", self.tracking_uri)
 
     def _end(self, status: str) -> None:
         try:
@@ -188,9 +214,9 @@ class MLflowLogger(RecordLogger):
         finally:
             self._stop_the_writer()
 
-    def _stop_the_writer(self) -> None:
+    def _stop_the_writer(self, kill: bool = False) -> None:
         """Ends the input of the writer (which then ends the run, if no ``close`` came
-        before) and waits for it."""
+        before) and waits for it; or kills it."""
         if self._writer is None:
             return
         atexit.unregister(self._abandon)
@@ -198,6 +224,8 @@ class MLflowLogger(RecordLogger):
         with contextlib.suppress(BrokenPipeError):  # it has gone already
             writer.stdin.close()
         try:
+            if kill:
+                writer.kill()
             writer.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             writer.kill()
@@ -205,45 +233,50 @@ class MLflowLogger(RecordLogger):
         writer.stdout.close()
 
     def _abandon(self) -> None:
-        """At the exit of a process whose training raised: what was sent is written, and
-        the MLflow run marked ``FAILED``."""
-        if self._writer is not None:
+        """At the exit of a process whose training raised (or at the next ``fit``): what
+        was sent is written, and the MLflow run marked ``FAILED``. Never raises: the
+        training's own error is the one to see."""
+        try:
             self._end("FAILED")
+        except Exception as error:
+            print(f"MLflowLogger: the run could not be marked FAILED: {error}", file=sys.stderr)
 
     def _send(self, request: dict[str, Any]) -> None:
         try:
             self._writer.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
             self._writer.stdin.flush()
         except BrokenPipeError:
-            self._raise(self._replies, "", "to take the records")
+            self._raise(self._replies.next(timeout=self.timeout) or "", "to take the records")
 
     def _reply(self, expected: str, doing: str) -> Any:
         """The writer's next reply, which must be ``expected``; its error as ours."""
         line = self._replies.next(timeout=self.timeout)
         if line is None:
+            self._stop_the_writer(kill=True)  # what it would still say comes too late
             raise TimeoutError(
                 f"MLflowLogger: its writer took over timeout={self.timeout:g} s {doing} at "
-                f"{self.tracking_uri or 'the default tracking URI'}."
+                f"{self.tracking_uri or 'the default tracking URI'}; it was stopped."
             )
         reply = json.loads(line) if line else {}
         if expected not in reply:
-            self._raise(self._replies, line, doing)
+            self._raise(line, doing)
         return reply[expected]
 
-    def _raise(self, replies: Lines, line: str, doing: str) -> NoReturn:
-        """The writer's error (on ``line``, or its next) as this callback's."""
-        line = line or replies.next(timeout=self.timeout) or ""
+    def _raise(self, line: str, doing: str) -> NoReturn:
+        """The writer's error (on ``line``: an error, or the end of its replies) as this
+        callback's; the writer, which ends the MLflow run after an error, is stopped."""
         error = json.loads(line).get("error") if line else None
         writer = self._writer
-        self._stop_the_writer()  # it has ended the MLflow run, or cannot go on
+        self._stop_the_writer()
+        if error is not None:
+            where = self.tracking_uri or "the default tracking URI"
+            raise RuntimeError(f"MLflowLogger: MLflow at {where} failed {doing}: {error}")
         code = writer.returncode
-        if error is None:
-            raise RuntimeError(
-                f"MLflowLogger: its writer process ended (exit status {code}) before it had "
-                f"a chance {doing}; its error is above."
-            )
-        where = self.tracking_uri or "the default tracking URI"
-        raise RuntimeError(f"MLflowLogger: MLflow at {where} failed {doing}: {error}")
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        raise RuntimeError(
+            f"MLflowLogger: its writer process ended ({how}) before it had a chance {doing}"
+            + ("; its error is above." if code > 0 else ".")
+        )
 
 
 def _check_reachable(tracking_uri: str) -> None:
@@ -256,12 +289,19 @@ def _check_reachable(tracking_uri: str) -> None:
             pass
     except urllib.error.HTTPError:
         return  # it answered
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ValueError(
-            f"tracking_uri={tracking_uri!r}: the MLflow server does not answer ({reason}); "
-            "start it, or give another tracking_uri."
-        ) from None
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ssl.SSLError):
+            return  # it answered, over TLS that MLflow's settings may accept
+        raise _unreachable(tracking_uri, error.reason) from None
+    except OSError as error:
+        raise _unreachable(tracking_uri, error) from None
+
+
+def _unreachable(tracking_uri: str, reason: object) -> ValueError:
+    return ValueError(
+        f"tracking_uri={tracking_uri!r}: the MLflow server does not answer ({reason}); "
+        "start it, or give another tracking_uri."
+    )
 
 
 _REACH_SECONDS = 10

@@ -23,13 +23,15 @@ ended it), it writes what came and marks the run ``FAILED``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import select
+import selectors
+import signal
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 _METRICS_PER_CALL = 1000  # MLflow's limits on one log_batch call
 _PARAMS_PER_CALL = 100
@@ -37,6 +39,12 @@ _SQLITE = "sqlite:///"
 
 
 def main() -> None:
+    # The trainer ends this process (by closing its input), never a signal meant for the
+    # training: an interrupted training's checkpoint still sends its records here.
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        del sys.path[0]  # run as a script: its folder's modules are not mlflow's to import
     replies = _take_standard_output()
     # The store's notes on creating its tables are not the training's to print.
     for name in ("mlflow.store.db.utils", "alembic"):
@@ -58,7 +66,7 @@ def main() -> None:
     _reply(replies, closed=status)
 
 
-def _take_requests(requests: Lines, replies: TextIO, run: _Run) -> str:
+def _take_requests(requests: Lines, replies: int, run: _Run) -> str:
     pending: list[list[Any]] = []
     while True:
         # While records wait, take at once what else has come: one call writes them all.
@@ -163,6 +171,9 @@ class Lines:
         self.descriptor = descriptor
         self.buffer = b""
         self.ended = False
+        # A selector, not select.select, which refuses descriptors from 1024 on.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(descriptor, selectors.EVENT_READ)
 
     def next(self, timeout: float | None = None) -> str | None:
         """The next line; None when none came within ``timeout`` seconds (None: no
@@ -170,8 +181,7 @@ class Lines:
         while b"\n" not in self.buffer:
             if self.ended:
                 return ""
-            ready, _, _ = select.select([self.descriptor], [], [], timeout)
-            if not ready:
+            if not self.selector.select(timeout):
                 return None
             chunk = os.read(self.descriptor, 1 << 16)
             self.ended = not chunk
@@ -180,17 +190,18 @@ class Lines:
         return line.decode("utf-8")
 
 
-def _take_standard_output() -> TextIO:
-    """The replies' channel, standard output as it came; what MLflow itself prints
-    (a run's address, ...) goes to standard error instead."""
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+def _take_standard_output() -> int:
+    """The replies' channel, standard output as it came (its descriptor, written
+    unbuffered); what MLflow itself prints (a run's address, ...) goes to standard
+    error instead."""
+    replies = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     return replies
 
 
-def _reply(replies: TextIO, **reply: Any) -> None:
-    replies.write(json.dumps(reply) + "\n")
-    replies.flush()
+def _reply(replies: int, **reply: Any) -> None:
+    with contextlib.suppress(BrokenPipeError):  # the trainer is gone: no one to tell
+        os.write(replies, (json.dumps(reply) + "\n").encode("utf-8"))
 
 
 def _database(tracking_uri: str) -> Path:

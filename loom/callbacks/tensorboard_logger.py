@@ -82,12 +82,14 @@ class TensorBoardLogger(RecordLogger):
     def close(self, state: State) -> None:
         if self._writer is None:
             return
-        if self.hparams is not None:
-            self._write_hyperparameters(state)
-        for plot in state.plots:
-            self._write_image(Path(plot), state.timestamp.batch)
-        self._writer.close()
-        self._writer = None
+        try:
+            if self.hparams is not None:
+                self._write_hyperparameters(state)
+            for plot in state.plots:
+                self._write_image(Path(plot), state.timestamp.batch)
+        finally:
+            self._writer.close()  # what was written stays, whatever failed
+            self._writer = None
 
     def _write_image(self, png: Path, batch: int) -> None:
         """A plot as an image (tag ``plots/<name>``) at ``batch``: the PNG's own bytes,
@@ -122,15 +124,18 @@ def _summary_writer() -> Any:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_COLOURS = {b"\x00": 1, b"\x02": 3, b"\x04": 2, b"\x06": 4}
-"""A PNG's colour type (its header's 26th byte) -> its channels: grey, RGB, grey and
-alpha, RGBA."""
+_COLOURS = {b"\x00": 1, b"\x02": 3, b"\x03": 3, b"\x04": 2, b"\x06": 4}
+"""A PNG's colour type (its header's 26th byte) -> its channels as TensorBoard counts
+them: grey, RGB, a palette's (RGB), grey and alpha, RGBA."""
 
 
 def _png_size(data: bytes, path: Path) -> tuple[int, int, int]:
     """A PNG's width, height and channels, from its header (the IHDR chunk's first bytes)."""
     header = data[:26]
     if header[:8] != _PNG_SIGNATURE or header[12:16] != b"IHDR" or header[25:] not in _COLOURS:
-        raise ValueError(f"plot {str(path)!r} is not a PNG image; TensorBoard takes PNG plots.")
+        raise ValueError(
+            f"plot {str(path)!r} is not a PNG image that TensorBoard shows (grey, RGB, "
+            "palette, grey and alpha or RGBA)."
+        )
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     return width, height, _COLOURS[header[25:]]

@@ -95,6 +95,7 @@ def build_job(
     *,
     limit_batches: int | None = None,
     checkpoint_folder: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
 ) -> JobParts:
     """Builds the parts of a job that :func:`~loom.config.job.resolve_job` returned.
 
@@ -109,6 +110,9 @@ def build_job(
         checkpoint_folder: The ``folder`` of a ``checkpoint`` callback that
             leaves it out (a run's ``checkpoints/``); a relative ``folder`` a callback
             is given is taken inside the directory that holds this one, the run's.
+        dry_run: Whether this is a dry run (``loom train --dry-run``), whose trackers
+            write inside its own run directory only: an ``mlflow`` logger's store is
+            there whatever the job or ``$MLFLOW_TRACKING_URI`` says.
 
     Raises:
         ConfigError: A component refused its arguments or could not be built;
@@ -148,7 +152,7 @@ def build_job(
         "log_dir": None if run_dir is None else str(run_dir / "tensorboard"),
         "csv_path": None if run_dir is None else str(run_dir / "metrics.csv"),
         "hparams": dict(job),
-        "tracking_uri": _mlflow_tracking_uri(run_dir),
+        "tracking_uri": _mlflow_tracking_uri(run_dir, environment=not dry_run),
         "run_name": None if run_dir is None else run_dir.name,
     }
 
@@ -170,13 +174,17 @@ def build_job(
                 f"scheduler ({job['scheduler']['name']}): steps on {schedule.monitor!r} after "
                 "each evaluation, but the job has no data.eval: give one."
             )
-        computed = [*EVAL_METRICS, *(f"eval/{spec[METRIC_KEY]}" for spec in job["eval_metrics"])]
-        if steps_on_a_metric(schedule) and schedule.monitor not in computed:
-            raise ConfigError(
-                f"scheduler.monitor: {schedule.monitor!r} is not a metric the evaluation "
-                f"computes; it computes {', '.join(computed)} (eval_metrics add more)."
-            )
         schedulers.append(schedule)
+    callbacks = [
+        _build(
+            CALLBACKS,
+            _in_run_directory(_private(spec) if dry_run else spec, run_dir),
+            f"callbacks.{index}",
+            facts=where,
+        )
+        for index, spec in enumerate(job["callbacks"])
+    ]
+    _check_watched_metrics(job, schedulers, callbacks)
     return JobParts(
         model=model,
         train_loader=train,
@@ -187,10 +195,7 @@ def build_job(
             _build(ALGORITHMS, spec, f"algorithms.{index}", facts=facts)
             for index, spec in enumerate(job["algorithms"])
         ],
-        callbacks=[
-            _build(CALLBACKS, _in_run_directory(spec, run_dir), f"callbacks.{index}", facts=where)
-            for index, spec in enumerate(job["callbacks"])
-        ],
+        callbacks=callbacks,
         eval_metrics={
             spec[METRIC_KEY]: _build(
                 METRICS,
@@ -204,6 +209,31 @@ def build_job(
         seed=job["seed"],
         trainer_arguments=dict(job["trainer"]),
     )
+
+
+_WATCHING = ("monitor", "best_metric")
+"""The arguments by which a schedule or callback names the metric it watches
+(``plateau``, ``early_stopping``; ``checkpoint``'s best ones)."""
+
+
+def _check_watched_metrics(
+    job: Mapping[str, Any], schedulers: Sequence[Any], callbacks: Sequence[Any]
+) -> None:
+    """Each ``eval/`` metric a schedule or callback watches is one the evaluation
+    computes (loom's own, or the job's ``eval_metrics``): before training, not at the
+    first evaluation."""
+    computed = [*EVAL_METRICS, *(f"eval/{spec[METRIC_KEY]}" for spec in job["eval_metrics"])]
+    watchers = [("scheduler", schedule) for schedule in schedulers] + [
+        (f"callbacks.{index}", callback) for index, callback in enumerate(callbacks)
+    ]
+    for path, watcher in watchers:
+        for argument in _WATCHING:
+            metric = getattr(watcher, argument, None)
+            if isinstance(metric, str) and metric.startswith("eval/") and metric not in computed:
+                raise ConfigError(
+                    f"{path}.{argument}: {metric!r} is not a metric the evaluation computes; "
+                    f"it computes {', '.join(computed)} (eval_metrics add more)."
+                )
 
 
 def _build(
@@ -235,13 +265,20 @@ _RUN_PATHS = {"checkpoint": "folder", "tensorboard": "log_dir", "csv": "csv_path
 """The callbacks whose files belong to the run, and the argument that says where."""
 
 
-def _mlflow_tracking_uri(run_dir: Path | None) -> str | None:
-    """Where a job's MLflow runs go: ``$MLFLOW_TRACKING_URI``, as MLflow's users set it,
-    else a SQLite store in the run directory (MLflow 3's local store)."""
-    configured = os.environ.get("MLFLOW_TRACKING_URI")
+def _mlflow_tracking_uri(run_dir: Path | None, environment: bool = True) -> str | None:
+    """Where a job's MLflow runs go: ``$MLFLOW_TRACKING_URI``, as MLflow's users set it
+    (unless ``environment`` is False), else a SQLite store in the run directory (MLflow
+    3's local store)."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI") if environment else None
     if configured or run_dir is None:
         return configured or None
     return f"sqlite:///{(run_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def _private(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A dry run's callback spec: a tracker's store of its own left out, so that the run
+    directory's is used (a dry run must leave no run in a shared store)."""
+    return {key: value for key, value in spec.items() if key != "tracking_uri"}
 
 
 def _in_run_directory(spec: Mapping[str, Any], run_dir: Path | None) -> Mapping[str, Any]:

@@ -26,7 +26,7 @@ from loom.config.schema import (
     parameters_of,
     resolve_arguments,
 )
-from loom.trainer import Trainer
+from loom.trainer import EVAL_METRICS, Trainer
 
 __all__ = [
     "METRIC_KEY",
@@ -164,6 +164,11 @@ def _eval_metrics(specs: Any) -> list[dict[str, Any]]:
         entry = _component(spec, METRICS, path)
         if not isinstance(key, str) or not key or "/" in key:
             raise ConfigError(f"{path}.{METRIC_KEY}: {key!r} must be a word such as 'f1'.")
+        if f"eval/{key}" in EVAL_METRICS:
+            raise ConfigError(
+                f"{path}.{METRIC_KEY}: {key!r} is loom's own eval/{key}; give this metric a "
+                f"{METRIC_KEY} of its own."
+            )
         for earlier, other in enumerate(resolved):
             if other[METRIC_KEY] == key:
                 raise ConfigError(

@@ -81,9 +81,6 @@ METRICS = Registry(
         "average_precision": metrics.average_precision,
         "matthews": metrics.matthews,
         "cohen_kappa": metrics.cohen_kappa,
-        "mean_absolute_error": metrics.mean_absolute_error,
-        "mean_squared_error": metrics.mean_squared_error,
-        "r2": metrics.r2,
     },
     supplied=DATASET_FACTS,
 )

@@ -97,7 +97,12 @@ def job_trainer(
     ``trainer.schedule()`` shows it.
     """
     files = RunDirectory(run_dir)
-    parts = build_job(job, limit_batches=limit_batches, checkpoint_folder=files.checkpoints)
+    parts = build_job(
+        job,
+        limit_batches=limit_batches,
+        checkpoint_folder=files.checkpoints,
+        dry_run=limit_batches is not None,  # only a dry run limits the batches
+    )
     extra = [MetricsLogger(files.metrics)]
     if not any(isinstance(callback, Checkpoint) for callback in parts.callbacks):
         extra.append(Checkpoint(files.checkpoints, interval="1ep", keep_last=1))

@@ -3,11 +3,14 @@ anything with their three methods."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from loom.functional.collectives import all_reduce_max, is_distributed
+from loom.trainer.batch import describe_item
 from loom.trainer.metrics import EVAL_METRICS
 
 __all__ = ["AddedMetrics"]
@@ -95,14 +98,20 @@ class AddedMetrics:
             except Exception as error:
                 error.add_note(
                     f"raised by {self.argument}[{name!r}] ({type(metric).__name__}) given "
-                    f"outputs {_describe(outputs)} and targets {_describe(targets)}"
+                    f"outputs {describe_item(outputs)} and targets {describe_item(targets)}"
                 )
                 raise
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, device: torch.device | None = None) -> dict[str, float]:
+        """Each metric's value; under torchrun checked to be every rank's (one
+        collective on ``device``, the run's)."""
         results = {}
         for name, metric in self.metrics.items():
-            value = metric.compute()
+            try:
+                value = metric.compute()
+            except Exception as error:
+                error.add_note(f"raised by {self.argument}[{name!r}] ({type(metric).__name__})")
+                raise
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 value = value.item()
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -110,14 +119,27 @@ class AddedMetrics:
                 raise ValueError(
                     f"{self.argument}[{name!r}] ({type(metric).__name__}) computed "
                     f"{'a tensor of shape ' + str(shape) if shape else repr(value)}; an "
-                    "evaluation records one number a metric (for a class-wise metric, "
-                    "average it: average='macro')."
+                    "evaluation records one number for each metric (for a class-wise "
+                    "metric, average it: average='macro')."
                 )
             results[f"eval/{name}"] = float(value)
+        if is_distributed():
+            self._check_the_ranks_agree(results, device)
         return results
 
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"of shape {tuple(value.shape)} ({value.dtype})"
-    return f"of type {type(value).__name__}"
+    def _check_the_ranks_agree(self, results: dict[str, float], device: Any) -> None:
+        """A metric that does not sum its counts across ranks computes each rank's own
+        shard's value: logged as the whole evaluation's, and a plateau or early stop on
+        it would act on some ranks only. Every rank raises alike."""
+        values = torch.tensor(list(results.values()), dtype=torch.float64, device=device)
+        highest = all_reduce_max(values.clone())
+        lowest = -all_reduce_max(-values)
+        for key, low, high in zip(results, lowest.tolist(), highest.tolist(), strict=True):
+            if not math.isclose(low, high, rel_tol=1e-6, abs_tol=1e-9):
+                name = key.removeprefix("eval/")
+                metric = type(self.metrics[name]).__name__
+                raise ValueError(
+                    f"{self.argument}[{name!r}] ({metric}) computed different values on the "
+                    f"ranks, {low:g} to {high:g}: it must sum its counts across ranks before "
+                    "it computes, as torchmetrics' Metric does (unless sync_on_compute=False)."
+                )

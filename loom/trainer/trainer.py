@@ -307,8 +307,9 @@ class Trainer:
         Returns:
             ``eval/loss``, ``eval/accuracy``, ``eval/top5_accuracy`` (with at least
             5 classes), ``eval/nll`` and ``eval/ece``; ``eval/loss`` alone when the
-            outputs are not class scores (see :class:`~loom.trainer.EvalMetrics`).
-            Also stored in ``state.metrics``.
+            outputs are not class scores (see :class:`~loom.trainer.EvalMetrics`);
+            and ``eval/<name>`` of each of the Trainer's ``eval_metrics``. Also
+            stored in ``state.metrics``.
         """
         dataloader = self.state.eval_dataloader if dataloader is None else dataloader
         if dataloader is None:
@@ -339,7 +340,8 @@ class Trainer:
 
         Raises:
             ValueError: An unknown ``output``, outputs that are not class scores where
-                ``output`` needs them, or a loader that drops or yields no samples.
+                ``output`` needs them or without a row per sample, or a loader that
+                drops or yields no samples.
             TypeError: The outputs are not a tensor, or (under torchrun) loom cannot
                 shard the loader.
 
@@ -398,7 +400,7 @@ class Trainer:
             self._eval_batch = None
         results = metrics.compute()
         if added:
-            results.update(added.compute())
+            results.update(added.compute(state.device))
         state.metrics.update(results)
         state.reliability = metrics.reliability
         if by_the_loop is not None:

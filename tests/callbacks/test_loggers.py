@@ -107,3 +107,11 @@ def test_flat_hyperparameters_keep_one_type_a_key():
         {"a": {"b": [1, {"c": True}]}, "none": None, "text": "x" * 300, "path": Path("/runs")}
     )
     assert flat == {"a.b.0": 1, "a.b.1.c": True, "text": "x" * 250, "path": "/runs"}
+
+
+def test_an_evaluation_called_after_fit_is_not_a_record_of_the_run():
+    tracker = Recording()
+    trainer = fit([tracker], epochs=1)
+    calls = list(tracker.calls)
+    trainer.eval()  # e.g. on a test set, once the tracker has closed
+    assert tracker.calls == calls

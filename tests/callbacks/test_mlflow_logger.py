@@ -1,5 +1,7 @@
 """The MLflow logger, read back with MLflow's own client."""
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -194,9 +196,102 @@ def test_a_writer_that_dies_mid_run_is_named_at_the_next_checkpoint(tmp_path):
                 logger._writer.wait()
 
     logger = MLflowLogger(store(tmp_path))
-    with pytest.raises(RuntimeError, match=r"its writer process ended \(exit status -9\)"):
+    with pytest.raises(RuntimeError, match=r"its writer process ended \(killed by SIGKILL\)"):
         fit([logger, KillTheWriter(), Checkpoint(tmp_path / "checkpoints")])
     assert logger._writer is None  # nothing left for the exit to end
+
+
+def test_a_signal_to_the_trainers_process_group_interrupts_training_not_the_writer(tmp_path):
+    """A Ctrl-C reaches the terminal's whole process group, torchrun's SIGTERM its
+    workers' group: the writer, in a session of its own, still ends the run KILLED."""
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from loom import Trainer
+        from loom.callbacks import Checkpoint, MLflowLogger
+        from loom.trainer import Callback
+
+        class Signal(Callback):
+            def batch_end(self, state):
+                if state.timestamp.batch == 3:
+                    os.killpg(0, signal.SIGTERM)
+
+        model = torch.nn.Linear(3, 2)
+        logger = MLflowLogger({store(tmp_path)!r})
+        try:
+            Trainer(
+                model, [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2,
+                max_duration="4ep", optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+                device="cpu", callbacks=[Checkpoint({str(tmp_path / "checkpoints")!r}), logger,
+                                         Signal()],
+            ).fit()
+        finally:
+            print(logger.run_id, flush=True)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        start_new_session=True,  # its own group, which the script signals
+    )  # fmt: skip
+    assert "TrainingInterrupted" in result.stderr, result.stderr[-2000:]
+    assert "MLflowLogger" not in result.stderr
+    run_id = result.stdout.split()[-1]
+    assert mlflow.MlflowClient(store(tmp_path)).get_run(run_id).info.status == "KILLED"
+    assert (tmp_path / "checkpoints" / "epoch1-batch3.pt").is_file()  # the interrupt's
+
+
+def test_an_mlflow_error_mid_run_is_raised_with_mlflows_message(tmp_path):
+    class BadKey(Callback):
+        writes = ("metrics",)
+
+        def epoch_end(self, state):
+            state.metrics["train/acc@1"] = 0.5  # MLflow refuses the @
+
+    with pytest.raises(RuntimeError) as raised:
+        fit([BadKey(), MLflowLogger(store(tmp_path))], epochs=4)
+    message = str(raised.value)
+    assert message.startswith(f"MLflowLogger: MLflow at {store(tmp_path)} failed to write the")
+    assert "train/acc@1" in message
+
+
+def test_a_resume_in_another_store_names_both(tmp_path):
+    first = MLflowLogger(store(tmp_path))
+    fit([Checkpoint(tmp_path / "checkpoints", keep_last=None), first], epochs=2)
+    other = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
+    with pytest.raises(ValueError, match="the checkpoint's MLflow run") as raised:
+        fit([MLflowLogger(other)], load_path=tmp_path / "checkpoints" / "epoch1-batch2.pt")
+    assert str(raised.value).startswith(f"tracking_uri={other!r}: ")
+    assert f"is in {store(tmp_path)!r}; give that tracking_uri" in str(raised.value)
+
+
+def test_a_writer_that_stops_answering_is_killed_at_the_timeout(tmp_path):
+    class Stall(Callback):
+        def batch_end(self, state):
+            if state.timestamp.batch == 1:
+                os.kill(logger._writer.pid, signal.SIGSTOP)
+                logger.timeout = 1  # opening took longer
+
+    logger = MLflowLogger(store(tmp_path))
+    with pytest.raises(TimeoutError, match=r"took over timeout=1 s to write the records"):
+        fit([Stall(), Checkpoint(tmp_path / "checkpoints"), logger])
+    assert logger._writer is None  # killed and reaped: the exit does not wait for it
+
+
+def test_a_dry_run_leaves_no_run_in_the_shared_store(tmp_path, monkeypatch):
+    from loom.runs import dry_run_job
+
+    shared = tmp_path / "shared.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{shared}")
+    job = {
+        "model": {"name": "mlp", "hidden_sizes": [8]},
+        "data": {"train": {"name": "synthetic", "num_samples": 32}},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "callbacks": [
+            {"name": "mlflow"},
+            {"name": "mlflow", "tracking_uri": f"sqlite:///{shared}"},
+        ],
+        "trainer": {"max_duration": "2ep", "device": "cpu"},
+    }
+    assert "mlflow" in dry_run_job(resolve_job(job), 1)
+    assert not shared.exists()
 
 
 @pytest.mark.parametrize(
@@ -204,6 +299,7 @@ def test_a_writer_that_dies_mid_run_is_named_at_the_next_checkpoint(tmp_path):
     [
         ({"experiment": ""}, "experiment='' must be a name"),
         ({"timeout": 0}, "timeout=0 must be a number of seconds above 0"),
+        ({"timeout": float("inf")}, "timeout=inf must be a number of seconds above 0"),
         ({"tracking_uri": 3}, "tracking_uri=3 must be a string or None"),
         ({"hparams": [1]}, r"hparams=\[1\] must be a mapping or None"),
     ],

@@ -1,5 +1,6 @@
-"""Two ranks evaluating uneven shards (13 samples) with a torchmetrics F1 score: run by
-test_added_metrics.py under torchrun; rank 0 writes the evaluation's metrics.
+"""Two ranks evaluating uneven shards (13 samples) with a torchmetrics F1 score, then with a
+metric that does not sync: run by test_added_metrics.py under torchrun; rank 0 writes
+the first evaluation's metrics, each rank the second one's error.
 
 torchrun --standalone --nproc_per_node 2 tests/trainer/added_metrics_job.py OUT
 """
@@ -27,7 +28,23 @@ def main(out: Path) -> None:
     metrics = trainer.eval()
     if trainer.state.rank == 0:
         (out / "metrics.json").write_text(json.dumps(metrics))
+    trainer.eval_metrics.metrics = {"samples": Count()}  # its own shard's count on each rank
+    try:
+        trainer.eval()
+    except ValueError as error:
+        (out / f"error{trainer.state.rank}.txt").write_text(str(error))
     torch.distributed.destroy_process_group()
+
+
+class Count:
+    def reset(self):
+        self.samples = 0
+
+    def update(self, outputs, targets):
+        self.samples += len(targets)
+
+    def compute(self):
+        return self.samples
 
 
 if __name__ == "__main__":

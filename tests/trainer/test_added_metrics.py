@@ -41,7 +41,11 @@ def test_an_added_metric_is_the_one_over_all_the_evaluations_batches():
     predicted = run.state.model(INPUTS).argmax(dim=1)
     expected = metrics_module.f1_score(TARGETS, predicted, average="macro")
     assert first["eval/f1"] == pytest.approx(expected, abs=1e-6)
-    assert run.eval()["eval/f1"] == first["eval/f1"]  # reset at each evaluation: not summed
+    counted = trainer({"samples": Count()})
+    assert counted.eval()["eval/samples"] == counted.eval()["eval/samples"] == 40.0  # reset
+    fewer = DataLoader(TensorDataset(INPUTS[:16], TARGETS[:16]), batch_size=8)
+    expected = metrics_module.f1_score(TARGETS[:16], predicted[:16], average="macro")
+    assert run.eval(fewer)["eval/f1"] == pytest.approx(expected, abs=1e-6)  # only these
     assert run.fit()["eval/f1"] == run.state.metrics["eval/f1"]
 
 
@@ -101,8 +105,8 @@ def test_a_metric_that_refuses_the_outputs_is_named_with_them():
     with pytest.raises(RuntimeError, match="shape") as raised:  # torchmetrics' own
         trainer({"binary": binary}).eval()
     assert any(
-        note.startswith("raised by eval_metrics['binary'] (BinaryAccuracy) given outputs of "
-                        "shape (8, 3) (torch.float32) and targets of shape (8,)")
+        note.startswith("raised by eval_metrics['binary'] (BinaryAccuracy) given outputs "
+                        "float32 (8, 3) on cpu and targets int64 (8,) on cpu")
         for note in raised.value.__notes__
     )  # fmt: skip
 
@@ -125,3 +129,10 @@ def test_under_torchrun_the_ranks_counts_are_summed_before_the_metric_is_compute
     ).eval()  # fmt: skip
     assert two_ranks["eval/f1"] == pytest.approx(one["eval/f1"], abs=1e-6)
     assert two_ranks["eval/accuracy"] == pytest.approx(one["eval/accuracy"], abs=1e-6)
+    # A metric that counts its own shard alone is refused on every rank (7 and 6 samples).
+    errors = {(tmp_path / f"error{rank}.txt").read_text() for rank in (0, 1)}
+    assert errors == {
+        "eval_metrics['samples'] (Count) computed different values on the ranks, 6 to 7: it "
+        "must sum its counts across ranks before it computes, as torchmetrics' Metric does "
+        "(unless sync_on_compute=False)."
+    }
