@@ -3,26 +3,20 @@ run's plots, into an MLflow run that a resumed training continues."""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib.util
 import itertools
-import json
 import math
-import signal
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
-from loom.callbacks import mlflow_writer
 from loom.callbacks.loggers import RecordLogger, flat_hyperparameters
-from loom.callbacks.mlflow_writer import Lines
+from loom.callbacks.writer_process import WriterProcess
 from loom.trainer import State
 
 __all__ = ["MLflowLogger"]
@@ -125,14 +119,14 @@ class MLflowLogger(RecordLogger):
         self.timeout = float(timeout)
         self.run_id: str | None = None  # the MLflow run's, kept in checkpoints
         self._checkpoint_store = tracking_uri  # the run's store, as a checkpoint says
-        self._writer: subprocess.Popen[bytes] | None = None  # see mlflow_writer
-        self._replies: Lines | None = None
+        self._writer: WriterProcess | None = None  # see mlflow_writer
         self._tokens = itertools.count()
         self._epoch_logged_at: int | None = None  # the step of the last epoch metric
 
     def open(self, state: State) -> None:
         if self._writer is not None:  # a fit before this one raised: its run failed
-            self._abandon()
+            writer, self._writer = self._writer, None
+            writer.abandon()
         resumed = state.timestamp.batch > 0 and self.run_id is not None
         if resumed and self._checkpoint_store != self.tracking_uri:
             raise ValueError(
@@ -148,32 +142,17 @@ class MLflowLogger(RecordLogger):
             "params": self.hparams,
             "run_id": self.run_id if resumed else None,
         }
-        self._writer = subprocess.Popen(
-            [sys.executable, mlflow_writer.__file__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            # Out of the trainer's process group: a Ctrl-C, or torchrun's SIGTERM to its
-            # workers' group, interrupts training, which then ends the writer itself.
-            start_new_session=True,
-        )
-        self._replies = Lines(self._writer.stdout.fileno())
+        where = f"MLflow at {self.tracking_uri or 'the default tracking URI'}"
+        writer = WriterProcess(_WRITER, "MLflowLogger", where, self.timeout)
+        self.run_id = writer.start(settings, wait=True)  # its errors, before training
+        self._writer = writer
         self._epoch_logged_at = None
-        atexit.register(self._abandon)
-        try:
-            self._send(settings)
-            self.run_id = self._reply("run_id", "to open the MLflow run")
-        except BaseException:
-            self._stop_the_writer()  # it has ended, or cannot go on
-            raise
         if resumed:
             self.log_the_checkpoints_records(state)
 
     def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
         if self._writer is None:
             return
-        unasked = self._replies.next(timeout=0.0)  # the writer speaks first only to fail
-        if unasked is not None:
-            self._raise(unasked, "to write the records")
         milliseconds = int(time.time() * 1000)
         records = [[key, value, milliseconds, batch] for key, value in metrics.items()]
         if batch != self._epoch_logged_at:  # an epoch end and its evaluation share a step
@@ -181,102 +160,39 @@ class MLflowLogger(RecordLogger):
             records.insert(0, ["epoch", float(epoch), milliseconds, batch])
         self._send({"metrics": records})
 
-    def flush(self) -> None:
-        """Waits until every record so far is written."""
-        if self._writer is None:
-            return
-        token = next(self._tokens)
-        self._send({"flush": token})
-        if self._reply("flushed", "to write the records") != token:
-            raise RuntimeError(f"MLflowLogger: its writer flushed out of order, not {token}.")
-
     def close(self, state: State) -> None:
         if self._writer is None:
             return
         if state.plots:
             self._send({"artifacts": ["plots", list(state.plots)]})
-        self._end("KILLED" if state.interrupt is not None else "FINISHED")
+        writer, self._writer = self._writer, None
+        writer.end("KILLED" if state.interrupt is not None else "FINISHED")
 
     def state_dict(self) -> dict[str, Any]:
         """The MLflow run's id and store, so that a resumed run continues it. A checkpoint
         is being taken: the records so far are written first."""
-        self.flush()
+        if self._writer is not None:
+            self._call(self._writer.flush, next(self._tokens))
         return {"run_id": self.run_id, "tracking_uri": self.tracking_uri}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]
         self._checkpoint_store = state.get("tracking_uri", self.tracking_uri)
 
-    def _end(self, status: str) -> None:
-        try:
-            self._send({"close": status})
-            self._reply("closed", "to end the MLflow run")
-        finally:
-            self._stop_the_writer()
-
-    def _stop_the_writer(self, kill: bool = False) -> None:
-        """Ends the input of the writer (which then ends the run, if no ``close`` came
-        before) and waits for it; or kills it."""
-        if self._writer is None:
-            return
-        atexit.unregister(self._abandon)
-        writer, self._writer = self._writer, None
-        with contextlib.suppress(BrokenPipeError):  # it has gone already
-            writer.stdin.close()
-        try:
-            if kill:
-                writer.kill()
-            writer.wait(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            writer.kill()
-            writer.wait()
-        writer.stdout.close()
-
-    def _abandon(self) -> None:
-        """At the exit of a process whose training raised (or at the next ``fit``): what
-        was sent is written, and the MLflow run marked ``FAILED``. Never raises: the
-        training's own error is the one to see."""
-        try:
-            self._end("FAILED")
-        except Exception as error:
-            print(f"MLflowLogger: the run could not be marked FAILED: {error}", file=sys.stderr)
-
     def _send(self, request: dict[str, Any]) -> None:
+        self._call(self._writer.send, request)
+
+    def _call(self, method: Any, argument: Any) -> None:
+        """A request to the writer; the writer is let go once it has failed."""
         try:
-            self._writer.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
-            self._writer.stdin.flush()
-        except BrokenPipeError:
-            self._raise(self._replies.next(timeout=self.timeout) or "", "to take the records")
+            method(argument)
+        except Exception:
+            if self._writer is not None and not self._writer.running:
+                self._writer = None
+            raise
 
-    def _reply(self, expected: str, doing: str) -> Any:
-        """The writer's next reply, which must be ``expected``; its error as ours."""
-        line = self._replies.next(timeout=self.timeout)
-        if line is None:
-            self._stop_the_writer(kill=True)  # what it would still say comes too late
-            raise TimeoutError(
-                f"MLflowLogger: its writer took over timeout={self.timeout:g} s {doing} at "
-                f"{self.tracking_uri or 'the default tracking URI'}; it was stopped."
-            )
-        reply = json.loads(line) if line else {}
-        if expected not in reply:
-            self._raise(line, doing)
-        return reply[expected]
 
-    def _raise(self, line: str, doing: str) -> NoReturn:
-        """The writer's error (on ``line``: an error, or the end of its replies) as this
-        callback's; the writer, which ends the MLflow run after an error, is stopped."""
-        error = json.loads(line).get("error") if line else None
-        writer = self._writer
-        self._stop_the_writer()
-        if error is not None:
-            where = self.tracking_uri or "the default tracking URI"
-            raise RuntimeError(f"MLflowLogger: MLflow at {where} failed {doing}: {error}")
-        code = writer.returncode
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        raise RuntimeError(
-            f"MLflowLogger: its writer process ended ({how}) before it had a chance {doing}"
-            + ("; its error is above." if code > 0 else ".")
-        )
+_WRITER = Path(__file__).with_name("mlflow_writer.py")
 
 
 def _check_reachable(tracking_uri: str) -> None:

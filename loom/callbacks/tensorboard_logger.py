@@ -3,12 +3,16 @@ the run's plots, through torch's own ``SummaryWriter``."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from loom.callbacks.loggers import RecordLogger, flat_hyperparameters
+from loom.callbacks.writer_process import WriterProcess
 from loom.trainer import State
 
 __all__ = ["TensorBoardLogger"]
@@ -17,18 +21,25 @@ __all__ = ["TensorBoardLogger"]
 class TensorBoardLogger(RecordLogger):
     """Every epoch end's and evaluation's metrics to TensorBoard, through torch's own
     ``SummaryWriter`` (install ``loom[tensorboard]``): each metric a scalar at the run's
-    batch (the step axis), beside an ``epoch`` scalar at the same steps, so either can be
-    the x-axis; the run's job as its hyperparameters (``hparams``, a dotted key each),
-    with the final metrics against them; the run's plots (``state.plots``: a job's
-    curves, reliability diagram and matrices) as images, ``plots/<name>``, at the last
-    batch. A resumed run purges what its first run logged after the checkpoint and
-    logs it again.
+    batch (the step axis), beside an ``epoch`` scalar at the same steps (once a step);
+    the run's job as its hyperparameters (``hparams``, a dotted key each), with the
+    final metrics against them; the run's plots (``state.plots``: a job's curves,
+    reliability diagram and matrices) as images, ``plots/<name>``, at the last batch. A
+    resumed run purges what its first run logged after the checkpoint and logs it again.
+
+    A process of its own writes the event file (TensorBoard's pure-Python CRC of each
+    event, on a thread of the training process, would hold the interpreter's lock for
+    as long as a small model's step): training only sends it the records, and waits for
+    it when a checkpoint is taken (the events so far are in the file first) and at the
+    end. A ``fit`` that raised leaves what it sent written, at the process's exit.
 
     Args:
         log_dir: The folder of the event files (in a job: ``tensorboard/`` in the run
             directory). Open it with ``tensorboard --logdir``.
         hparams: The hyperparameters to record (in a job: the resolved job), nested
             mappings flattened to dotted keys; None for none.
+        timeout: The most seconds to wait for the writer, when a checkpoint is taken
+            and at the end; past it the writer is stopped and the callback raises.
 
     Examples:
         >>> import pathlib, tempfile, torch
@@ -45,71 +56,83 @@ class TensorBoardLogger(RecordLogger):
         True
     """
 
-    def __init__(self, log_dir: str | os.PathLike[str], hparams: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        hparams: Mapping[str, Any] | None = None,
+        timeout: float = 300.0,
+    ):
         if not isinstance(log_dir, str | os.PathLike):
             raise TypeError(f"log_dir={log_dir!r} must be a folder's path.")
         if hparams is not None and not isinstance(hparams, Mapping):
             raise TypeError(f"hparams={hparams!r} must be a mapping or None.")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise ValueError(f"timeout={timeout!r} must be a number of seconds above 0.")
         _summary_writer()  # the extra is missing: say so now, before training
         self.log_dir = Path(log_dir)
         self.hparams = flat_hyperparameters(hparams) if hparams is not None else None
-        self._writer: Any = None
-        self._summary: Any = None  # tensorboard's Summary message, once the writer opens
+        self.timeout = float(timeout)
+        self._writer: WriterProcess | None = None  # see tensorboard_writer
+        self._tokens = itertools.count()
+        self._epoch_logged_at: int | None = None  # the step of the last epoch scalar
 
     def open(self, state: State) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary  # the extra, there by now
-
-        self._summary = Summary
-        timestamp = state.timestamp
-        if timestamp.batch == 0:
-            self._writer = _summary_writer()(str(self.log_dir))
-            return
-        # TensorBoard purges by step, from the checkpoint's on: what a killed first run
-        # logged after it, and what it logged at that step before it, which the
-        # checkpoint's metrics hold and which is logged again here.
-        self._writer = _summary_writer()(str(self.log_dir), purge_step=timestamp.batch)
-        self.log_the_checkpoints_records(state)
+        if self._writer is not None:  # a fit before this one raised
+            writer, self._writer = self._writer, None
+            writer.abandon()
+        batch = state.timestamp.batch
+        writer = WriterProcess(
+            _WRITER, "TensorBoardLogger", f"TensorBoard in {self.log_dir}", self.timeout
+        )
+        # Not waited for: the writer imports torch, a second or two, while training starts.
+        writer.start({"log_dir": str(self.log_dir), "purge_step": batch or None}, wait=False)
+        self._writer, self._epoch_logged_at = writer, None
+        if batch > 0:
+            self.log_the_checkpoints_records(state)
 
     def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
         if self._writer is None:
             return
-        # One summary of every scalar: a fifth of add_scalar's cost, one call a scalar.
-        summary = self._summary
-        values = [summary.Value(tag="epoch", simple_value=epoch)]
-        values += [summary.Value(tag=key, simple_value=value) for key, value in metrics.items()]
-        self._writer.file_writer.add_summary(summary(value=values), global_step=batch)
+        milliseconds = int(time.time() * 1000)
+        records = [[key, value, milliseconds, batch] for key, value in metrics.items()]
+        if batch != self._epoch_logged_at:  # an epoch end and its evaluation share a step
+            self._epoch_logged_at = batch
+            records.insert(0, ["epoch", float(epoch), milliseconds, batch])
+        self._call(self._writer.send, {"metrics": records})
 
     def close(self, state: State) -> None:
         if self._writer is None:
             return
+        if self.hparams is not None:
+            final = {key: float(value) for key, value in state.metrics.items()}
+            self._call(self._writer.send, {"hparams": [self.hparams, final]})
+        if state.plots:
+            self._call(self._writer.send, {"images": [list(state.plots), state.timestamp.batch]})
+        writer, self._writer = self._writer, None
+        writer.end("KILLED" if state.interrupt is not None else "FINISHED")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to keep; a checkpoint is being taken: the events so far are written
+        to the file first."""
+        if self._writer is not None:
+            self._call(self._writer.flush, next(self._tokens))
+        return {}
+
+    def _call(self, method: Any, argument: Any) -> None:
+        """A request to the writer; the writer is let go once it has failed."""
         try:
-            if self.hparams is not None:
-                self._write_hyperparameters(state)
-            for plot in state.plots:
-                self._write_image(Path(plot), state.timestamp.batch)
-        finally:
-            self._writer.close()  # what was written stays, whatever failed
-            self._writer = None
+            method(argument)
+        except Exception:
+            if self._writer is not None and not self._writer.running:
+                self._writer = None
+            raise
 
-    def _write_image(self, png: Path, batch: int) -> None:
-        """A plot as an image (tag ``plots/<name>``) at ``batch``: the PNG's own bytes,
-        which TensorBoard shows as they are (no decoding and encoding again)."""
-        data = png.read_bytes()
-        width, height, channels = _png_size(data, png)
-        image = self._summary.Image(
-            height=height, width=width, colorspace=channels, encoded_image_string=data
-        )
-        value = self._summary.Value(tag=f"plots/{png.stem}", image=image)
-        self._writer.file_writer.add_summary(self._summary(value=[value]), global_step=batch)
 
-    def _write_hyperparameters(self, state: State) -> None:
-        """The hyperparameters and the final metrics, into this run's own event file
-        (``SummaryWriter.add_hparams`` would open a folder of its own)."""
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
-        final = {key: float(value) for key, value in state.metrics.items()}
-        for summary in hparams_summaries(self.hparams, final):  # metrics: the scalars' tags
-            self._writer.file_writer.add_summary(summary)
+_WRITER = Path(__file__).with_name("tensorboard_writer.py")
 
 
 def _summary_writer() -> Any:
@@ -121,21 +144,3 @@ def _summary_writer() -> Any:
             "(or python3 -m pip install tensorboard)."
         ) from None
     return SummaryWriter
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_COLOURS = {b"\x00": 1, b"\x02": 3, b"\x03": 3, b"\x04": 2, b"\x06": 4}
-"""A PNG's colour type (its header's 26th byte) -> its channels as TensorBoard counts
-them: grey, RGB, a palette's (RGB), grey and alpha, RGBA."""
-
-
-def _png_size(data: bytes, path: Path) -> tuple[int, int, int]:
-    """A PNG's width, height and channels, from its header (the IHDR chunk's first bytes)."""
-    header = data[:26]
-    if header[:8] != _PNG_SIGNATURE or header[12:16] != b"IHDR" or header[25:] not in _COLOURS:
-        raise ValueError(
-            f"plot {str(path)!r} is not a PNG image that TensorBoard shows (grey, RGB, "
-            "palette, grey and alpha or RGBA)."
-        )
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return width, height, _COLOURS[header[25:]]

@@ -1,0 +1,312 @@
+"""A tracker's writer process, both ends: :class:`WriterProcess` in the training process,
+:func:`serve` in the writer.
+
+A tracker's library may spend far more Python on a record than a small model's step
+takes: MLflow's client 0.3 ms a metric, TensorBoard's pure-Python CRC of each event. On
+the training thread (or on a thread of its, which holds the interpreter's lock) that
+is paid by the step. So the training process only sends the records, a JSON line
+each, to a process of the tracker's own, which writes them on another core.
+
+The protocol, a JSON object a line. The writer reads requests on standard input:
+
+- first the tracker's settings (what its writer script's ``open_sink`` takes);
+- ``{"metrics": [[key, value, milliseconds, step], ...]}``, written in batches;
+- ``{"flush": token}``: replied ``{"flushed": token}`` once all before it is written;
+- ``{"close": status}``: the run ended with ``status``, replied ``{"closed": status}``;
+- anything else: the sink's own (``{"artifacts": ...}``, ``{"images": ...}``).
+
+It replies on standard output: first ``{"ready": ...}`` (what the sink says of itself:
+MLflow's run id), and ``{"error": message}`` when its library fails, after which it ends
+the run ``FAILED`` and exits. When its input ends without a ``close`` (the training
+process is gone, whatever ended it), it writes what came and ends the run ``FAILED``.
+
+This module imports nothing of loom's, nor torch: a writer script runs it as its
+sibling, in a process that needs only its tracker's library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+__all__ = ["Lines", "Sink", "WriterProcess", "serve"]
+
+
+class Lines:
+    """The lines of a file descriptor, each waited for at most a given time."""
+
+    def __init__(self, descriptor: int):
+        self.descriptor = descriptor
+        self.buffer = b""
+        self.ended = False
+        # A selector, not select.select, which refuses descriptors from 1024 on.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(descriptor, selectors.EVENT_READ)
+
+    def next(self, timeout: float | None = None) -> str | None:
+        """The next line; None when none came within ``timeout`` seconds (None: no
+        limit); ``""`` at the end of the input."""
+        while b"\n" not in self.buffer:
+            if self.ended:
+                return ""
+            if not self.selector.select(timeout):
+                return None
+            chunk = os.read(self.descriptor, 1 << 16)
+            self.ended = not chunk
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("utf-8")
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+class WriterProcess:
+    """The training process's end: starts ``script``, sends it requests, reads its
+    replies, and stops it; a failure of the writer is raised as the tracker's.
+
+    Args:
+        script: The writer script, run as ``python script``.
+        owner: The tracker's name, for errors (``"MLflowLogger"``).
+        where: What the writer writes to, for errors: ``"MLflow at <uri>"``,
+            ``"TensorBoard in <folder>"``.
+        timeout: The most seconds to wait for a reply; past it the writer is killed.
+    """
+
+    def __init__(self, script: Path, owner: str, where: str, timeout: float):
+        self.owner, self.where, self.timeout = owner, where, timeout
+        self.ready: Any = None  # the writer's first reply, once read
+        self._ready_read = False
+        self._process = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # Out of the trainer's process group: a Ctrl-C, or torchrun's SIGTERM to its
+            # workers' group, interrupts training, which then ends the writer itself.
+            start_new_session=True,
+        )
+        self._replies = Lines(self._process.stdout.fileno())
+        atexit.register(self.abandon)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def start(self, settings: dict[str, Any], wait: bool) -> Any:
+        """Sends the settings; with ``wait``, returns the writer's ``ready`` reply (a
+        failure to open is then raised here, else at the next request)."""
+        try:
+            self.send(settings)
+            if wait:
+                self._read_ready("to open the run")
+        except BaseException:
+            self.stop()  # it has ended, or cannot go on
+            raise
+        return self.ready
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Sends ``request``, after raising the error the writer replied since the last."""
+        while True:  # the writer speaks unasked only to be ready, or to fail
+            unasked = self._replies.next(timeout=0.0)
+            if unasked is None:
+                break
+            self._take_ready(unasked, "to write the records")
+        try:
+            self._process.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            self._raise(self._replies.next(timeout=self.timeout) or "", "to take the records")
+
+    def ask(self, request: dict[str, Any], expected: str, doing: str) -> Any:
+        """Sends ``request`` and returns the writer's reply, which must be ``expected``."""
+        self.send(request)
+        if not self._ready_read:
+            self._read_ready(doing)
+        line = self._next(doing)
+        reply = json.loads(line) if line else {}
+        if expected not in reply:
+            self._raise(line, doing)
+        return reply[expected]
+
+    def flush(self, token: int) -> None:
+        """Waits until every record sent so far is written."""
+        if self.ask({"flush": token}, "flushed", "to write the records") != token:
+            raise RuntimeError(f"{self.owner}: its writer flushed out of order, not {token}.")
+
+    def end(self, status: str) -> None:
+        """Ends the run with ``status`` and waits for the writer to exit."""
+        try:
+            self.ask({"close": status}, "closed", "to end the run")
+        finally:
+            self.stop()
+
+    def abandon(self) -> None:
+        """At the exit of a process whose training raised: what was sent is written, and
+        the run ended ``FAILED``. Never raises: the training's own error is the one to see."""
+        if self._process is None:
+            return
+        try:
+            self.end("FAILED")
+        except Exception as error:
+            print(f"{self.owner}: the run could not be ended FAILED: {error}", file=sys.stderr)
+
+    def stop(self, kill: bool = False) -> None:
+        """Ends the writer's input (it then ends the run, if no ``close`` came before)
+        and waits for it; or kills it."""
+        if self._process is None:
+            return
+        atexit.unregister(self.abandon)
+        process, self._process = self._process, None
+        with contextlib.suppress(BrokenPipeError):  # it has gone already
+            process.stdin.close()
+        try:
+            if kill:
+                process.kill()
+            process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        self._replies.close()
+        self._returncode = process.returncode
+
+    def _read_ready(self, doing: str) -> None:
+        self._take_ready(self._next(doing), doing)
+
+    def _take_ready(self, line: str, doing: str) -> None:
+        reply = json.loads(line) if line else {}
+        if self._ready_read or "ready" not in reply:
+            self._raise(line, doing)
+        self.ready, self._ready_read = reply["ready"], True
+
+    def _next(self, doing: str) -> str:
+        line = self._replies.next(timeout=self.timeout)
+        if line is None:
+            self.stop(kill=True)  # what it would still say comes too late
+            raise TimeoutError(
+                f"{self.owner}: its writer took over timeout={self.timeout:g} s {doing} at "
+                f"{self.where}; it was stopped."
+            )
+        return line
+
+    def _raise(self, line: str, doing: str) -> NoReturn:
+        """The writer's error (on ``line``: an error, or the end of its replies) as the
+        tracker's; the writer, which ends the run after an error, is stopped."""
+        error = json.loads(line).get("error") if line else None
+        self.stop()
+        if error is not None:
+            raise RuntimeError(f"{self.owner}: {self.where} failed {doing}: {error}")
+        code = self._returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        raise RuntimeError(
+            f"{self.owner}: its writer process ended ({how}) before it had a chance {doing}"
+            + ("; its error is above." if code > 0 else ".")
+        )
+
+
+class Sink(Protocol):
+    """What a writer script writes to: its tracker's library."""
+
+    ready: Any
+    """What the writer replies first (MLflow's run id)."""
+
+    def log_metrics(self, records: list[list[Any]]) -> None: ...
+
+    def handle(self, request: dict[str, Any]) -> None:
+        """A request of the tracker's own."""
+
+    def flush(self) -> None: ...
+
+    def end(self, status: str) -> None: ...
+
+
+def serve(open_sink: Callable[[dict[str, Any]], Sink]) -> None:
+    """The writer's loop: opens the sink with the settings, replies ``ready``, then takes
+    the requests in order until ``close`` or the end of its input."""
+    # The trainer ends this process (by closing its input), never a signal meant for the
+    # training: an interrupted training's checkpoint still sends its records here.
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    replies = _take_standard_output()
+    requests = Lines(sys.stdin.fileno())
+    try:
+        sink = open_sink(json.loads(requests.next() or "{}"))
+    except Exception as error:
+        _reply(replies, error=_describe(error))
+        return
+    _reply(replies, ready=sink.ready)
+    status = "FAILED"
+    try:
+        status = _take_requests(requests, replies, sink)
+    except Exception as error:
+        _reply(replies, error=_describe(error))
+    finally:
+        sink.end(status)
+    _reply(replies, closed=status)
+
+
+def _take_requests(requests: Lines, replies: int, sink: Sink) -> str:
+    pending: list[list[Any]] = []
+    while True:
+        # While records wait, take at once what else has come: one call writes them all.
+        line = requests.next(timeout=0.0 if pending else None)
+        if line is None:
+            sink.log_metrics(pending)
+            pending = []
+            continue
+        if line == "":
+            sink.log_metrics(pending)
+            return "FAILED"  # the training process is gone without a word
+        request = json.loads(line)
+        if "metrics" in request:
+            pending += request["metrics"]
+            continue
+        if pending:
+            sink.log_metrics(pending)
+            pending = []
+        if "flush" in request:
+            sink.flush()
+            _reply(replies, flushed=request["flush"])
+        elif "close" in request:
+            return request["close"]
+        else:
+            sink.handle(request)
+
+
+def _take_standard_output() -> int:
+    """The replies' channel, standard output as it came (its descriptor, written
+    unbuffered); what the library itself prints goes to standard error instead."""
+    replies = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return replies
+
+
+def _reply(replies: int, **reply: Any) -> None:
+    with contextlib.suppress(BrokenPipeError):  # the trainer is gone: no one to tell
+        os.write(replies, (json.dumps(reply) + "\n").encode("utf-8"))
+
+
+def _describe(error: BaseException) -> str:
+    """A library's error as one line: its type and its message's first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def run_as_script(script: str) -> None:
+    """Called first by a writer script run as ``python script``: its folder is no
+    longer the first place its library's imports look."""
+    if sys.path and Path(sys.path[0]).resolve() == Path(script).resolve().parent:
+        del sys.path[0]
