@@ -10,7 +10,8 @@ each, to a process of the tracker's own, which writes them on another core.
 The protocol, a JSON object a line. The writer reads requests on standard input:
 
 - first the tracker's settings (what its writer script's ``open_sink`` takes);
-- ``{"metrics": [[key, value, milliseconds, step], ...]}``, written in batches;
+- ``{"metrics": [[key, value, milliseconds, step], ...]}``, written in batches, none
+  waiting more than a second;
 - ``{"flush": token}``: replied ``{"flushed": token}`` once all before it is written;
 - ``{"close": status}``: the run ended with ``status``, replied ``{"closed": status}``;
 - anything else: the sink's own (``{"artifacts": ...}``, ``{"images": ...}``).
@@ -34,6 +35,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -208,7 +210,7 @@ class WriterProcess:
         error = json.loads(line).get("error") if line else None
         self.stop()
         if error is not None:
-            raise RuntimeError(f"{self.owner}: {self.where} failed {doing}: {error}")
+            raise RuntimeError(f"{self.owner}: {self.where} failed: {error}")
         code = self._returncode
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         raise RuntimeError(
@@ -258,11 +260,17 @@ def serve(open_sink: Callable[[dict[str, Any]], Sink]) -> None:
     _reply(replies, closed=status)
 
 
+_LINGER_SECONDS = 1.0
+"""The longest a record waits to be written with those that come after it: one call
+writes them all (a call costs MLflow's SQLite store 5 ms whatever it holds)."""
+
+
 def _take_requests(requests: Lines, replies: int, sink: Sink) -> str:
     pending: list[list[Any]] = []
+    since = 0.0  # when the oldest pending record came
     while True:
-        # While records wait, take at once what else has come: one call writes them all.
-        line = requests.next(timeout=0.0 if pending else None)
+        waited = time.monotonic() - since
+        line = requests.next(timeout=max(0.0, _LINGER_SECONDS - waited) if pending else None)
         if line is None:
             sink.log_metrics(pending)
             pending = []
@@ -272,6 +280,8 @@ def _take_requests(requests: Lines, replies: int, sink: Sink) -> str:
             return "FAILED"  # the training process is gone without a word
         request = json.loads(line)
         if "metrics" in request:
+            if not pending:
+                since = time.monotonic()
             pending += request["metrics"]
             continue
         if pending:
