@@ -143,7 +143,7 @@ class MLflowLogger(RecordLogger):
             "run_id": self.run_id if resumed else None,
         }
         where = f"MLflow at {self.tracking_uri or 'the default tracking URI'}"
-        writer = WriterProcess(_WRITER, "MLflowLogger", where, self.timeout)
+        writer = WriterProcess(_SINK, "MLflowLogger", where, self.timeout)
         self.run_id = writer.start(settings, wait=True)  # its errors, before training
         self._writer = writer
         self._epoch_logged_at = None
@@ -192,7 +192,7 @@ class MLflowLogger(RecordLogger):
             raise
 
 
-_WRITER = Path(__file__).with_name("mlflow_writer.py")
+_SINK = Path(__file__).with_name("mlflow_writer.py")
 
 
 def _check_reachable(tracking_uri: str) -> None:

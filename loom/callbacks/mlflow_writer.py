@@ -1,5 +1,6 @@
-"""The writer process of an :class:`~loom.callbacks.MLflowLogger`, run as a script (see
-:mod:`loom.callbacks.writer_process`): it needs only mlflow, neither torch nor loom.
+"""The sink of an :class:`~loom.callbacks.MLflowLogger`'s writer process (see
+:mod:`loom.callbacks.writer_process`), loaded there by its path: it needs only mlflow,
+neither torch nor loom.
 
 Its settings: ``tracking_uri``, ``experiment``, ``run_name``, ``artifact_location``,
 ``params``, and the ``run_id`` of a run to continue or null; it is ready with the run's
@@ -12,11 +13,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-
-if __package__:  # imported as a part of loom (its docs, its tests)
-    from loom.callbacks import writer_process
-else:  # run as a script: its sibling, without importing loom
-    import writer_process
 
 _METRICS_PER_CALL = 1000  # MLflow's limits on one log_batch call
 _PARAMS_PER_CALL = 100
@@ -106,13 +102,9 @@ def _database(tracking_uri: str) -> Path:
     return Path(tracking_uri[len(_SQLITE) :])
 
 
-def main() -> None:
+def open_sink(settings: dict[str, Any]) -> _Run:
+    """The run the settings name, as :func:`loom.callbacks.writer_process.serve` takes it."""
     # The store's notes on creating its tables are not the training's to print.
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    writer_process.serve(_Run)
-
-
-if __name__ == "__main__":
-    writer_process.run_as_script(__file__)
-    main()
+    return _Run(settings)

@@ -85,8 +85,9 @@ class TensorBoardLogger(RecordLogger):
             writer, self._writer = self._writer, None
             writer.abandon()
         batch = state.timestamp.batch
+        self.log_dir.mkdir(parents=True, exist_ok=True)  # a folder it cannot be: said now
         writer = WriterProcess(
-            _WRITER, "TensorBoardLogger", f"TensorBoard in {self.log_dir}", self.timeout
+            _SINK, "TensorBoardLogger", f"TensorBoard in {self.log_dir}", self.timeout
         )
         # Not waited for: the writer imports torch, a second or two, while training starts.
         writer.start({"log_dir": str(self.log_dir), "purge_step": batch or None}, wait=False)
@@ -132,7 +133,7 @@ class TensorBoardLogger(RecordLogger):
             raise
 
 
-_WRITER = Path(__file__).with_name("tensorboard_writer.py")
+_SINK = Path(__file__).with_name("tensorboard_writer.py")
 
 
 def _summary_writer() -> Any:

@@ -1,7 +1,7 @@
-"""The writer process of a :class:`~loom.callbacks.TensorBoardLogger`, run as a script
-(see :mod:`loom.callbacks.writer_process`), through torch's own ``SummaryWriter``: its
-pure-Python CRC of every event, on a thread of the training process, held the
-interpreter's lock for as long as a small model's step.
+"""The sink of a :class:`~loom.callbacks.TensorBoardLogger`'s writer process (see
+:mod:`loom.callbacks.writer_process`), loaded there by its path, writing through torch's
+own ``SummaryWriter``: whose pure-Python CRC of every event, on a thread of the training
+process, held the interpreter's lock for as long as a small model's step.
 
 Its settings: ``log_dir``, and the ``purge_step`` of a resumed run or null. Its own
 requests: ``{"hparams": [flat, final_metrics]}`` and ``{"images": [[path, ...], step]}``.
@@ -12,11 +12,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 from typing import Any
-
-if __package__:  # imported as a part of loom (its docs, its tests)
-    from loom.callbacks import writer_process
-else:  # run as a script: its sibling, without importing loom
-    import writer_process
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOURS = {b"\x00": 1, b"\x02": 3, b"\x03": 3, b"\x04": 2, b"\x06": 4}
@@ -98,6 +93,5 @@ def _png_size(data: bytes, path: Path) -> tuple[int, int, int]:
     return width, height, _COLOURS[header[25:]]
 
 
-if __name__ == "__main__":
-    writer_process.run_as_script(__file__)
-    writer_process.serve(_EventFile)
+open_sink = _EventFile
+"""The event file the settings name, as :func:`loom.callbacks.writer_process.serve` takes it."""

@@ -9,7 +9,7 @@ each, to a process of the tracker's own, which writes them on another core.
 
 The protocol, a JSON object a line. The writer reads requests on standard input:
 
-- first the tracker's settings (what its writer script's ``open_sink`` takes);
+- first the tracker's settings (what its sink's ``open_sink`` takes);
 - ``{"metrics": [[key, value, milliseconds, step], ...]}``, written in batches, none
   waiting more than a second;
 - ``{"flush": token}``: replied ``{"flushed": token}`` once all before it is written;
@@ -21,14 +21,16 @@ MLflow's run id), and ``{"error": message}`` when its library fails, after which
 the run ``FAILED`` and exits. When its input ends without a ``close`` (the training
 process is gone, whatever ended it), it writes what came and ends the run ``FAILED``.
 
-This module imports nothing of loom's, nor torch: a writer script runs it as its
-sibling, in a process that needs only its tracker's library.
+This module imports nothing of loom's, nor torch: run as a script
+(``python writer_process.py SINK``), it is the writer, and loads its sink (the file that
+holds its tracker's ``open_sink``) by path.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import json
 import os
 import selectors
@@ -48,7 +50,7 @@ class Lines:
 
     def __init__(self, descriptor: int):
         self.descriptor = descriptor
-        self.buffer = b""
+        self.buffer = bytearray()
         self.ended = False
         # A selector, not select.select, which refuses descriptors from 1024 on.
         self.selector = selectors.DefaultSelector()
@@ -57,7 +59,8 @@ class Lines:
     def next(self, timeout: float | None = None) -> str | None:
         """The next line; None when none came within ``timeout`` seconds (None: no
         limit); ``""`` at the end of the input."""
-        while b"\n" not in self.buffer:
+        end = self.buffer.find(b"\n")
+        while end < 0:
             if self.ended:
                 return ""
             if not self.selector.select(timeout):
@@ -65,8 +68,10 @@ class Lines:
             chunk = os.read(self.descriptor, 1 << 16)
             self.ended = not chunk
             self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode("utf-8")
+            end = self.buffer.find(b"\n")
+        line = self.buffer[:end].decode("utf-8")
+        del self.buffer[: end + 1]  # cheap at a bytearray's front
+        return line
 
     def close(self) -> None:
         self.selector.close()
@@ -77,26 +82,36 @@ class WriterProcess:
     replies, and stops it; a failure of the writer is raised as the tracker's.
 
     Args:
-        script: The writer script, run as ``python script``.
+        sink: The file of the writer's sink (``mlflow_writer.py``), whose
+            ``open_sink(settings)`` this module's :func:`serve` runs, in a process
+            started as ``python writer_process.py SINK``.
         owner: The tracker's name, for errors (``"MLflowLogger"``).
         where: What the writer writes to, for errors: ``"MLflow at <uri>"``,
             ``"TensorBoard in <folder>"``.
         timeout: The most seconds to wait for a reply; past it the writer is killed.
     """
 
-    def __init__(self, script: Path, owner: str, where: str, timeout: float):
+    def __init__(self, sink: Path, owner: str, where: str, timeout: float):
         self.owner, self.where, self.timeout = owner, where, timeout
         self.ready: Any = None  # the writer's first reply, once read
         self._ready_read = False
+        self._returncode: int | None = None
         self._process = subprocess.Popen(
-            [sys.executable, str(script)],
+            [sys.executable, __file__, str(sink)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            bufsize=0,
             # Out of the trainer's process group: a Ctrl-C, or torchrun's SIGTERM to its
             # workers' group, interrupts training, which then ends the writer itself.
             start_new_session=True,
         )
         self._replies = Lines(self._process.stdout.fileno())
+        # Requests are written without blocking, so that a stalled writer whose pipe is
+        # full is a timeout, not a training stopped in write() for good.
+        os.set_blocking(self._process.stdin.fileno(), False)
+        self._room = selectors.DefaultSelector()
+        self._room.register(self._process.stdin.fileno(), selectors.EVENT_WRITE)
+        self._started_by = os.getpid()  # a forked child's exit is not this writer's end
         atexit.register(self.abandon)
 
     @property
@@ -126,18 +141,27 @@ class WriterProcess:
             if unasked is None:
                 break
             self._take_ready(unasked, "to write the records")
-        try:
-            self._process.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
-            self._process.stdin.flush()
-        except BrokenPipeError:
-            self._raise(self._replies.next(timeout=self.timeout) or "", "to take the records")
+        data = memoryview(json.dumps(request).encode("utf-8") + b"\n")
+        deadline = time.monotonic() + self.timeout
+        while data:
+            try:
+                data = data[os.write(self._process.stdin.fileno(), data) :]
+            except BlockingIOError:  # the pipe is full: the writer is behind
+                if not self._room.select(max(0.0, deadline - time.monotonic())):
+                    self._time_out("to take the records")
+            except BrokenPipeError:
+                self._raise(self._last_words(), "to take the records")
 
     def ask(self, request: dict[str, Any], expected: str, doing: str) -> Any:
         """Sends ``request`` and returns the writer's reply, which must be ``expected``."""
         self.send(request)
-        if not self._ready_read:
-            self._read_ready(doing)
-        line = self._next(doing)
+        try:
+            if not self._ready_read:
+                self._read_ready(doing)
+            line = self._next(doing)
+        except KeyboardInterrupt:  # its reply would come unasked: the writer goes now
+            self.stop()
+            raise
         reply = json.loads(line) if line else {}
         if expected not in reply:
             self._raise(line, doing)
@@ -158,12 +182,12 @@ class WriterProcess:
     def abandon(self) -> None:
         """At the exit of a process whose training raised: what was sent is written, and
         the run ended ``FAILED``. Never raises: the training's own error is the one to see."""
-        if self._process is None:
+        if self._process is None or os.getpid() != self._started_by:
             return
         try:
             self.end("FAILED")
         except Exception as error:
-            print(f"{self.owner}: the run could not be ended FAILED: {error}", file=sys.stderr)
+            print(f"{self.owner}: its writer could not finish: {error}", file=sys.stderr)
 
     def stop(self, kill: bool = False) -> None:
         """Ends the writer's input (it then ends the run, if no ``close`` came before)
@@ -183,6 +207,7 @@ class WriterProcess:
             process.wait()
         process.stdout.close()
         self._replies.close()
+        self._room.close()
         self._returncode = process.returncode
 
     def _read_ready(self, doing: str) -> None:
@@ -197,12 +222,22 @@ class WriterProcess:
     def _next(self, doing: str) -> str:
         line = self._replies.next(timeout=self.timeout)
         if line is None:
-            self.stop(kill=True)  # what it would still say comes too late
-            raise TimeoutError(
-                f"{self.owner}: its writer took over timeout={self.timeout:g} s {doing} at "
-                f"{self.where}; it was stopped."
-            )
+            self._time_out(doing)
         return line
+
+    def _time_out(self, doing: str) -> NoReturn:
+        self.stop(kill=True)  # what it would still say comes too late
+        raise TimeoutError(
+            f"{self.owner}: its writer took over timeout={self.timeout:g} s {doing} at "
+            f"{self.where}; it was stopped."
+        )
+
+    def _last_words(self) -> str:
+        """Of what a writer that has gone replied last, its error (or ``""``)."""
+        while True:
+            line = self._replies.next(timeout=self.timeout)
+            if not line or "error" in json.loads(line):
+                return line or ""
 
     def _raise(self, line: str, doing: str) -> NoReturn:
         """The writer's error (on ``line``: an error, or the end of its replies) as the
@@ -270,6 +305,9 @@ def _take_requests(requests: Lines, replies: int, sink: Sink) -> str:
     since = 0.0  # when the oldest pending record came
     while True:
         waited = time.monotonic() - since
+        if pending and waited >= _LINGER_SECONDS:  # however fast more comes
+            sink.log_metrics(pending)
+            pending = []
         line = requests.next(timeout=max(0.0, _LINGER_SECONDS - waited) if pending else None)
         if line is None:
             sink.log_metrics(pending)
@@ -315,8 +353,18 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
-def run_as_script(script: str) -> None:
-    """Called first by a writer script run as ``python script``: its folder is no
-    longer the first place its library's imports look."""
-    if sys.path and Path(sys.path[0]).resolve() == Path(script).resolve().parent:
+def _load_sink(path: Path) -> Callable[[dict[str, Any]], Sink]:
+    """The ``open_sink`` of the sink module at ``path``, loaded by its path: the writer
+    needs its tracker's library, not loom (nor torch, for MLflow)."""
+    spec = importlib.util.spec_from_file_location(f"loom_writer_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.open_sink
+
+
+if __name__ == "__main__":
+    # Run as a script: its folder's modules (checkpoint.py, progress.py...) are not the
+    # ones its library's imports mean.
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
         del sys.path[0]
+    serve(_load_sink(Path(sys.argv[1])))

@@ -114,8 +114,10 @@ def test_a_logger_that_raises_is_named_with_its_event_and_the_checkpoint_stays(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(TensorBoardLogger, "write", full_disk)
+    logger = TensorBoardLogger(tmp_path / "tb")
     with pytest.raises(OSError, match="No space left") as raised:
-        fit([Checkpoint(tmp_path / "checkpoints"), TensorBoardLogger(tmp_path / "tb")])
+        fit([Checkpoint(tmp_path / "checkpoints"), logger])
+    logger._writer.abandon()  # as the process's exit would: no writer outlives the test
     assert "raised by callback TensorBoardLogger at event 'epoch_end'" in raised.value.__notes__
     (kept,) = (tmp_path / "checkpoints").iterdir()  # saved before the logger ran
     assert kept.name == "epoch1-batch2.pt"
