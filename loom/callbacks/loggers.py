@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from loom.callbacks.metrics_logger import logged_before_the_checkpoint
+from loom.callbacks.writer_process import WriterProcess
 from loom.trainer import Callback, State, write_atomically
 
-__all__ = ["CSVLogger", "RecordLogger", "flat_hyperparameters"]
+__all__ = ["CSVLogger", "ProcessLogger", "RecordLogger", "flat_hyperparameters"]
 
 
 class RecordLogger(Callback):
@@ -76,6 +80,78 @@ class RecordLogger(Callback):
     def close(self, state: State) -> None:
         """At ``fit_end``, however training ended: flush and close."""
         raise NotImplementedError
+
+
+class ProcessLogger(RecordLogger):
+    """A tracker whose library writes from a process of its own (see
+    :mod:`loom.callbacks.writer_process`): training only sends it the records, the
+    ``epoch`` beside them once a step. A subclass starts the writer in :meth:`open`
+    with :meth:`start_writer`, sends its own requests with :meth:`send`, and closes
+    with :meth:`end_writer`; a checkpoint's :meth:`state_dict` waits until the records
+    so far are written.
+
+    Args:
+        timeout: The most seconds to wait for the writer (to open, to write what was
+            sent when a checkpoint is taken, at the end); past it the writer is
+            stopped and the callback raises.
+    """
+
+    def __init__(self, timeout: float = 300.0):
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise ValueError(f"timeout={timeout!r} must be a number of seconds above 0.")
+        self.timeout = float(timeout)
+        self._writer: WriterProcess | None = None
+        self._tokens = itertools.count()
+        self._epoch_logged_at: int | None = None  # the step of the last epoch record
+
+    def start_writer(self, sink: Path, where: str, settings: dict[str, Any], wait: bool) -> Any:
+        """Starts the writer of ``sink`` with ``settings``; with ``wait``, returns what it
+        is ready with (its failure to open is raised here, else at the next record)."""
+        if self._writer is not None:  # a fit before this one raised: its run failed
+            writer, self._writer = self._writer, None
+            writer.abandon()
+        writer = WriterProcess(sink, type(self).__name__, where, self.timeout)
+        ready = writer.start(settings, wait=wait)
+        self._writer, self._epoch_logged_at = writer, None
+        return ready
+
+    def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        milliseconds = int(time.time() * 1000)
+        records = [[key, value, milliseconds, batch] for key, value in metrics.items()]
+        if batch != self._epoch_logged_at:  # an epoch end and its evaluation share a step
+            self._epoch_logged_at = batch
+            records.insert(0, ["epoch", float(epoch), milliseconds, batch])
+        self.send({"metrics": records})
+
+    def send(self, request: dict[str, Any]) -> None:
+        self._call(self._writer.send, request)
+
+    def end_writer(self, state: State) -> None:
+        """Ends the run ``KILLED`` when training was interrupted, else ``FINISHED``, and
+        waits for the writer to exit."""
+        writer, self._writer = self._writer, None
+        writer.end("KILLED" if state.interrupt is not None else "FINISHED")
+
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint is being taken: the records so far are written first."""
+        if self._writer is not None:
+            self._call(self._writer.flush, next(self._tokens))
+        return {}
+
+    def _call(self, method: Any, argument: Any) -> None:
+        """A request to the writer; the writer is let go once it has failed."""
+        try:
+            method(argument)
+        except Exception:
+            if self._writer is not None and not self._writer.running:
+                self._writer = None
+            raise
 
 
 class CSVLogger(RecordLogger):

@@ -4,10 +4,7 @@ run's plots, into an MLflow run that a resumed training continues."""
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import math
 import ssl
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,14 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loom.callbacks.loggers import RecordLogger, flat_hyperparameters
-from loom.callbacks.writer_process import WriterProcess
+from loom.callbacks.loggers import ProcessLogger, flat_hyperparameters
 from loom.trainer import State
 
 __all__ = ["MLflowLogger"]
 
 
-class MLflowLogger(RecordLogger):
+class MLflowLogger(ProcessLogger):
     """Every epoch end's and evaluation's metrics to an MLflow run (install
     ``loom[mlflow]``): each metric at the run's batch (its ``step``), beside an
     ``epoch`` metric at the same steps (once a step); the job as the run's parameters (a dotted key
@@ -87,6 +83,7 @@ class MLflowLogger(RecordLogger):
         artifact_location: str | None = None,
         timeout: float = 300.0,
     ):
+        super().__init__(timeout)
         for name, value in (
             ("tracking_uri", tracking_uri),
             ("run_name", run_name),
@@ -98,12 +95,6 @@ class MLflowLogger(RecordLogger):
             raise ValueError(f"experiment={experiment!r} must be a name, not empty.")
         if hparams is not None and not isinstance(hparams, Mapping):
             raise TypeError(f"hparams={hparams!r} must be a mapping or None.")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not 0 < timeout < math.inf
-        ):
-            raise ValueError(f"timeout={timeout!r} must be a number of seconds above 0.")
         if importlib.util.find_spec("mlflow") is None:  # say so now, before training
             raise ImportError(
                 "MLflowLogger needs mlflow: python3 -m pip install 'loom[mlflow]' "
@@ -116,17 +107,10 @@ class MLflowLogger(RecordLogger):
         self.run_name = run_name
         self.hparams = flat_hyperparameters(hparams) if hparams is not None else None
         self.artifact_location = artifact_location
-        self.timeout = float(timeout)
         self.run_id: str | None = None  # the MLflow run's, kept in checkpoints
         self._checkpoint_store = tracking_uri  # the run's store, as a checkpoint says
-        self._writer: WriterProcess | None = None  # see mlflow_writer
-        self._tokens = itertools.count()
-        self._epoch_logged_at: int | None = None  # the step of the last epoch metric
 
     def open(self, state: State) -> None:
-        if self._writer is not None:  # a fit before this one raised: its run failed
-            writer, self._writer = self._writer, None
-            writer.abandon()
         resumed = state.timestamp.batch > 0 and self.run_id is not None
         if resumed and self._checkpoint_store != self.tracking_uri:
             raise ValueError(
@@ -143,53 +127,27 @@ class MLflowLogger(RecordLogger):
             "run_id": self.run_id if resumed else None,
         }
         where = f"MLflow at {self.tracking_uri or 'the default tracking URI'}"
-        writer = WriterProcess(_SINK, "MLflowLogger", where, self.timeout)
-        self.run_id = writer.start(settings, wait=True)  # its errors, before training
-        self._writer = writer
-        self._epoch_logged_at = None
+        # Waited for: a store that cannot be opened is said before training.
+        self.run_id = self.start_writer(_SINK, where, settings, wait=True)
         if resumed:
             self.log_the_checkpoints_records(state)
-
-    def write(self, batch: int, epoch: int, metrics: dict[str, float]) -> None:
-        if self._writer is None:
-            return
-        milliseconds = int(time.time() * 1000)
-        records = [[key, value, milliseconds, batch] for key, value in metrics.items()]
-        if batch != self._epoch_logged_at:  # an epoch end and its evaluation share a step
-            self._epoch_logged_at = batch
-            records.insert(0, ["epoch", float(epoch), milliseconds, batch])
-        self._send({"metrics": records})
 
     def close(self, state: State) -> None:
         if self._writer is None:
             return
         if state.plots:
-            self._send({"artifacts": ["plots", list(state.plots)]})
-        writer, self._writer = self._writer, None
-        writer.end("KILLED" if state.interrupt is not None else "FINISHED")
+            self.send({"artifacts": ["plots", list(state.plots)]})
+        self.end_writer(state)
 
     def state_dict(self) -> dict[str, Any]:
-        """The MLflow run's id and store, so that a resumed run continues it. A checkpoint
-        is being taken: the records so far are written first."""
-        if self._writer is not None:
-            self._call(self._writer.flush, next(self._tokens))
+        """The MLflow run's id and store, so that a resumed run continues it (the
+        records so far written first)."""
+        super().state_dict()
         return {"run_id": self.run_id, "tracking_uri": self.tracking_uri}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]
         self._checkpoint_store = state.get("tracking_uri", self.tracking_uri)
-
-    def _send(self, request: dict[str, Any]) -> None:
-        self._call(self._writer.send, request)
-
-    def _call(self, method: Any, argument: Any) -> None:
-        """A request to the writer; the writer is let go once it has failed."""
-        try:
-            method(argument)
-        except Exception:
-            if self._writer is not None and not self._writer.running:
-                self._writer = None
-            raise
 
 
 _SINK = Path(__file__).with_name("mlflow_writer.py")

@@ -1,33 +1,13 @@
 """The CSV logger, read back with csv, and what the trackers share."""
 
-import csv
 from pathlib import Path
 
-import torch
-
-from loom import Trainer
 from loom.callbacks import Checkpoint, CSVLogger, RecordLogger
 from loom.callbacks.loggers import flat_hyperparameters
 from loom.config.job import resolve_job
 from loom.config.registries import CALLBACKS
 from loom.runs import train_job
-
-
-def fit(callbacks, epochs=3, load_path=None):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 2)
-    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2
-    trainer = Trainer(
-        model, batches, batches[:1], max_duration=f"{epochs}ep", device="cpu",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks,
-        load_path=load_path,
-    )  # fmt: skip
-    trainer.fit()
-    return trainer
-
-
-def read_rows(path):
-    return list(csv.DictReader(path.read_text().splitlines()))
+from tests.callbacks.tracked_run import fit, read_rows
 
 
 def test_csv_has_a_row_per_epoch_end_and_evaluation_with_every_metric_a_column(tmp_path):

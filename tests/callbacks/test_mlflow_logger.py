@@ -8,30 +8,16 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
-from loom import Trainer
 from loom.callbacks import Checkpoint, MLflowLogger
 from loom.config.job import resolve_job
 from loom.runs import train_job
 from loom.trainer import Callback, TrainingInterrupted
+from tests.callbacks.tracked_run import fit
 
 mlflow = pytest.importorskip(
     "mlflow", reason="the mlflow extra is not installed (python3 -m pip install 'loom[mlflow]')"
 )
-
-
-def fit(callbacks, epochs=3, load_path=None):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 2)
-    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2
-    trainer = Trainer(
-        model, batches, batches[:1], max_duration=f"{epochs}ep", device="cpu",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks,
-        load_path=load_path,
-    )  # fmt: skip
-    trainer.fit()
-    return trainer
 
 
 def store(tmp_path):

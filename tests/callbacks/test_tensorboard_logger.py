@@ -1,38 +1,19 @@
 """The TensorBoard logger, read back with tensorboard's own reader."""
 
-import csv
 import subprocess
 import sys
 
 import pytest
-import torch
 
-from loom import Trainer
 from loom.callbacks import Checkpoint, TensorBoardLogger
 from loom.config.job import resolve_job
 from loom.runs import train_job
+from tests.callbacks.tracked_run import fit, read_rows
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator",
     reason="the tensorboard extra is not installed (python3 -m pip install 'loom[tensorboard]')",
 )
-
-
-def fit(callbacks, epochs=3, load_path=None):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 2)
-    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))] * 2
-    trainer = Trainer(
-        model, batches, batches[:1], max_duration=f"{epochs}ep", device="cpu",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=callbacks,
-        load_path=load_path,
-    )  # fmt: skip
-    trainer.fit()
-    return trainer
-
-
-def read_rows(path):
-    return list(csv.DictReader(path.read_text().splitlines()))
 
 
 def scalars(log_dir):

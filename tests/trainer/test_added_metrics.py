@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from loom import Trainer
 from loom.optim import plateau
 from tests.conftest import TWO_PROCESS_TORCHRUN
+from tests.trainer.added_metrics_job import Count
 
 classification = pytest.importorskip(
     "torchmetrics.classification",
@@ -61,19 +62,6 @@ def test_a_plateau_schedule_may_monitor_an_added_metric_and_an_unknown_one_is_na
             optimizer, 5, 5, monitor="eval/f2"
         ))  # fmt: skip
     assert "eval/ece, eval/f1 (eval_metrics add more)" in str(e.value)
-
-
-class Count:
-    """The protocol, without torchmetrics: reset, update, compute."""
-
-    def reset(self):
-        self.samples = 0
-
-    def update(self, outputs, targets):
-        self.samples += len(targets)
-
-    def compute(self):
-        return self.samples
 
 
 def test_any_object_with_the_three_methods_will_do():
