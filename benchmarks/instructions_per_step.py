@@ -53,7 +53,10 @@ def child(variant: str, steps: int) -> None:
         trainer.fit()
 
 
-def count(tree: Path, variant: str, steps: int) -> int:
+def count(tree: Path, variant: str, steps: int, script: str = __file__) -> int:
+    """Instructions of ``script --child variant steps`` under callgrind, importing
+    ``tree``'s loom (the training process alone: a logger's writer process is not
+    counted)."""
     environment = {
         **os.environ,
         "PYTHONPATH": str(tree),
@@ -63,7 +66,7 @@ def count(tree: Path, variant: str, steps: int) -> int:
     with tempfile.TemporaryDirectory() as folder:
         command = [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out",
-            sys.executable, __file__, "--child", variant, str(steps),
+            sys.executable, script, "--child", variant, str(steps),
         ]  # fmt: skip
         result = subprocess.run(command, env=environment, capture_output=True, text=True)
     found = _COLLECTED.search(result.stderr)

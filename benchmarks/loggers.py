@@ -15,6 +15,11 @@ folder. Target: <= 1.01 a step (issue 19).
     python benchmarks/loggers.py
     python benchmarks/loggers.py --repeats 21
     python benchmarks/loggers.py --only mlflow
+    python benchmarks/loggers.py --instructions   # callgrind's counts a step instead
+
+``--instructions`` counts the training process's instructions a step under callgrind,
+with and without each logger (500 and 1500 steps, the difference over 1000): the same
+on a loaded machine, where the wall ratios above move by a few percent from run to run.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,24 +72,52 @@ def time_run(batches, make_logger: Callable[[Path], Callback] | None) -> tuple[f
     return clock.seconds, whole - clock.seconds
 
 
+LOGGERS: dict[str, Callable[[Path], Callback]] = {
+    "csv": lambda folder: CSVLogger(folder / "metrics.csv"),
+    "tensorboard": lambda folder: TensorBoardLogger(folder, hparams={"lr": 0.01}),
+    "mlflow": lambda folder: MLflowLogger(f"sqlite:///{folder}/mlflow.db", hparams={"lr": 0.01}),
+    "jsonl": lambda folder: MetricsLogger(folder / "m.jsonl", console=False),
+}
+
+
+def child(name: str, steps: int) -> None:
+    """One run of ``steps`` steps with the logger ``name`` (or ``none``), for callgrind."""
+    global STEPS
+    STEPS = steps
+    torch.set_num_threads(1)
+    time_run(make_batches(), LOGGERS.get(name))
+
+
+def instructions(names: list[str]) -> None:
+    from instructions_per_step import ROOT, count
+
+    def per_step(name: str) -> float:
+        short, long = (count(ROOT, name, steps, script=__file__) for steps in (500, 1500))
+        return (long - short) / 1000
+
+    none = per_step("none")
+    print(f"no logger: {none:,.0f} instructions a step (evaluated every {EVAL_EVERY})")
+    for name in names:
+        logged = per_step(name)
+        print(f"{name:<12}: {logged:,.0f} instructions a step, / no logger {logged / none:.4f}")
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--only", help="one logger: csv, tensorboard, mlflow or jsonl")
+    parser.add_argument("--instructions", action="store_true", help="callgrind's counts")
     args = parser.parse_args()
+    loggers = LOGGERS if args.only is None else {args.only: LOGGERS[args.only]}
+    if args.instructions:
+        instructions(list(loggers))
+        return
     torch.set_num_threads(1)
-    loggers = {
-        "csv": lambda folder: CSVLogger(folder / "metrics.csv"),
-        "tensorboard": lambda folder: TensorBoardLogger(folder, hparams={"lr": 0.01}),
-        "mlflow": lambda folder: MLflowLogger(
-            f"sqlite:///{folder}/mlflow.db", hparams={"lr": 0.01}
-        ),
-        "jsonl": lambda folder: MetricsLogger(folder / "m.jsonl", console=False),
-    }
-    if args.only is not None:
-        loggers = {args.only: loggers[args.only]}
     batches = make_batches()
     print(f"{STEPS} steps, evaluated and logged every {EVAL_EVERY}, {args.repeats} repeats")
     for name, make_logger in loggers.items():
