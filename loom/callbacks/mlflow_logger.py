@@ -21,13 +21,14 @@ __all__ = ["MLflowLogger"]
 class MLflowLogger(ProcessLogger):
     """Every epoch end's and evaluation's metrics to an MLflow run (install
     ``loom[mlflow]``): each metric at the run's batch (its ``step``), beside an
-    ``epoch`` metric at the same steps (once a step); the job as the run's parameters (a dotted key
-    each); the run's plots (``state.plots``) as artifacts under ``plots/``; the run
-    ``FINISHED``, ``KILLED`` when training was interrupted, ``FAILED`` when it raised
-    (as its process exits) or its process died.
+    ``epoch`` metric at the same steps (once a step); the job as the run's parameters
+    (a dotted key each); the run's plots (``state.plots``) as artifacts under
+    ``plots/``; the run ``FINISHED``, ``KILLED`` when training was interrupted,
+    ``FAILED`` when it raised (as its process exits) or its process died.
 
-    A process of its own writes to MLflow, whose client costs about 0.3 ms a metric:
-    training only sends it the records. Whenever a checkpoint is taken, the records sent
+    A process of its own writes to MLflow, whose client costs about 0.3 ms a metric
+    (see :class:`~loom.callbacks.loggers.ProcessLogger`): training only sends it the
+    records. Whenever a checkpoint is taken, the records sent
     so far are written first; a resumed run logs again its checkpoint's records and
     what came after, so MLflow misses none. The MLflow run's id and store are kept in
     the checkpoint, and a resumed run continues that run: of what it logs again, only
