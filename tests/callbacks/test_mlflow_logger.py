@@ -1,6 +1,7 @@
 """The MLflow logger, read back with MLflow's own client."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,8 +21,23 @@ mlflow = pytest.importorskip(
 )
 
 
+_TEMPLATE = {}  # the path of an empty store, made once: MLflow's tables take a second
+
+
+@pytest.fixture(scope="module", autouse=True)
+def empty_store(tmp_path_factory):
+    database = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{database}").search_experiments()  # makes the tables
+    _TEMPLATE["path"] = database
+
+
 def store(tmp_path):
-    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    """A test's own SQLite store, a copy of the empty one."""
+    database = tmp_path / "store" / "mlflow.db"
+    if not database.exists():
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_TEMPLATE["path"], database)
+    return f"sqlite:///{database}"
 
 
 def history(uri, run_id):
