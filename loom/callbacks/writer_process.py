@@ -78,8 +78,8 @@ class Lines:
 
 
 class WriterProcess:
-    """The training process's end: starts ``script``, sends it requests, reads its
-    replies, and stops it; a failure of the writer is raised as the tracker's.
+    """The training process's end: starts the writer of ``sink``, sends it requests,
+    reads its replies, and stops it; a failure of the writer is raised as the tracker's.
 
     Args:
         sink: The file of the writer's sink (``mlflow_writer.py``), whose
