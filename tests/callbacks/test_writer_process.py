@@ -6,6 +6,7 @@ import resource
 import signal
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -110,7 +111,9 @@ def test_the_writer_runs_where_python_puts_no_script_folder_on_its_path(tmp_path
 def test_a_forked_child_that_exits_does_not_end_its_parents_writer(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     writer = tensorboard_writer(tmp_path)
-    child = os.fork()
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
     if child == 0:  # the child's exit runs the atexit handlers it inherited
         writer.abandon()
         os._exit(0)
