@@ -11,6 +11,7 @@ import torch
 
 from loom.functional.collectives import all_reduce_max, is_distributed
 from loom.trainer.batch import describe_item
+from loom.trainer.events import add_note
 from loom.trainer.metrics import EVAL_METRICS
 
 __all__ = ["AddedMetrics"]
@@ -96,9 +97,10 @@ class AddedMetrics:
             try:
                 metric.update(outputs, targets)
             except Exception as error:
-                error.add_note(
+                add_note(
+                    error,
                     f"raised by {self.argument}[{name!r}] ({type(metric).__name__}) given "
-                    f"outputs {describe_item(outputs)} and targets {describe_item(targets)}"
+                    f"outputs {describe_item(outputs)} and targets {describe_item(targets)}",
                 )
                 raise
 
@@ -110,7 +112,7 @@ class AddedMetrics:
             try:
                 value = metric.compute()
             except Exception as error:
-                error.add_note(f"raised by {self.argument}[{name!r}] ({type(metric).__name__})")
+                add_note(error, f"raised by {self.argument}[{name!r}] ({type(metric).__name__})")
                 raise
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 value = value.item()
