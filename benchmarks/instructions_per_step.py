@@ -75,8 +75,10 @@ def count(tree: Path, variant: str, steps: int, script: str = __file__) -> int:
     return int(found[1])
 
 
-def per_step(tree: Path, variant: str, short: int, long: int) -> float:
-    return (count(tree, variant, long) - count(tree, variant, short)) / (long - short)
+def per_step(tree: Path, variant: str, short: int, long: int, script: str = __file__) -> float:
+    """Instructions a step: the difference of a ``long`` and a ``short`` run's counts."""
+    long_count = count(tree, variant, long, script=script)
+    return (long_count - count(tree, variant, short, script=script)) / (long - short)
 
 
 def main() -> None:

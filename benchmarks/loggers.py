@@ -89,11 +89,11 @@ def child(name: str, steps: int) -> None:
 
 
 def instructions(names: list[str]) -> None:
-    from instructions_per_step import ROOT, count
+    from instructions_per_step import ROOT
+    from instructions_per_step import per_step as counted
 
     def per_step(name: str) -> float:
-        short, long = (count(ROOT, name, steps, script=__file__) for steps in (500, 1500))
-        return (long - short) / 1000
+        return counted(ROOT, name, 500, 1500, script=__file__)
 
     none = per_step("none")
     print(f"no logger: {none:,.0f} instructions a step (evaluated every {EVAL_EVERY})")

@@ -47,7 +47,6 @@ from typing import Any
 
 import torch
 
-from loom.callbacks import latest_checkpoint
 from loom.config.build import build_job
 from loom.config.job import resolve_job
 from loom.config.job_file import apply_overrides, read_job_file
@@ -168,11 +167,11 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
         _refuse_stale_model(files)
         return files.model
     if choice == "last":
-        folders = files.checkpoint_folders(job)
-        found = latest_checkpoint(*folders)
+        found = files.latest_checkpoint(job)
         if found is None:
+            folders = ", ".join(map(str, files.checkpoint_folders(job)))
             raise PredictionError(
-                f"--checkpoint last: no checkpoint in {', '.join(map(str, folders))}; "
+                f"--checkpoint last: no checkpoint in {folders}; "
                 "--checkpoint final takes the run's model.pt."
             )
         return found

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 import loom
+from loom.callbacks.checkpoint import latest_checkpoint
 from loom.callbacks.training_time import TrainingTime
 from loom.config.job import dump_job
 from loom.runs import plots
@@ -100,6 +101,11 @@ class RunDirectory:
             if isinstance(spec, Mapping) and spec.get("name") == "checkpoint"
         ]
         return folders or [self.checkpoints]
+
+    def latest_checkpoint(self, job: Mapping[str, Any]) -> Path | None:
+        """The interval checkpoint furthest into training in any of ``job``'s
+        :meth:`checkpoint_folders` (the one a resume takes), or None."""
+        return latest_checkpoint(*self.checkpoint_folders(job))
 
     @property
     def curves(self) -> Path:

@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from loom.callbacks.checkpoint import latest_checkpoint
 from loom.runs.recorder import RunDirectory
 from loom.trainer import State, TrainingInterrupted, write_atomically
 
@@ -157,7 +156,7 @@ def _latest_checkpoint(files: RunDirectory) -> Path | None:
     if files.config.is_file():
         with contextlib.suppress(yaml.YAMLError):
             job = yaml.safe_load(files.config.read_text(encoding="utf-8"))
-    return latest_checkpoint(*files.checkpoint_folders(job if isinstance(job, dict) else {}))
+    return files.latest_checkpoint(job if isinstance(job, dict) else {})
 
 
 def _first_words(error: BaseException) -> str:

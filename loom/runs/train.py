@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
+from loom.callbacks import Checkpoint, MetricsLogger
 from loom.config.build import build_job
 from loom.config.schema import ConfigError
 from loom.runs.recorder import RunDirectory, RunRecorder
@@ -50,11 +50,11 @@ def train_job(
     files = RunDirectory(run_dir)
     load_path = None
     if resume:
-        folders = files.checkpoint_folders(job)
-        load_path = latest_checkpoint(*folders)
+        load_path = files.latest_checkpoint(job)
         if load_path is None:
+            folders = ", ".join(map(str, files.checkpoint_folders(job)))
             raise ConfigError(
-                f"--resume {files.path}: no checkpoint in {', '.join(map(str, folders))}; "
+                f"--resume {files.path}: no checkpoint in {folders}; "
                 "give the run directory of a run that saved one."
             )
     return _run(job, files, limit_batches=None, load_path=load_path, on_start=on_start)

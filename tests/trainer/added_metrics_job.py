@@ -15,17 +15,23 @@ from torch.utils.data import DataLoader, TensorDataset
 from loom import Trainer
 
 
-def main(out: Path) -> None:
+def f1_trainer() -> Trainer:
+    """The evaluated run, 13 samples, a torchmetrics F1 score: on each rank here, in one
+    process in the test that compares."""
     from torchmetrics.classification import MulticlassF1Score  # the test skips without it
 
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(13, 3), torch.randint(0, 3, (13,)))
     model = torch.nn.Linear(3, 3)
-    trainer = Trainer(
+    return Trainer(
         model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
         max_duration="1ba", device="cpu", optimizers=torch.optim.SGD(model.parameters(), lr=0.0),
         eval_metrics={"f1": MulticlassF1Score(num_classes=3)},
     )  # fmt: skip
+
+
+def main(out: Path) -> None:
+    trainer = f1_trainer()
     metrics = trainer.eval()
     if trainer.state.rank == 0:
         (out / "metrics.json").write_text(json.dumps(metrics))

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from loom import Trainer
 from loom.optim import plateau
 from tests.conftest import TWO_PROCESS_TORCHRUN
-from tests.trainer.added_metrics_job import Count
+from tests.trainer.added_metrics_job import Count, f1_trainer
 
 classification = pytest.importorskip(
     "torchmetrics.classification",
@@ -107,14 +107,7 @@ def test_under_torchrun_the_ranks_counts_are_summed_before_the_metric_is_compute
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     two_ranks = json.loads((tmp_path / "metrics.json").read_text())
-    torch.manual_seed(0)
-    data = TensorDataset(torch.randn(13, 3), torch.randint(0, 3, (13,)))
-    model = torch.nn.Linear(3, 3)
-    one = Trainer(
-        model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4),
-        max_duration="1ba", device="cpu", optimizers=torch.optim.SGD(model.parameters(), lr=0.0),
-        eval_metrics={"f1": classification.MulticlassF1Score(num_classes=3)},
-    ).eval()  # fmt: skip
+    one = f1_trainer().eval()  # the same run in one process
     assert two_ranks["eval/f1"] == pytest.approx(one["eval/f1"], abs=1e-6)
     assert two_ranks["eval/accuracy"] == pytest.approx(one["eval/accuracy"], abs=1e-6)
     # A metric that counts its own shard alone is refused on every rank (7 and 6 samples).
