@@ -1,5 +1,6 @@
 """Run directories: running a job into one, its plots, and comparing runs."""
 
+from loom.config.run_directory import RunDirectory
 from loom.runs.compare import (
     FoundRuns,
     RunGroup,
@@ -10,7 +11,7 @@ from loom.runs.compare import (
     group_runs,
     load_run,
 )
-from loom.runs.recorder import RunDirectory, RunRecorder, new_run_dir
+from loom.runs.recorder import RunRecorder, new_run_dir
 from loom.runs.train import dry_run_job, job_trainer, train_job
 
 __all__ = [

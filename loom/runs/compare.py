@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from loom.config.run_directory import RunDirectory
 from loom.runs.paired import PairedDifference, paired_difference
 from loom.runs.plots import plot_comparison, read_records
-from loom.runs.recorder import RunDirectory
 from loom.runs.status import RunState, RunStatus, read_status
 
 __all__ = [

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from loom.config.build import build_job
 from loom.config.job import resolve_job
 from loom.config.job_file import apply_overrides, read_job_file
 from loom.config.loaders import eval_loader
-from loom.runs.recorder import RunDirectory
+from loom.config.run_directory import RUN_WEIGHTS, RunDirectory, RunFileError
 from loom.runs.status import RunState, read_status
 from loom.trainer import load_model_weights, write_atomically
 
@@ -70,7 +69,7 @@ __all__ = [
     "write_predictions",
 ]
 
-WEIGHTS = ("final", "last", "best")
+WEIGHTS = RUN_WEIGHTS
 """The names of a run's weights ``--checkpoint`` takes besides a path."""
 
 SPLITS = ("eval", "train")
@@ -126,16 +125,10 @@ def predict_job(run_dir: str | os.PathLike[str], overrides: Sequence[str] = ()) 
         ConfigError: The job, with the overrides, does not resolve.
     """
     files = RunDirectory(run_dir)
-    if not files.path.is_dir():
-        raise PredictionError(
-            f"run directory {str(files.path)!r} does not exist; give the directory that "
-            "loom train wrote (the one that holds config.yaml)."
-        )
-    if not files.config.is_file():
-        raise PredictionError(
-            f"{files.path} holds no config.yaml, so it is not a run loom train started; "
-            "give the directory of one."
-        )
+    try:
+        files.check_started()
+    except RunFileError as error:
+        raise PredictionError(str(error)) from None
     for override in overrides:
         section = override.partition("=")[0].split(".")[0]
         if section not in PREDICTABLE_SECTIONS:
@@ -150,7 +143,8 @@ def predict_job(run_dir: str | os.PathLike[str], overrides: Sequence[str] = ()) 
 
 def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice: str) -> Path:
     """The file that ``choice`` names in the run: one of :data:`WEIGHTS`, or a path
-    (a relative one is looked for in the current directory, then in ``run_dir``).
+    (a relative one is looked for in the current directory, then in ``run_dir``); see
+    :meth:`RunDirectory.weights_file <loom.config.run_directory.RunDirectory.weights_file>`.
 
     Raises:
         PredictionError: The run has no such file, or ``final`` for a run that is running
@@ -158,32 +152,13 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
             says which to use instead.
     """
     files = RunDirectory(run_dir)
+    try:
+        found = files.weights_file(job, choice, option="--checkpoint")
+    except RunFileError as error:
+        raise PredictionError(str(error)) from None
     if choice == "final":
-        if not files.model.is_file():
-            raise PredictionError(
-                f"{files.path} has no model.pt, the final weights a run writes when it "
-                "ends; --checkpoint last takes its latest checkpoint instead."
-            )
         _refuse_stale_model(files)
-        return files.model
-    if choice == "last":
-        found = files.latest_checkpoint(job)
-        if found is None:
-            folders = ", ".join(map(str, files.checkpoint_folders(job)))
-            raise PredictionError(
-                f"--checkpoint last: no checkpoint in {folders}; "
-                "--checkpoint final takes the run's model.pt."
-            )
-        return found
-    if choice == "best":
-        return _best_checkpoint(files, job)
-    for candidate in (Path(choice), files.path / choice):
-        if candidate.is_file():
-            return candidate
-    raise PredictionError(
-        f"--checkpoint {choice}: no such file (nor in {files.path}); give "
-        f"{', '.join(WEIGHTS)}, or the path of a checkpoint or of a weights file."
-    )
+    return found
 
 
 def _refuse_stale_model(files: RunDirectory) -> None:
@@ -198,45 +173,6 @@ def _refuse_stale_model(files: RunDirectory) -> None:
         f"--checkpoint final: the run in {files.path} {how} ({status.detail}), so its "
         "model.pt is from before: a run writes it when its training ends, and this "
         f"training has not; --checkpoint last takes its latest checkpoint{latest}."
-    )
-
-
-def _best_checkpoint(files: RunDirectory, job: Mapping[str, Any]) -> Path:
-    """The first of the run's best checkpoints, as its summary lists them."""
-    if not files.summary.is_file():
-        raise PredictionError(
-            f"--checkpoint best: {files.path} has no summary.json, which lists the best "
-            "checkpoints when training ends; the run has not ended: --checkpoint last "
-            "takes its latest checkpoint."
-        )
-    best = json.loads(files.summary.read_text(encoding="utf-8")).get("best_checkpoints")
-    if not best:
-        ranking = [
-            f"callbacks.{index}"
-            for index, spec in enumerate(job["callbacks"])
-            if spec["name"] == "checkpoint" and spec.get("best_metric") is not None
-        ]
-        why = (
-            f"its {', '.join(ranking)} (checkpoint) saved none"
-            if ranking
-            else "its job has no checkpoint callback with a best_metric"
-        )
-        raise PredictionError(
-            f"--checkpoint best: {files.path} kept no best checkpoint: {why}. A run keeps "
-            "them with callbacks: [{name: checkpoint, best_metric: eval/accuracy, "
-            "keep_best: 1}]; --checkpoint final or last take its other weights."
-        )
-    recorded = Path(best[0]["path"])
-    # Found by name in the run's checkpoint folders first: the summary holds the path as
-    # training saw it, relative to where it ran, and the run may have moved since.
-    for folder in files.checkpoint_folders(job):
-        if (folder / recorded.name).is_file():
-            return folder / recorded.name
-    if recorded.is_file():
-        return recorded
-    raise PredictionError(
-        f"--checkpoint best: the best checkpoint summary.json lists, {recorded}, is "
-        "missing; --checkpoint last or final take the run's other weights."
     )
 
 

@@ -1,4 +1,4 @@
-"""Run directories: where each of a run's files goes, and the callback that fills one."""
+"""The callback that fills a run directory (whose files :class:`RunDirectory` names)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,116 +14,13 @@ from typing import Any
 import torch
 
 import loom
-from loom.callbacks.checkpoint import latest_checkpoint
 from loom.callbacks.training_time import TrainingTime
 from loom.config.job import dump_job
+from loom.config.run_directory import RunDirectory
 from loom.runs import plots
 from loom.trainer import Artifact, Callback, State, model_state_dict, write_atomically
 
-__all__ = ["RunDirectory", "RunRecorder", "new_run_dir"]
-
-
-class RunDirectory:
-    """The files of a run directory: the one place their names are decided.
-
-    Examples:
-        >>> RunDirectory("runs/digits").checkpoints.as_posix()
-        'runs/digits/checkpoints'
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"RunDirectory({str(self.path)!r})"
-
-    @property
-    def name(self) -> str:
-        """The run's name, as its plots are titled: the directory's, with its parent's
-        for one seed of a ``--seeds`` run.
-
-        Examples:
-            >>> RunDirectory("runs/digits-20261201-101500").name
-            'digits-20261201-101500'
-            >>> RunDirectory("runs/noise40/seed3").name
-            'noise40/seed3'
-        """
-        if re.fullmatch(r"seed\d+", self.path.name) and self.path.parent.name:
-            return f"{self.path.parent.name}/{self.path.name}"
-        return self.path.name
-
-    @property
-    def config(self) -> Path:
-        """The resolved job, ``config.yaml``."""
-        return self.path / "config.yaml"
-
-    @property
-    def metrics(self) -> Path:
-        """One JSON record per epoch and per evaluation, ``metrics.jsonl``."""
-        return self.path / "metrics.jsonl"
-
-    @property
-    def summary(self) -> Path:
-        """How the run ended, ``summary.json``: written when training ends."""
-        return self.path / "summary.json"
-
-    @property
-    def status(self) -> Path:
-        """The run's state (running, interrupted, failed, finished), ``status.json``:
-        written when training starts and when it ends; see :mod:`loom.runs.status`."""
-        return self.path / "status.json"
-
-    @property
-    def model(self) -> Path:
-        """The final weights, ``model.pt`` (a state dict; loads with ``weights_only``)."""
-        return self.path / "model.pt"
-
-    @property
-    def checkpoints(self) -> Path:
-        """The folder of the run's checkpoints, ``checkpoints/``."""
-        return self.path / "checkpoints"
-
-    def checkpoint_folders(self, job: Mapping[str, Any]) -> list[Path]:
-        """Where the checkpoints of ``job`` (a resolved job) are: each ``checkpoint``
-        callback's folder (a relative one inside the run directory, as the builder takes
-        it; an absolute one as it is; one left out is ``checkpoints/``), or
-        ``checkpoints/`` when the job lists none.
-
-        Examples:
-            >>> job = {"callbacks": [{"name": "checkpoint", "folder": "every_100ba"}]}
-            >>> [p.as_posix() for p in RunDirectory("runs/x").checkpoint_folders(job)]
-            ['runs/x/every_100ba']
-        """
-        folders = [
-            self.checkpoints if spec.get("folder") is None else self.path / spec["folder"]
-            for spec in job.get("callbacks") or ()
-            if isinstance(spec, Mapping) and spec.get("name") == "checkpoint"
-        ]
-        return folders or [self.checkpoints]
-
-    def latest_checkpoint(self, job: Mapping[str, Any]) -> Path | None:
-        """The interval checkpoint furthest into training in any of ``job``'s
-        :meth:`checkpoint_folders` (the one a resume takes), or None."""
-        return latest_checkpoint(*self.checkpoint_folders(job))
-
-    @property
-    def curves(self) -> Path:
-        """Losses and accuracy by epoch, ``curves.png``."""
-        return self.path / "curves.png"
-
-    @property
-    def reliability(self) -> Path:
-        """The last evaluation's calibration, ``reliability.png``."""
-        return self.path / "reliability.png"
-
-    def plot(self, artifact: str) -> Path:
-        """A plugin's 2-D artifact drawn, ``<artifact>.png``."""
-        return self.path / f"{artifact}.png"
-
-    @property
-    def artifacts(self) -> Path:
-        """What the plugins offered (``Plugin.artifacts``), ``artifacts.pt``."""
-        return self.path / "artifacts.pt"
+__all__ = ["RunRecorder", "new_run_dir"]
 
 
 def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from loom.runs.recorder import RunDirectory
+from loom.config.run_directory import RunDirectory
 from loom.trainer import State, TrainingInterrupted, write_atomically
 
 __all__ = ["RunState", "RunStatus", "read_status", "recording_status"]

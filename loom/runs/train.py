@@ -10,8 +10,9 @@ from typing import Any
 
 from loom.callbacks import Checkpoint, MetricsLogger
 from loom.config.build import build_job
+from loom.config.run_directory import RunDirectory
 from loom.config.schema import ConfigError
-from loom.runs.recorder import RunDirectory, RunRecorder
+from loom.runs.recorder import RunRecorder
 from loom.runs.status import recording_status
 from loom.trainer import Trainer
 
