@@ -503,12 +503,14 @@ def _validate(args: argparse.Namespace) -> int:
         # in fp32: the job's device and precision may be those of the machine it runs on.
         parse_device(job["trainer"]["device"])
         parts.trainer_arguments.update(device="cpu", precision="fp32")
-        parts.trainer()
+        trainer = parts.trainer()
     except ConfigError as error:
         raise CommandError(f"{where}: {error}") from None
     except ValueError as error:  # the device's name
         raise CommandError(f"{where}: trainer.device: {error}") from None
     print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")
+    for line in trainer.engine.effects_schedule():
+        print(line)
     return 0
 
 

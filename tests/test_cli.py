@@ -126,10 +126,22 @@ def test_every_config_validates_and_dry_runs(tmp_path, capsys, path):
             for key, value in (("root", tmp_path), ("num_workers", 0))
         ]
         overrides += ["model.width=2", "data.train.batch_size=4", "trainer.device=cpu"]
+    if "distill" in path.name:  # its teacher: a run of configs/digits.yaml, one batch long
+        teacher = tmp_path / "teacher"
+        trained = run_loom(
+            capsys,
+            "train",
+            CONFIGS / "digits.yaml",
+            "trainer.max_duration=1ba",
+            "--run-dir",
+            teacher,
+        )
+        assert trained[0] == 0, trained[2]
+        overrides = [f"algorithms.0.teacher={teacher}"]
     status, out, err = run_loom(capsys, "validate", path, *overrides)  # builds: needs the data
     assert status == 0, err
     with_overrides = f" (with {' '.join(overrides)})" if overrides else ""
-    assert out.strip() == f"{path}: valid job{with_overrides}."
+    assert out.splitlines()[0] == f"{path}: valid job{with_overrides}."
     status, out, _ = run_loom(capsys, "train", path, *overrides, "--dry-run", 2)
     assert status == 0
     written = out.splitlines()[-1].removeprefix(
@@ -774,6 +786,33 @@ def test_validate_checks_the_trainer_section_and_names_the_device_of_another_mac
         capsys, "validate", job, "trainer.device=cuda", "trainer.precision=fp16"
     )
     assert status == 0, err
+
+
+def test_validate_shows_what_the_algorithms_change_and_refuses_what_cannot_compose(capsys):
+    job = CONFIGS / "digits.yaml"
+    composed = "algorithms=[{name: online_label_smoothing}, {name: mixup}]"
+    status, out, err = run_loom(capsys, "validate", job, composed)
+    assert status == 0, err
+    assert out.splitlines()[1:] == [
+        "What the algorithms read and change, in the order it happens:",
+        "  before_forward  MixUp changes inputs (mixes)",
+        "  after_forward   MixUp restores inputs",
+        "  before_loss     OnlineLabelSmoothing reads targets (as the batch holds them, "
+        "unchanged), changes targets (smooths); MixUp changes targets (mixes)",
+        "  after_loss      MixUp restores targets; OnlineLabelSmoothing restores targets, "
+        "reads targets (as the batch holds them, unchanged)",
+        "  targets at before_loss: OnlineLabelSmoothing smooths, then MixUp mixes; "
+        "order-sensitive: OnlineLabelSmoothing reads the targets as the batch holds them, "
+        "so it must stay listed first.",
+    ]
+    both = "algorithms=[{name: mixup}, {name: cutmix}]"
+    status, _, err = run_loom(capsys, "validate", job, both)
+    assert status == 2
+    assert err.strip().endswith(
+        f"{job} (with {both}): algorithms: MixUp and CutMix both mix the inputs (at "
+        "before_forward): the inputs would be mixed twice. To train with both MixUp and "
+        "CutMix, MixUpOrCutMix picks one of them per batch."
+    )
 
 
 def test_a_run_still_running_is_not_resumed_beside_itself(tmp_path, capsys):

@@ -85,6 +85,26 @@ def test_the_readme_quickstart_example_trains(tmp_path, monkeypatch, capsys):
     assert "final eval accuracy" in capsys.readouterr().out
 
 
+def with_composition(card: str, name: str) -> str:
+    """``card`` with its "Composes with" table as the algorithms' effects give it now."""
+    from loom.config.reference import COMPOSITION_MARKER, composition_markdown
+
+    before, after = card.split(COMPOSITION_MARKER + "\n", 1)
+    rest = after[after.index("\n## ") :] if "\n## " in after else ""
+    return f"{before}{COMPOSITION_MARKER}\n{composition_markdown(name)}{rest}"
+
+
+def test_every_method_card_says_what_composes_with_what_as_the_effects_do():
+    from loom.config import ALGORITHMS
+
+    for name in ALGORITHMS:
+        path = ROOT / "loom" / "algorithms" / name / "README.md"
+        card = path.read_text(encoding="utf-8")
+        assert "## Composes with\n" in card, f"{path} has a 'Composes with' section"
+        # To regenerate: path.write_text(with_composition(card, name)) for each card.
+        assert card == with_composition(card, name), f"regenerate {path}'s composition table"
+
+
 def test_the_configuration_reference_covers_every_section_name_and_key():
     from loom.config.job import SECTIONS, TRAINER_ARGUMENTS_BUILT_BY_JOBS
     from loom.config.reference import components_markdown, parameters_table

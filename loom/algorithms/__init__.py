@@ -3,8 +3,18 @@
 The folder's name is the name a YAML job gives the algorithm.
 """
 
+from loom.algorithms.cutmix import CutMix
+from loom.algorithms.distillation import Distillation
 from loom.algorithms.label_smoothing import LabelSmoothing
 from loom.algorithms.mixup import MixUp
+from loom.algorithms.mixup_or_cutmix import MixUpOrCutMix
 from loom.algorithms.online_label_smoothing import OnlineLabelSmoothing
 
-__all__ = ["LabelSmoothing", "MixUp", "OnlineLabelSmoothing"]
+__all__ = [
+    "CutMix",
+    "Distillation",
+    "LabelSmoothing",
+    "MixUp",
+    "MixUpOrCutMix",
+    "OnlineLabelSmoothing",
+]

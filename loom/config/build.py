@@ -28,10 +28,13 @@ from loom.config.registries import (
 )
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError, parameters_of
+from loom.config.teacher import TEACHER, WEIGHTS, find_teacher
 from loom.trainer import (
     EVAL_METRICS,
     Algorithm,
     Callback,
+    CheckpointError,
+    CompositionError,
     Duration,
     TimeUnit,
     Trainer,
@@ -75,19 +78,22 @@ class JobParts:
         trackers = [callback for callback in self.callbacks if "plots" in callback.reads]
         others = [callback for callback in self.callbacks if callback not in trackers]
         with _section("trainer"):
-            return Trainer(
-                self.model,
-                self.train_loader,
-                self.eval_loader,
-                optimizers=self.optimizer,
-                schedulers=self.schedulers,
-                algorithms=self.algorithms,
-                callbacks=[*others, *extra_callbacks, *trackers],
-                eval_metrics=self.eval_metrics,
-                seed=self.seed,
-                load_path=load_path,
-                **self.trainer_arguments,
-            )
+            try:
+                return Trainer(
+                    self.model,
+                    self.train_loader,
+                    self.eval_loader,
+                    optimizers=self.optimizer,
+                    schedulers=self.schedulers,
+                    algorithms=self.algorithms,
+                    callbacks=[*others, *extra_callbacks, *trackers],
+                    eval_metrics=self.eval_metrics,
+                    seed=self.seed,
+                    load_path=load_path,
+                    **self.trainer_arguments,
+                )
+            except CompositionError as error:  # about the algorithms' section, not this one
+                raise ConfigError(f"algorithms: {error}") from error
 
 
 def build_job(
@@ -192,7 +198,7 @@ def build_job(
         optimizer=optimizer,
         schedulers=schedulers,
         algorithms=[
-            _build(ALGORITHMS, spec, f"algorithms.{index}", facts=facts)
+            _algorithm(spec, f"algorithms.{index}", facts)
             for index, spec in enumerate(job["algorithms"])
         ],
         callbacks=callbacks,
@@ -259,6 +265,21 @@ def _build(
         if positional is not None:
             return component(positional, **arguments)
         return component(**arguments)
+
+
+def _algorithm(spec: Mapping[str, Any], path: str, facts: Mapping[str, Any]) -> Any:
+    """An algorithm. A ``teacher`` it names (see :mod:`loom.config.teacher`) is built
+    first, as the job's model is, and its weights loaded: a file that does not fit it
+    is named by the teacher's path in the job."""
+    if TEACHER not in spec:
+        return _build(ALGORITHMS, spec, path, facts=facts)
+    source = find_teacher(spec, path, MODELS)
+    teacher = _build(MODELS, source.model, source.where, facts=facts)
+    arguments = {**spec, TEACHER: teacher, WEIGHTS: str(source.weights)}
+    try:
+        return _build(ALGORITHMS, arguments, path, facts=facts)
+    except CheckpointError as error:
+        raise ConfigError(f"{path}.{TEACHER}: {spec[TEACHER]!r}: {error}") from None
 
 
 _RUN_PATHS = {"checkpoint": "folder", "tensorboard": "log_dir", "csv": "csv_path"}

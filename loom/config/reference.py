@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Collection, Sequence
 
-from loom.config.registries import REGISTRIES
+from loom.config.registries import ALGORITHMS, REGISTRIES
 from loom.config.schema import Parameter, type_name
+from loom.trainer import Algorithm, CompositionError, composition
 
-__all__ = ["components_markdown", "parameters_table"]
+__all__ = [
+    "COMPOSITION_MARKER",
+    "algorithm_class",
+    "components_markdown",
+    "composition_markdown",
+    "parameters_table",
+]
+
+COMPOSITION_MARKER = "<!-- generated: composition -->"
+"""Where a method card's generated "Composes with" table starts; it runs to the next
+``## `` heading."""
 
 
 def components_markdown(kinds: Sequence[str] = tuple(REGISTRIES)) -> str:
@@ -44,3 +56,53 @@ def parameters_table(parameters: Sequence[Parameter], supplied: Collection[str] 
         kind = type_name(parameter.annotation).replace("|", "\\|")
         rows.append(f"| `{parameter.name}` | {kind} | {default} |")
     return "\n".join(rows)
+
+
+def algorithm_class(name: str) -> type[Algorithm]:
+    """The Algorithm class in the folder ``loom/algorithms/<name>``.
+
+    Examples:
+        >>> algorithm_class("mixup").__name__
+        'MixUp'
+    """
+    package = importlib.import_module(f"loom.algorithms.{name}")
+    (found,) = (
+        getattr(package, exported)
+        for exported in package.__all__
+        if isinstance(getattr(package, exported), type)
+        and issubclass(getattr(package, exported), Algorithm)
+    )
+    return found
+
+
+def composition_markdown(name: str) -> str:
+    """How the algorithm ``name`` combines with each registered one (itself included),
+    listed before it and after it, as the Trainer checks it from their declared effects:
+    the table of a method card's "Composes with" section.
+
+    Examples:
+        >>> table = composition_markdown("mixup")
+        >>> "| `online_label_smoothing` | **refused**: OnlineLabelSmoothing reads" in table
+        True
+    """
+    this = algorithm_class(name)
+    rows = [
+        f"Checked by the Trainer from the algorithms' declared effects, before training; "
+        f"this table is generated from them. `{this.__name__}` listed first or second:",
+        "",
+        "| with | listed first | listed second |",
+        "|---|---|---|",
+    ]
+    for other_name in ALGORITHMS:
+        other = algorithm_class(other_name)
+        cells = [_composed([this, other]), _composed([other, this])]
+        rows.append(f"| `{other_name}` | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows) + "\n"
+
+
+def _composed(algorithms: list[type[Algorithm]]) -> str:
+    try:
+        notes = composition(algorithms)
+    except CompositionError as error:
+        return f"**refused**: {error}".replace("|", "\\|")
+    return "; ".join(["trains", *notes]).replace("|", "\\|")

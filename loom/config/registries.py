@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from loom import data, metrics, models, optim
-from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
+from loom.algorithms import (
+    CutMix,
+    Distillation,
+    LabelSmoothing,
+    MixUp,
+    MixUpOrCutMix,
+    OnlineLabelSmoothing,
+)
 from loom.callbacks import (
     Checkpoint,
     CSVLogger,
@@ -38,8 +45,11 @@ DATASET_FACTS = ("num_classes", "n_classes", "in_channels", "in_features")
 ALGORITHMS = Registry(
     "algorithm",
     {
+        "cutmix": CutMix,
+        "distillation": Distillation,
         "label_smoothing": LabelSmoothing,
         "mixup": MixUp,
+        "mixup_or_cutmix": MixUpOrCutMix,
         "online_label_smoothing": OnlineLabelSmoothing,
     },
     supplied=DATASET_FACTS,

@@ -6,6 +6,7 @@ Nothing here imports ``loom.algorithms``, ``loom.callbacks``, ``loom.config`` or
 from loom.trainer.batch import (
     BatchKey,
     batch_size,
+    describe_item,
     get_batch_item,
     move_to_device,
     num_batches,
@@ -22,6 +23,7 @@ from loom.trainer.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
+from loom.trainer.effects import CompositionError, Effect, changes, reads, restores
 from loom.trainer.events import (
     Algorithm,
     Artifact,
@@ -32,6 +34,7 @@ from loom.trainer.events import (
     HookTable,
     Plugin,
     add_note,
+    composition,
     fire,
 )
 from loom.trainer.files import write_atomically
@@ -64,7 +67,9 @@ __all__ = [
     "BatchKey",
     "Callback",
     "CheckpointError",
+    "CompositionError",
     "Duration",
+    "Effect",
     "Engine",
     "EvalMetrics",
     "Event",
@@ -81,6 +86,9 @@ __all__ = [
     "add_note",
     "batch_size",
     "capture_checkpoint",
+    "changes",
+    "composition",
+    "describe_item",
     "fire",
     "get_batch_item",
     "is_main_process",
@@ -89,7 +97,9 @@ __all__ = [
     "model_state_dict",
     "move_to_device",
     "num_batches",
+    "reads",
     "resolve_device",
+    "restores",
     "save_checkpoint",
     "seed_everything",
     "set_batch_item",

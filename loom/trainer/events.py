@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from loom.trainer.effects import CompositionError, Effect, Timeline, simulate
 from loom.trainer.state import State
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "HookTable",
     "Plugin",
     "add_note",
+    "composition",
     "fire",
 ]
 
@@ -192,6 +194,12 @@ class Plugin:
     writes: tuple[str, ...] = ()
     """State fields this plugin writes for other plugins to read (e.g. ``"checkpoint_path"``)."""
 
+    effects: tuple[Effect, ...] = ()
+    """What an algorithm reads and changes, and at which events (see
+    :mod:`loom.trainer.effects`), from which the Engine checks, before training, that
+    the algorithms of a run can be combined in the order given. None by default: an
+    algorithm that declares nothing is not checked."""
+
     def state_dict(self) -> dict[str, Any]:
         """The plugin's state to checkpoint, as plain data. Empty by default."""
         return {}
@@ -310,6 +318,8 @@ class Engine:
             State field that does not exist.
         ValueError: The same plugin object is registered twice, or a plugin reads
             a State field that a callback after it writes.
+        CompositionError: The algorithms' declared effects cannot be combined in the
+            order given (a ``ValueError``; see :func:`composition`).
 
     Examples:
         >>> class Announce(Callback):
@@ -328,6 +338,7 @@ class Engine:
         for plugin in plugins:
             _warn_on_misspelled_hooks(plugin)
         _check_readers_follow_writers(self.algorithms, self.callbacks)
+        self.composition_notes = composition(self.algorithms)
         self.hooks = HookTable()
         for event in Event:
             setattr(self.hooks, event.value, self._hooks_for(event))
@@ -358,7 +369,25 @@ class Engine:
             lines.append(
                 f"state.{field}: written by {', '.join(writers)}; read by {', '.join(readers)}"
             )
-        return "\n".join(lines)
+        effects = self.effects_schedule()
+        return "\n".join([*lines, "", *effects] if effects else lines)
+
+    def effects_schedule(self) -> list[str]:
+        """The algorithms' declared effects, event by event in the order they happen,
+        then the notes on what is order-sensitive or commutes; no lines when no
+        algorithm declares any (``loom validate`` prints these)."""
+        timeline = [(event, acting) for event, acting in _timeline(self.algorithms) if acting]
+        if not timeline:
+            return []
+        width = max(len(event) for event, _ in timeline) + 2
+        lines = ["What the algorithms read and change, in the order it happens:"]
+        for event, acting in timeline:
+            done = "; ".join(
+                f"{plugin} {', '.join(effect.describe() for effect in effects)}"
+                for plugin, effects in acting
+            )
+            lines.append(f"  {event:<{width}}{done}")
+        return lines + [f"  {note}" for note in self.composition_notes]
 
     def _hooks_for(self, event: Event) -> tuple[Hook, ...]:
         algorithms = self.algorithms[::-1] if event.closes_pair else self.algorithms
@@ -373,6 +402,123 @@ class Engine:
                     )
                 hooks.append((plugin, event.value, hook))
         return tuple(hooks)
+
+
+def composition(algorithms: Sequence[Algorithm | type[Algorithm]]) -> list[str]:
+    """Checks that ``algorithms``, in this order, can be combined, from their declared
+    :attr:`~Plugin.effects`; returns the notes on what in it is order-sensitive or
+    commutes. Classes may stand for instances (the method cards are made so).
+
+    Raises:
+        CompositionError: They cannot be combined in this order; when the other order
+            of the two named is refused too, the message says so.
+
+    Examples:
+        >>> from loom.trainer import changes, restores
+        >>> class Smooth(Algorithm):
+        ...     effects = (changes("targets", at="before_loss", how="smooths"),
+        ...                restores("targets", at="after_loss"))
+        ...     def before_loss(self, state): ...
+        ...     def after_loss(self, state): ...
+        >>> class Mix(Smooth):
+        ...     effects = (changes("targets", at="before_loss", how="mixes"),
+        ...                restores("targets", at="after_loss"))
+        >>> print(*composition([Smooth, Mix]))
+        targets at before_loss: Smooth smooths, then Mix mixes; these commute, ...
+        >>> class SmoothMore(Smooth): ...
+        >>> composition([Smooth(), SmoothMore()])
+        Traceback (most recent call last):
+        ...
+        loom.trainer.effects.CompositionError: Smooth and SmoothMore both smooth the targets ...
+    """
+    try:
+        return simulate(_timeline(algorithms))
+    except CompositionError as error:
+        swapped = _with_named_pair_swapped(algorithms, str(error)) if error.advises_order else None
+        if swapped is None:
+            raise
+        try:
+            simulate(_timeline(swapped))
+        except CompositionError as other:
+            first, second = [label for label in _labels(algorithms) if label in str(error)][:2]
+            raise CompositionError(
+                f"{first} and {second} cannot be combined in either order. As listed: "
+                f"{error} Listed the other way round: {other}"
+            ) from None
+        raise
+
+
+def _timeline(algorithms: Sequence[Any]) -> Timeline:
+    """One training step of ``algorithms``' effects: each event, with the algorithms
+    that declare an effect there in the order the event runs them."""
+    labelled = list(zip(_labels(algorithms), algorithms, strict=True))
+    steps = []
+    for event in Event:
+        ordered = labelled[::-1] if event.closes_pair else labelled
+        acting = []
+        for label, algorithm in ordered:
+            here = [effect for effect in algorithm.effects if effect.at == event.value]
+            if here:
+                acting.append((label, here))
+        steps.append((event.value, acting))
+    return steps
+
+
+def _with_named_pair_swapped(algorithms: Sequence[Any], message: str) -> list[Any] | None:
+    """``algorithms`` with the two that ``message`` names first swapped, or None."""
+    names = _labels(algorithms)
+    named = sorted(
+        (message.find(name), position) for position, name in enumerate(names) if name in message
+    )
+    if len(named) < 2:
+        return None
+    first, second = named[0][1], named[1][1]
+    if _labels([algorithms[first]])[0] == _labels([algorithms[second]])[0]:
+        return None  # the same class twice: the other order is the same list
+    swapped = list(algorithms)
+    swapped[first], swapped[second] = swapped[second], swapped[first]
+    return swapped
+
+
+def _labels(algorithms: Sequence[Any]) -> list[str]:
+    """Each algorithm's class name, numbered (``MixUp #2``) where a class is listed twice."""
+    names = [
+        algorithm.__name__ if isinstance(algorithm, type) else type(algorithm).__name__
+        for algorithm in algorithms
+    ]
+    seen: dict[str, int] = {}
+    labels = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(f"{name} #{seen[name]}" if names.count(name) > 1 else name)
+    return labels
+
+
+def _check_effects(plugin: Plugin) -> None:
+    """Declared effects are Effects, at events the plugin has a hook for."""
+    effects = plugin.effects
+    if not isinstance(effects, tuple | list) or not all(isinstance(e, Effect) for e in effects):
+        raise TypeError(
+            f"{describe_plugin(plugin)}.effects = {effects!r} must be a tuple of effects "
+            "made with loom.trainer.reads, changes or restores."
+        )
+    for effect in effects:
+        if effect.at not in _EVENT_NAMES:
+            close = difflib.get_close_matches(effect.at, _EVENT_NAMES, n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; the events are {', '.join(_EVENT_NAMES)}."
+            )
+            raise TypeError(
+                f"{describe_plugin(plugin)} declares that it {effect.describe()} at "
+                f"{effect.at!r}, which is not an event{hint}"
+            )
+        if not callable(getattr(plugin, effect.at, None)):
+            raise TypeError(
+                f"{describe_plugin(plugin)} declares that it {effect.describe()} at "
+                f"{effect.at}, but has no {effect.at} hook."
+            )
 
 
 def _checked_plugins(plugins: Any, kind: type[Plugin], argument: str) -> list[Any]:
@@ -410,6 +556,7 @@ def _checked_plugins(plugins: Any, kind: type[Plugin], argument: str) -> list[An
                     f"State field names, e.g. ('metrics',); {unknown[0]!r} is not one. The "
                     f"fields are {', '.join(sorted(_STATE_FIELDS))}."
                 )
+        _check_effects(plugin)
         checked.append(plugin)
     return checked
 

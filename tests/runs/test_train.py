@@ -58,12 +58,11 @@ def test_a_dict_batch_job_gives_its_keys_once_and_every_algorithm_uses_them(tmp_
         "algorithms": [  # online label smoothing first: it reads class indices
             {"name": "online_label_smoothing"},
             {"name": "mixup", "alpha": 0.4},
-            {"name": "label_smoothing", "smoothing": 0.1},
         ],
         "trainer": {"max_duration": "2ep", "device": "cpu", "input_key": "x", "target_key": "y"},
     }
     resolved = resolve_job(job)
-    assert [spec.get("target_key") for spec in resolved["algorithms"]] == [None] * 3
+    assert [spec.get("target_key") for spec in resolved["algorithms"]] == [None] * 2
     metrics = train_job(resolved, tmp_path / "run")
     assert metrics["eval/accuracy"] > 0.5  # learned from targets read at "y" by every plugin
     soft_labels = torch.load(tmp_path / "run" / "artifacts.pt", weights_only=True)["soft_labels"]

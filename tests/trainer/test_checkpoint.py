@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
-from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing
+from loom.algorithms import LabelSmoothing, MixUpOrCutMix, OnlineLabelSmoothing
 from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.trainer import (
     Algorithm,
@@ -247,10 +247,16 @@ TOTAL = "4ep"
 
 def make_trainer(folder, algorithm, *, callbacks=(), load_path=None, eval_interval="1ep"):
     torch.manual_seed(0)  # initial weights; a resumed run overwrites them
-    inputs = torch.randn(40, 6)
-    targets = (inputs[:, :3].argmax(dim=1) + (inputs[:, 3] > 1).long()) % 3
+    inputs = torch.randn(40, 1, 2, 3)  # 2x3 images, so that CutMix has boxes to cut
+    features = inputs.flatten(1)
+    targets = (features[:, :3].argmax(dim=1) + (features[:, 3] > 1).long()) % 3
     model = nn.Sequential(
-        nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3)
+        nn.Flatten(),
+        nn.Linear(6, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(16, 3),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=1e-3)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.5)
@@ -297,6 +303,8 @@ def final_weights(trainer):
 ALGORITHMS = {
     "label_smoothing": lambda: LabelSmoothing(0.1),
     "online_label_smoothing": lambda: OnlineLabelSmoothing(n_classes=3),
+    # MixUp or CutMix, on 80% of the batches: every draw of the three comes back on resume.
+    "mixup_or_cutmix": lambda: MixUpOrCutMix(0.4, 1.0, switch_prob=0.5, prob=0.8),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.functional import check_fraction, smooth_labels
-from loom.trainer import Algorithm, BatchKey, State, validate_batch_key
+from loom.trainer import Algorithm, BatchKey, State, changes, restores, validate_batch_key
 
 __all__ = ["LabelSmoothing"]
 
@@ -32,6 +32,11 @@ class LabelSmoothing(Algorithm):
         >>> LabelSmoothing(smoothing=0.1, target_key="label")
         LabelSmoothing(smoothing=0.1, target_key='label')
     """
+
+    effects = (
+        changes("targets", at="before_loss", how="smooths"),
+        restores("targets", at="after_loss"),
+    )
 
     def __init__(self, smoothing: float = 0.1, target_key: BatchKey | None = None):
         self.smoothing = check_fraction(smoothing, "smoothing")

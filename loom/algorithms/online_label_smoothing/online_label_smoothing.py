@@ -7,7 +7,16 @@ from typing import Any, Literal
 import torch
 
 from loom.functional import ClassIndices, OnlineLabelSmoothingLoss
-from loom.trainer import Algorithm, Artifact, BatchKey, State, validate_batch_key
+from loom.trainer import (
+    Algorithm,
+    Artifact,
+    BatchKey,
+    State,
+    changes,
+    reads,
+    restores,
+    validate_batch_key,
+)
 
 __all__ = ["OnlineLabelSmoothing"]
 
@@ -54,6 +63,24 @@ class OnlineLabelSmoothing(Algorithm):
         >>> algorithm.matrix.shape
         torch.Size([3, 3])
     """
+
+    effects = (
+        reads(
+            "targets",
+            at="before_loss",
+            needs="original",
+            hint="It looks its soft targets up by class index, which dense targets are not.",
+        ),
+        changes(
+            "targets",
+            at="before_loss",
+            how="smooths",
+            hint="Online label smoothing starts from label smoothing and learns its own: "
+            "keep one of the two.",
+        ),
+        restores("targets", at="after_loss"),
+        reads("targets", at="after_loss", needs="original"),
+    )
 
     def __init__(
         self,

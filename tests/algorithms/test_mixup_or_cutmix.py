@@ -1,0 +1,69 @@
+import random
+
+import pytest
+import torch
+
+from loom.algorithms import CutMix, MixUp, MixUpOrCutMix
+from loom.trainer import CompositionError
+from tests.algorithms.test_cutmix import IMAGES, LABELS, run
+
+
+def test_each_mixed_batch_gets_one_of_the_two_as_it_would_alone():
+    batches = [(IMAGES, LABELS)] * 60
+    switch = MixUpOrCutMix(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5)
+    choices = []
+
+    class Record(MixUpOrCutMix):
+        def before_forward(self, state):
+            super().before_forward(state)
+            choices.append(self.last)
+
+    switched = Record(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5)
+    model, _, _ = run([switched], batches, duration="60ba")
+    assert 15 < choices.count("cutmix") < 45
+    assert choices.count("mixup") == 60 - choices.count("cutmix")
+    # Replay the draws: after the switch's own draw, each batch is mixed by the same
+    # code, with the same draws, as MixUp or CutMix alone.
+    random.seed(3)
+    torch.manual_seed(3)
+    mixup, cutmix = MixUp(0.4), CutMix(1.0)
+    for seen, choice in zip(model.seen, choices, strict=True):
+        assert (random.random() < 0.5) == (choice == "cutmix")
+        expected, _, _ = (cutmix if choice == "cutmix" else mixup).mix_inputs(IMAGES)
+        torch.testing.assert_close(seen, expected)
+    assert repr(switch) == "MixUpOrCutMix(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5)"
+
+
+@pytest.mark.parametrize(("switch_prob", "alone"), [(0.0, MixUp(0.4)), (1.0, CutMix(1.0))])
+def test_a_certain_switch_is_the_run_of_the_one_it_picks_draw_for_draw(switch_prob, alone):
+    batches = [(IMAGES, LABELS)] * 5
+    switched, _, switched_metrics = run(
+        [MixUpOrCutMix(0.4, 1.0, switch_prob=switch_prob)], batches, duration="5ba"
+    )
+    single, _, single_metrics = run([alone], batches, duration="5ba")
+    for a, b in zip(switched.seen, single.seen, strict=True):
+        assert torch.equal(a, b)
+    assert switched_metrics == single_metrics
+
+
+def test_mixup_and_cutmix_side_by_side_are_refused_pointing_at_the_switch():
+    with pytest.raises(
+        CompositionError,
+        match=r"^MixUp and CutMix both mix the inputs \(at before_forward\): the inputs would "
+        r"be mixed twice\. To train with both MixUp and CutMix, MixUpOrCutMix picks one",
+    ):
+        run([MixUp(0.2), CutMix(1.0)])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"switch_prob": 2}, r"MixUpOrCutMix: switch_prob=2 must lie in \[0, 1\]"),
+        ({"mixup_alpha": 0}, r"MixUpOrCutMix: mixup_alpha=0 must be a positive number"),
+        ({"cutmix_alpha": -1}, r"MixUpOrCutMix: cutmix_alpha=-1 must be a positive number"),
+        ({"prob": "half"}, r"MixUpOrCutMix: prob='half' must be a number in \[0, 1\]"),
+    ],
+)
+def test_bad_arguments_are_named(arguments, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        MixUpOrCutMix(**arguments)

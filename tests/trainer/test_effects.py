@@ -1,0 +1,135 @@
+import pytest
+
+from loom.trainer import Algorithm, CompositionError, Engine, changes, composition, reads, restores
+from loom.trainer.effects import simulate
+
+
+def algorithm(name, *effects):
+    """An Algorithm class called ``name`` with a hook at every event its effects name."""
+    hooks = {effect.at: lambda self, state: None for effect in effects}
+    return type(name, (Algorithm,), {"effects": tuple(effects), **hooks})
+
+
+Scale = algorithm(
+    "Scale",
+    changes("inputs", at="before_forward", how="scales"),
+    restores("inputs", at="after_forward"),
+)
+Shift = algorithm(
+    "Shift",
+    changes("inputs", at="before_forward", how="shifts"),
+    restores("inputs", at="after_forward"),
+)
+Peek = algorithm("Peek", reads("inputs", at="after_forward", needs="as_used"))
+EarlyPeek = algorithm("EarlyPeek", reads("inputs", at="before_forward", needs="as_used"))
+NewLoss = algorithm("NewLoss", changes("loss", at="after_loss", how="replaces"))
+OtherLoss = algorithm("OtherLoss", changes("loss", at="before_backward", how="replaces"))
+
+
+def test_changes_of_a_kind_of_your_own_are_allowed_and_reported_order_sensitive():
+    (note,) = composition([Scale, Shift])
+    assert note == (
+        "inputs at before_forward: Scale scales, then Shift shifts; order-sensitive: they "
+        "run in this order."
+    )
+
+
+def test_a_reader_of_what_the_loop_uses_must_see_the_same_changes():
+    # At after_forward the algorithms run in reverse: listed after Scale, Peek reads
+    # before Scale restores; listed before, after.
+    assert composition([Scale, Peek]) == [
+        "Peek reads the inputs at after_forward as the model's forward gets them, changed "
+        "by Scale: it must stay listed after Scale."
+    ]
+    with pytest.raises(
+        CompositionError,
+        match=r"^Peek reads the inputs at after_forward to see them as the model's forward "
+        r"gets them, but would not see Scale's change, which the model's forward does; "
+        r"list Peek after Scale\.$",
+    ):
+        composition([Peek, Scale])
+    with pytest.raises(CompositionError, match=r"^EarlyPeek .* list EarlyPeek after Scale\.$"):
+        composition([EarlyPeek, Scale])
+    assert composition([Scale, EarlyPeek])  # sees the change, as the forward does
+
+
+def test_a_reader_that_sees_a_change_the_loop_does_not_is_told_to_move_first():
+    late = algorithm(
+        "Late",
+        changes("inputs", at="after_forward", how="scales"),
+        restores("inputs", at="after_loss"),
+    )
+    with pytest.raises(CompositionError, match=r"would see Late's change, which the model's "):
+        composition([Peek, late])  # at after_forward: Late changes, then Peek reads
+
+
+def test_two_replacements_of_the_loss_are_refused_at_any_two_events():
+    with pytest.raises(
+        CompositionError,
+        match=r"^NewLoss and OtherLoss both replace the loss \(at after_loss and "
+        r"before_backward\): the loss would be replaced twice\.$",
+    ):
+        Engine(algorithms=[NewLoss(), OtherLoss()])
+
+
+def test_a_change_restored_does_not_count_against_the_next_step_of_a_later_plugin():
+    # Two plugins mixing at different moments, the first restored before the second.
+    before = algorithm(
+        "Before",
+        changes("targets", at="batch_start", how="mixes"),
+        restores("targets", at="before_forward"),
+    )
+    after = algorithm(
+        "After",
+        changes("targets", at="before_loss", how="mixes"),
+        restores("targets", at="after_loss"),
+    )
+    assert composition([before, after]) == []
+
+
+@pytest.mark.parametrize(
+    ("declare", "error", "message"),
+    [
+        (lambda: changes("weights", at="init", how="x"), ValueError, "subject must be one of"),
+        (lambda: changes("inputs", at="init", how=""), ValueError, r"say how inputs is changed"),
+        (lambda: reads("inputs", at="init", needs="fresh"), ValueError, r"not 'fresh'"),
+        (lambda: reads("model", at="init", needs="as_used"), ValueError, r"not 'model'"),
+    ],
+)
+def test_a_malformed_effect_is_refused_when_declared(declare, error, message):
+    with pytest.raises(error, match=message):
+        declare()
+
+
+def test_effects_must_be_at_an_event_the_plugin_hooks():
+    class NoHook(Algorithm):
+        effects = (changes("targets", at="before_loss", how="smooths"),)
+
+    class Misspelt(Algorithm):
+        effects = (changes("targets", at="before_los", how="smooths"),)
+
+        def before_loss(self, state):
+            pass
+
+    class NotEffects(Algorithm):
+        effects = ("changes targets",)
+
+    with pytest.raises(TypeError, match=r"changes targets \(smooths\) at before_loss, but has no"):
+        Engine(algorithms=[NoHook()])
+    with pytest.raises(TypeError, match=r"'before_los', which is not an event; did you mean"):
+        Engine(algorithms=[Misspelt()])
+    with pytest.raises(TypeError, match=r"must be a tuple of effects made with loom\.trainer"):
+        Engine(algorithms=[NotEffects()])
+
+
+def test_a_restore_without_a_change_is_a_declaration_error():
+    with pytest.raises(CompositionError, match=r"restores the targets at after_loss, but no"):
+        simulate([("after_loss", [("Odd", [restores("targets", at="after_loss")])])])
+
+
+def test_plugins_that_declare_nothing_are_not_checked():
+    class Quiet(Algorithm):
+        def before_loss(self, state):
+            pass
+
+    assert composition([Quiet, Quiet]) == []
