@@ -89,9 +89,19 @@ def with_composition(card: str, name: str) -> str:
     """``card`` with its "Composes with" table as the algorithms' effects give it now."""
     from loom.config.reference import COMPOSITION_MARKER, composition_markdown
 
+    assert COMPOSITION_MARKER in card, f"a method card's 'Composes with' has {COMPOSITION_MARKER}"
     before, after = card.split(COMPOSITION_MARKER + "\n", 1)
     rest = after[after.index("\n## ") :] if "\n## " in after else ""
     return f"{before}{COMPOSITION_MARKER}\n{composition_markdown(name)}{rest}"
+
+
+def write_compositions() -> None:
+    """Rewrites every method card's "Composes with" table from the declared effects."""
+    from loom.config import ALGORITHMS
+
+    for name in ALGORITHMS:
+        path = ROOT / "loom" / "algorithms" / name / "README.md"
+        path.write_text(with_composition(path.read_text(encoding="utf-8"), name))
 
 
 def test_every_method_card_says_what_composes_with_what_as_the_effects_do():
@@ -101,7 +111,8 @@ def test_every_method_card_says_what_composes_with_what_as_the_effects_do():
         path = ROOT / "loom" / "algorithms" / name / "README.md"
         card = path.read_text(encoding="utf-8")
         assert "## Composes with\n" in card, f"{path} has a 'Composes with' section"
-        # To regenerate: path.write_text(with_composition(card, name)) for each card.
+        # To regenerate every card: python -c "from tests.test_docs import
+        # write_compositions; write_compositions()"
         assert card == with_composition(card, name), f"regenerate {path}'s composition table"
 
 

@@ -3,13 +3,12 @@ itself, inputs at ``before_forward`` and dense targets at ``before_loss``, both 
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
 import torch
 
-from loom.functional import check_fraction, mix_targets
+from loom.functional import check_fraction, check_positive, mix_targets
 from loom.trainer import Algorithm, BatchKey, State, changes, restores, validate_batch_key
 
 __all__ = ["ExampleMixing", "check_alpha"]
@@ -19,12 +18,10 @@ _BOTH = "To train with both MixUp and CutMix, MixUpOrCutMix picks one of them pe
 
 def check_alpha(plugin: str, alpha: object, argument: str = "alpha") -> float:
     """``alpha`` as a float if it is a positive finite number; raises naming ``plugin``."""
-    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0 < alpha < math.inf:
-        raise ValueError(
-            f"{plugin}: {argument}={alpha!r} must be a positive number (the Beta "
-            "distribution's parameter)."
-        )
-    return float(alpha)
+    try:
+        return check_positive(alpha, argument)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{plugin}: {error} It is the Beta distribution's parameter.") from None
 
 
 class ExampleMixing(Algorithm):
@@ -72,13 +69,22 @@ class ExampleMixing(Algorithm):
         """Draws a pairing: ``(mixed inputs, permutation, weight of each example itself)``."""
         raise NotImplementedError
 
+    def check_inputs(self, inputs: Any) -> None:
+        """Refuses inputs this method cannot mix; called on every batch, before any draw,
+        so that the first batch says so whether or not it is mixed. Any by default."""
+
+    def check_targets(self, targets: Any) -> None:
+        """Refuses targets this method cannot mix; called on every mixed batch. Any by
+        default."""
+
     def before_forward(self, state: State) -> None:
+        inputs = state.get_inputs(self.input_key)
+        self.check_inputs(inputs)
         # Python's generator: no step waits for the device; seeded by the Trainer's seed
         # and saved in checkpoints. prob=1 draws nothing, so runs stay as they were.
         if self.prob < 1.0 and random.random() >= self.prob:
             self.permutation = None
             return
-        inputs = state.get_inputs(self.input_key)
         mixed, self.permutation, self.weight = self.mix_inputs(inputs)
         self._inputs = inputs
         state.set_inputs(mixed, self.input_key)
@@ -92,6 +98,7 @@ class ExampleMixing(Algorithm):
         if self.permutation is None:
             return
         targets = state.get_targets(self.target_key)
+        self.check_targets(targets)
         self._targets = targets
         mixed = mix_targets(state.outputs, targets, self.permutation, self.weight)
         state.set_targets(mixed, self.target_key)

@@ -1,5 +1,6 @@
-"""A run directory's files: the one place their names are decided, and which of them a
-choice of weights (``final``, ``last``, ``best`` or a path) names.
+"""A run directory's files: the one place their names are decided, which of them a
+choice of weights (``final``, ``last``, ``best`` or a path) names, and what state the
+run is in (``loom train`` records it: :mod:`loom.runs.status`).
 
 Here, below :mod:`loom.runs`, so that a job's parts can name a run's files too (a
 distillation teacher is an earlier run's model).
@@ -7,16 +8,22 @@ distillation teacher is an earlier run's model).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from loom.callbacks.checkpoint import latest_checkpoint
 
-__all__ = ["RUN_WEIGHTS", "RunDirectory", "RunFileError"]
+__all__ = ["RUN_WEIGHTS", "RunDirectory", "RunFileError", "RunState", "RunStatus", "read_status"]
 
 RUN_WEIGHTS = ("final", "last", "best")
 """The weights of a run by name: its ``model.pt``, its latest interval checkpoint, the
@@ -25,6 +32,34 @@ first of its best checkpoints."""
 
 class RunFileError(ValueError):
     """A run directory does not hold the file asked for."""
+
+
+class RunState(str, Enum):
+    """How far a run got."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"  # by a signal, after saving a checkpoint to resume from
+    FAILED = "failed"  # an error ended it, or its process died without recording an end
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run directory's state, what it says of it, and the checkpoint it resumes from.
+
+    Attributes:
+        state: How far the run got.
+        detail: Why it is in that state: the stop reason, the signal, the error.
+        checkpoint: The latest interval checkpoint in the run's checkpoint folders,
+            or None: the run cannot be resumed.
+    """
+
+    state: RunState
+    detail: str
+    checkpoint: Path | None = None
+
+    def __str__(self) -> str:
+        return f"{self.state.value}: {self.detail}"
 
 
 class RunDirectory:
@@ -155,7 +190,10 @@ class RunDirectory:
         teacher).
 
         Raises:
-            RunFileError: The run has no such file; the message says which to use instead.
+            RunFileError: The run has no such file, or ``final`` for a run that is
+                running or failed (its ``model.pt``, if any, is from an earlier segment:
+                a run writes it when its training ends or is interrupted); the message
+                says which to use instead.
 
         Examples:
             >>> RunDirectory("runs/none").weights_file({}, "final", "--checkpoint")
@@ -169,6 +207,7 @@ class RunDirectory:
                     f"{self.path} has no model.pt, the final weights a run writes when it "
                     f"ends; {option} last takes its latest checkpoint instead."
                 )
+            self._refuse_stale_model(option)
             return self.model
         if choice == "last":
             found = self.latest_checkpoint(job)
@@ -187,6 +226,18 @@ class RunDirectory:
         raise RunFileError(
             f"{option} {choice}: no such file (nor in {self.path}); give "
             f"{', '.join(RUN_WEIGHTS)}, or the path of a checkpoint or of a weights file."
+        )
+
+    def _refuse_stale_model(self, option: str) -> None:
+        status = read_status(self)
+        if status is None or status.state not in (RunState.RUNNING, RunState.FAILED):
+            return
+        how = "is still running" if status.state is RunState.RUNNING else "failed"
+        latest = f", {status.checkpoint}" if status.checkpoint is not None else ""
+        raise RunFileError(
+            f"{option} final: the run in {self.path} {how} ({status.detail}), so its "
+            "model.pt is from before: a run writes it when its training ends, and this "
+            f"training has not; {option} last takes its latest checkpoint{latest}."
         )
 
     def _best_checkpoint(self, job: Mapping[str, Any], option: str) -> Path:
@@ -226,3 +277,62 @@ class RunDirectory:
             f"{option} best: the best checkpoint summary.json lists, {recorded}, is "
             f"missing; {option} last or final take the run's other weights."
         )
+
+
+def read_status(run_dir: str | os.PathLike[str] | RunDirectory) -> RunStatus | None:
+    """The state of the run in ``run_dir``, or None if it holds no run.
+
+    A run that says it is running, on this host, from a process that no longer
+    exists, died without recording an end: it reads as failed. (Only on this host and
+    on POSIX: a run written on another host, or by a process in another PID namespace,
+    reads as it says; a reused PID reads as alive.) A run directory from before loom
+    recorded states reads as finished or interrupted from its ``summary.json``, and as
+    failed without one.
+    """
+    files = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    checkpoint = _latest_checkpoint(files)
+    if files.status.is_file():
+        recorded = json.loads(files.status.read_text(encoding="utf-8"))
+        state, detail = RunState(recorded["state"]), recorded["detail"]
+        if state is RunState.RUNNING:
+            state, detail = _whether_alive(recorded)
+        return RunStatus(state, detail, checkpoint)
+    if files.summary.is_file():
+        summary = json.loads(files.summary.read_text(encoding="utf-8"))
+        reason = summary.get("stop_reason") or "reached max_duration"
+        interrupted = reason.startswith("interrupted by")
+        return RunStatus(
+            RunState.INTERRUPTED if interrupted else RunState.FINISHED, reason, checkpoint
+        )
+    if files.config.is_file():
+        return RunStatus(RunState.FAILED, "it ended before writing summary.json", checkpoint)
+    return None
+
+
+def _whether_alive(recorded: dict[str, Any]) -> tuple[RunState, str]:
+    pid, host = recorded.get("pid"), recorded.get("host")
+    where = f"process {pid} on {host}, since {recorded.get('time')}"
+    if host != socket.gethostname() or not isinstance(pid, int) or os.name != "posix":
+        return RunState.RUNNING, where  # no way to look from here
+    if _alive(pid):
+        return RunState.RUNNING, where
+    return RunState.FAILED, f"{where}, ended without recording how (killed?)"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here (POSIX: signal 0 only asks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _latest_checkpoint(files: RunDirectory) -> Path | None:
+    job: Any = None
+    if files.config.is_file():
+        with contextlib.suppress(yaml.YAMLError):
+            job = yaml.safe_load(files.config.read_text(encoding="utf-8"))
+    return files.latest_checkpoint(job if isinstance(job, dict) else {})

@@ -7,7 +7,13 @@ from numbers import Real
 
 import torch
 
-__all__ = ["check_choice", "check_class_indices", "check_fraction", "every_index_is_a_class"]
+__all__ = [
+    "check_choice",
+    "check_class_indices",
+    "check_fraction",
+    "check_positive",
+    "every_index_is_a_class",
+]
 
 
 def check_fraction(value: object, name: str) -> float:
@@ -25,6 +31,28 @@ def check_fraction(value: object, name: str) -> float:
         raise TypeError(f"{name}={value!r} must be a number in [0, 1].")
     if math.isnan(value) or not 0 <= value <= 1:
         raise ValueError(f"{name}={value!r} must lie in [0, 1].")
+    return float(value)
+
+
+def check_positive(value: object, name: str) -> float:
+    """Returns ``value`` as a float if it is a positive, finite number; raises naming
+    ``name`` otherwise.
+
+    Raises:
+        TypeError: ``value`` is not a real number.
+        ValueError: ``value`` is not positive and finite.
+
+    Examples:
+        >>> check_positive(4, "temperature")
+        4.0
+        >>> check_positive(0, "temperature")
+        Traceback (most recent call last):
+        ValueError: temperature=0 must be a positive, finite number.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name}={value!r} must be a positive, finite number.")
+    if not 0 < value < math.inf:  # NaN fails both comparisons
+        raise ValueError(f"{name}={value!r} must be a positive, finite number.")
     return float(value)
 
 

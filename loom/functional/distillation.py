@@ -3,38 +3,13 @@ softened probabilities, beside its own targets."""
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 import torch.nn.functional as F
 
-from loom.functional.checks import check_fraction
+from loom.functional.checks import check_fraction, check_positive
 from loom.functional.dense_cross_entropy import at_least_float32
 
-__all__ = ["check_temperature", "distillation_loss"]
-
-
-def check_temperature(value: object, name: str = "temperature") -> float:
-    """Returns ``value`` as a float if it is a positive, finite number; raises naming
-    ``name`` otherwise.
-
-    Raises:
-        TypeError: ``value`` is not a real number.
-        ValueError: ``value`` is not positive and finite.
-
-    Examples:
-        >>> check_temperature(4)
-        4.0
-        >>> check_temperature(0)
-        Traceback (most recent call last):
-        ValueError: temperature=0 must be a positive, finite number.
-    """
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name}={value!r} must be a positive, finite number.")
-    if not 0 < value < math.inf:  # NaN fails both comparisons
-        raise ValueError(f"{name}={value!r} must be a positive, finite number.")
-    return float(value)
+__all__ = ["distillation_loss"]
 
 
 def distillation_loss(
@@ -82,7 +57,7 @@ def distillation_loss(
         >>> round(distillation_loss(student, teacher, target_loss, temperature=1.0).item(), 4)
         0.7354
     """
-    temperature = check_temperature(temperature)
+    temperature = check_positive(temperature, "temperature")
     alpha = check_fraction(alpha, "alpha")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(

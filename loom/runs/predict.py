@@ -51,7 +51,6 @@ from loom.config.job import resolve_job
 from loom.config.job_file import apply_overrides, read_job_file
 from loom.config.loaders import eval_loader
 from loom.config.run_directory import RUN_WEIGHTS, RunDirectory, RunFileError
-from loom.runs.status import RunState, read_status
 from loom.trainer import load_model_weights, write_atomically
 
 __all__ = [
@@ -151,29 +150,10 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
             or failed (its ``model.pt``, if any, is from an earlier segment); the message
             says which to use instead.
     """
-    files = RunDirectory(run_dir)
     try:
-        found = files.weights_file(job, choice, option="--checkpoint")
+        return RunDirectory(run_dir).weights_file(job, choice, option="--checkpoint")
     except RunFileError as error:
         raise PredictionError(str(error)) from None
-    if choice == "final":
-        _refuse_stale_model(files)
-    return found
-
-
-def _refuse_stale_model(files: RunDirectory) -> None:
-    """Refuses the model.pt of a run that is running or failed: a run writes it when its
-    training ends or is interrupted, so it is an earlier segment's (a resumed run's)."""
-    status = read_status(files)
-    if status is None or status.state not in (RunState.RUNNING, RunState.FAILED):
-        return
-    how = "is still running" if status.state is RunState.RUNNING else "failed"
-    latest = f", {status.checkpoint}" if status.checkpoint is not None else ""
-    raise PredictionError(
-        f"--checkpoint final: the run in {files.path} {how} ({status.detail}), so its "
-        "model.pt is from before: a run writes it when its training ends, and this "
-        f"training has not; --checkpoint last takes its latest checkpoint{latest}."
-    )
 
 
 def predict_run(

@@ -72,11 +72,14 @@ _NEEDS = {
 class CompositionError(ValueError):
     """Algorithms whose declared effects cannot be combined in the order given.
 
-    ``advises_order``: whether the message advises listing them the other way round.
+    Attributes:
+        plugins: The two the message names, as the timeline labels them.
+        advises_order: Whether the message advises listing them the other way round.
     """
 
-    def __init__(self, message: str, advises_order: bool = False):
+    def __init__(self, message: str, plugins: tuple[str, ...] = (), advises_order: bool = False):
         super().__init__(message)
+        self.plugins = plugins
         self.advises_order = advises_order
 
 
@@ -188,9 +191,12 @@ class _Read:
     seen: tuple[str, ...]  # who had changed the subject when it was read
 
 
-def simulate(timeline: Timeline) -> list[str]:
+def simulate(timeline: Timeline, order: Sequence[str] = ()) -> list[str]:
     """Plays the effects of one training step in order; returns the notes on what is
     order-sensitive or commutes, and raises :class:`CompositionError` on what cannot be.
+
+    ``order``: the plugins' labels as listed, so that a message names two in that order
+    (an event that closes a pair runs them in reverse).
 
     Examples:
         >>> smooth = [changes("targets", at="before_loss", how="smooths")]
@@ -207,10 +213,15 @@ def simulate(timeline: Timeline) -> list[str]:
         changed_here: dict[str, list[_Change]] = {}
         needs_original: dict[str, str] = {}  # subject: the plugin that reads it unchanged here
         for plugin, effects in acting:
+            # What two plugins may not both do comes first: a plugin that smooths the
+            # targets it reads unchanged, listed twice, smooths twice; where it reads
+            # them is not the point.
+            for effect in effects:
+                if effect.action == "changes":
+                    _refuse_a_second(active[effect.subject], plugin, effect, order)
             for effect in effects:
                 subject = active[effect.subject]
                 if effect.action == "changes":
-                    _refuse_a_second(subject, plugin, effect)
                     change = _Change(plugin, effect)
                     subject.append(change)
                     changed_here.setdefault(effect.subject, []).append(change)
@@ -235,18 +246,34 @@ def simulate(timeline: Timeline) -> list[str]:
     return [note for note in notes if note]
 
 
-def _refuse_a_second(subject: list[_Change], plugin: str, effect: Effect) -> None:
+def _refuse_a_second(
+    subject: list[_Change], plugin: str, effect: Effect, order: Sequence[str]
+) -> None:
     for earlier in subject:
-        if earlier.plugin != plugin and earlier.effect.how == effect.how in EXCLUSIVE:
-            verb, why = EXCLUSIVE[effect.how]
-            where = earlier.effect.at
-            if effect.at != where:
-                where += f" and {effect.at}"
-            hint = earlier.effect.hint or effect.hint
-            raise CompositionError(
-                f"{earlier.plugin} and {plugin} both {verb} the {effect.subject} (at {where}): "
-                f"the {effect.subject} {why}." + (f" {hint}" if hint else "")
-            )
+        if earlier.plugin == plugin or earlier.effect.how != effect.how:
+            continue
+        if effect.how not in EXCLUSIVE:
+            return
+        verb, why = EXCLUSIVE[effect.how]
+        where = earlier.effect.at
+        if effect.at != where:
+            where += f" and {effect.at}"
+        pair = (earlier.plugin, plugin)
+        if order and order.index(plugin) < order.index(earlier.plugin):
+            pair = (plugin, earlier.plugin)
+        # A hint says how to have both: no help for one class listed twice.
+        same_class = _class_of(plugin) == _class_of(earlier.plugin)
+        hint = "" if same_class else (earlier.effect.hint or effect.hint)
+        raise CompositionError(
+            f"{pair[0]} and {pair[1]} both {verb} the {effect.subject} (at {where}): "
+            f"the {effect.subject} {why}." + (f" {hint}" if hint else ""),
+            plugins=pair,
+        )
+
+
+def _class_of(label: str) -> str:
+    """``"MixUp"`` of ``"MixUp #2"``: the timeline numbers a class listed twice."""
+    return label.split(" #", 1)[0]
 
 
 def _restore(subject: list[_Change], plugin: str, effect: Effect) -> None:
@@ -267,6 +294,7 @@ def _refuse_a_late_reader(plugin: str, effect: Effect, changer: _Change) -> None
         f"{plugin} reads the {effect.subject} at {effect.at} as the batch holds them, "
         f"but {changer.plugin} has changed them by then ({changer.effect.how}, at "
         f"{changer.effect.at}); list {plugin} before {changer.plugin}.{hint}",
+        plugins=(plugin, changer.plugin),
         advises_order=True,
     )
 
@@ -284,7 +312,7 @@ def _order_note(subject: str, event: str, made: list[_Change], first: str | None
     if all(change.effect.how in COMMUTING for change in made) and subject == "targets":
         return (
             f"{subject} at {event}: {sequence}; these commute, so either order gives the "
-            "same targets."
+            "same targets (where no position is ignored)."
         )
     return f"{subject} at {event}: {sequence}; order-sensitive: they run in this order."
 
@@ -302,13 +330,16 @@ def _check_read_as_used(read: _Read, used: tuple[str, ...]) -> str:
     missing = [plugin for plugin in used if plugin not in read.seen]
     extra = [plugin for plugin in read.seen if plugin not in used]
     if missing:
-        problem = f"would not see {missing[0]}'s change, which {user} does"
-        advice = f"list {read.plugin} after {missing[0]}"
+        other = missing[0]
+        problem = f"would not see {other}'s change, which {user} does"
+        advice = f"list {read.plugin} after {other}"
     else:
-        problem = f"would see {extra[0]}'s change, which {user} does not"
-        advice = f"list {read.plugin} before {extra[0]}"
+        other = extra[0]
+        problem = f"would see {other}'s change, which {user} does not"
+        advice = f"list {read.plugin} before {other}"
     raise CompositionError(
         f"{read.plugin} reads the {effect.subject} at {effect.at} to see them as {user} "
         f"gets them, but {problem}; {advice}." + (f" {effect.hint}" if effect.hint else ""),
+        plugins=(read.plugin, other),
         advises_order=True,
     )

@@ -431,19 +431,24 @@ def composition(algorithms: Sequence[Algorithm | type[Algorithm]]) -> list[str]:
         ...
         loom.trainer.effects.CompositionError: Smooth and SmoothMore both smooth the targets ...
     """
+    labels = _labels(algorithms)
     try:
-        return simulate(_timeline(algorithms))
+        return simulate(_timeline(algorithms), labels)
     except CompositionError as error:
-        swapped = _with_named_pair_swapped(algorithms, str(error)) if error.advises_order else None
-        if swapped is None:
+        if not (error.advises_order and len(error.plugins) == 2):
             raise
+        first, second = sorted(labels.index(plugin) for plugin in error.plugins)
+        swapped = list(algorithms)
+        swapped[first], swapped[second] = swapped[second], swapped[first]
         try:
-            simulate(_timeline(swapped))
+            simulate(_timeline(swapped), _labels(swapped))
         except CompositionError as other:
-            first, second = [label for label in _labels(algorithms) if label in str(error)][:2]
+            if set(other.plugins) != set(error.plugins):
+                raise error from None  # the other order fails on another pair: advice stands
             raise CompositionError(
-                f"{first} and {second} cannot be combined in either order. As listed: "
-                f"{error} Listed the other way round: {other}"
+                f"{labels[first]} and {labels[second]} cannot be combined in either order. "
+                f"As listed: {error} Listed the other way round: {other}",
+                plugins=(labels[first], labels[second]),
             ) from None
         raise
 
@@ -462,22 +467,6 @@ def _timeline(algorithms: Sequence[Any]) -> Timeline:
                 acting.append((label, here))
         steps.append((event.value, acting))
     return steps
-
-
-def _with_named_pair_swapped(algorithms: Sequence[Any], message: str) -> list[Any] | None:
-    """``algorithms`` with the two that ``message`` names first swapped, or None."""
-    names = _labels(algorithms)
-    named = sorted(
-        (message.find(name), position) for position, name in enumerate(names) if name in message
-    )
-    if len(named) < 2:
-        return None
-    first, second = named[0][1], named[1][1]
-    if _labels([algorithms[first]])[0] == _labels([algorithms[second]])[0]:
-        return None  # the same class twice: the other order is the same list
-    swapped = list(algorithms)
-    swapped[first], swapped[second] = swapped[second], swapped[first]
-    return swapped
 
 
 def _labels(algorithms: Sequence[Any]) -> list[str]:

@@ -143,7 +143,9 @@ def test_evaluation_is_never_cut():
     assert torch.equal(model.seen[-1], IMAGES)  # the final evaluation's forward
 
 
-def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape():
+@pytest.mark.parametrize("prob", [1.0, 0.1])
+def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(prob):
+    # At the first batch, whether or not its coin says to cut it.
     model = torch.nn.Linear(5, 4)
     trainer = Trainer(
         model,
@@ -151,7 +153,8 @@ def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(
         max_duration="1ba",
         device="cpu",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        algorithms=[CutMix()],
+        algorithms=[CutMix(prob=prob)],
+        seed=0,
     )
     with pytest.raises(
         ValueError,
@@ -163,17 +166,35 @@ def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(
     assert trainer.state.timestamp.batch == 0
 
 
+def test_a_target_per_pixel_is_refused_it_would_not_be_cut_like_its_image():
+    model = torch.nn.Conv2d(2, 3, kernel_size=1)  # a score per class and pixel
+    trainer = Trainer(
+        model,
+        [(IMAGES, torch.randint(0, 3, (8, 5, 6)))],
+        max_duration="1ba",
+        device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        algorithms=[CutMix()],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"CutMix mixes one target per image, class indices \(N,\) or dense targets "
+        r"\(N, C\), but the targets are int64 \(8, 5, 6\) on cpu: a target per pixel",
+    ):
+        trainer.fit()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"alpha": 0}, r"CutMix: alpha=0 must be a positive number"),
-        ({"alpha": -1.0}, r"CutMix: alpha=-1\.0 must be a positive number"),
-        ({"alpha": float("inf")}, r"CutMix: alpha=inf must be a positive number"),
-        ({"alpha": "1"}, r"CutMix: alpha='1' must be a positive number"),
+        ({"alpha": 0}, r"CutMix: alpha=0 must be a positive, finite number"),
+        ({"alpha": -1.0}, r"CutMix: alpha=-1\.0 must be a positive, finite number"),
+        ({"alpha": float("inf")}, r"CutMix: alpha=inf must be a positive, finite number"),
+        ({"alpha": "1"}, r"CutMix: alpha='1' must be a positive, finite number"),
         ({"prob": 1.5}, r"CutMix: prob=1\.5 must lie in \[0, 1\]"),
         ({"prob": -0.1}, r"CutMix: prob=-0\.1 must lie in \[0, 1\]"),
     ],
 )
 def test_bad_arguments_are_named(arguments, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((TypeError, ValueError), match=message):
         CutMix(**arguments)

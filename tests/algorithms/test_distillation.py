@@ -422,6 +422,11 @@ def test_a_run_without_checkpoints_has_no_last_or_best(teacher_run, tmp_path):
     bare.mkdir()
     for name in ("config.yaml", "model.pt"):
         shutil.copy(teacher_run / name, bare / name)
+    # Without its status (or summary), the run reads as one that died mid-training: its
+    # model.pt would be an earlier segment's, and is refused as loom predict refuses it.
+    with pytest.raises(ConfigError, match=r"checkpoint final: the run in .*bare failed"):
+        build_job(student_job(str(bare)))
+    shutil.copy(teacher_run / "status.json", bare / "status.json")
     (bare / "config.yaml").write_text(
         (teacher_run / "config.yaml").read_text().replace("folder: best", "folder: elsewhere")
     )

@@ -3,8 +3,9 @@ import random
 import pytest
 import torch
 
+from loom import Trainer
 from loom.algorithms import CutMix, MixUp, MixUpOrCutMix
-from loom.trainer import CompositionError
+from loom.trainer import CompositionError, get_batch_item
 from tests.algorithms.test_cutmix import IMAGES, LABELS, run
 
 
@@ -46,6 +47,44 @@ def test_a_certain_switch_is_the_run_of_the_one_it_picks_draw_for_draw(switch_pr
     assert switched_metrics == single_metrics
 
 
+def test_inputs_that_are_not_images_are_refused_unless_cutmix_is_never_picked():
+    features = [(torch.randn(8, 5), LABELS)]
+
+    def fit(switch_prob):
+        model = torch.nn.Linear(5, 4)
+        algorithm = MixUpOrCutMix(switch_prob=switch_prob, prob=0.5)
+        Trainer(
+            model,
+            features * 4,
+            max_duration="4ba",
+            device="cpu",
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+            algorithms=[algorithm],
+            seed=0,
+        ).fit()
+        return algorithm
+
+    with pytest.raises(
+        ValueError,
+        match=r"^MixUpOrCutMix cuts boxes out of images \(N, C, H, W\), but the inputs at "
+        r"the run's input_key are float32 \(8, 5\) on cpu; switch_prob=0 is MixUp alone",
+    ):
+        fit(0.1)
+    assert fit(0.0).last in (None, "mixup")  # MixUp alone mixes any floating inputs
+
+
+def test_last_says_neither_for_a_batch_left_unmixed():
+    class Record(MixUpOrCutMix):
+        def after_loss(self, state):
+            super().after_loss(state)
+            seen.append((self.last, get_batch_item(state.batch, 1) is LABELS))
+
+    seen = []
+    run([Record(prob=0.5)], [(IMAGES, LABELS)] * 40, duration="40ba")
+    assert {last for last, _ in seen} == {None, "mixup", "cutmix"}
+    assert all(restored for _, restored in seen)
+
+
 def test_mixup_and_cutmix_side_by_side_are_refused_pointing_at_the_switch():
     with pytest.raises(
         CompositionError,
@@ -59,8 +98,8 @@ def test_mixup_and_cutmix_side_by_side_are_refused_pointing_at_the_switch():
     ("arguments", "message"),
     [
         ({"switch_prob": 2}, r"MixUpOrCutMix: switch_prob=2 must lie in \[0, 1\]"),
-        ({"mixup_alpha": 0}, r"MixUpOrCutMix: mixup_alpha=0 must be a positive number"),
-        ({"cutmix_alpha": -1}, r"MixUpOrCutMix: cutmix_alpha=-1 must be a positive number"),
+        ({"mixup_alpha": 0}, r"MixUpOrCutMix: mixup_alpha=0 must be a positive, finite number"),
+        ({"cutmix_alpha": -1}, r"MixUpOrCutMix: cutmix_alpha=-1 must be a positive, finite number"),
         ({"prob": "half"}, r"MixUpOrCutMix: prob='half' must be a number in \[0, 1\]"),
     ],
 )

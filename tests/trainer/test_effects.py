@@ -133,3 +133,46 @@ def test_plugins_that_declare_nothing_are_not_checked():
             pass
 
     assert composition([Quiet, Quiet]) == []
+
+
+def test_in_a_longer_list_the_advice_names_the_pair_at_fault_and_either_order_only_if_true():
+    from loom.algorithms import Distillation, LabelSmoothing, MixUp, OnlineLabelSmoothing
+
+    # OLS after MixUp: moving OLS first is legal, whatever else the list holds.
+    for algorithms in (
+        [MixUp, OnlineLabelSmoothing, LabelSmoothing],
+        [Distillation, MixUp, OnlineLabelSmoothing],
+    ):
+        with pytest.raises(CompositionError) as error:
+            composition(algorithms)
+        assert str(error.value).startswith("OnlineLabelSmoothing reads the targets")
+        assert "either order" not in str(error.value)
+    assert composition([OnlineLabelSmoothing, MixUp, Distillation])
+    # One class twice: the rule two may not break, not an order that does not help.
+    with pytest.raises(
+        CompositionError,
+        match=r"^OnlineLabelSmoothing #1 and OnlineLabelSmoothing #2 both smooth the targets "
+        r"\(at before_loss\): the targets would be smoothed twice\.$",
+    ):
+        composition([OnlineLabelSmoothing, OnlineLabelSmoothing])
+    with pytest.raises(CompositionError, match=r"^Distillation #1 and Distillation #2 both"):
+        composition([Distillation, Distillation])  # named as listed, at an after_ event too
+
+
+def test_either_order_is_said_when_the_other_order_fails_on_the_same_pair():
+    def relabeller(name):  # reads the labels unchanged, then changes them its own way
+        return algorithm(
+            name,
+            reads("targets", at="before_loss", needs="original"),
+            changes("targets", at="before_loss", how="relabels"),
+            restores("targets", at="after_loss"),
+        )
+
+    first, second = relabeller("First"), relabeller("Second")
+    with pytest.raises(
+        CompositionError,
+        match=r"^First and Second cannot be combined in either order\. As listed: Second "
+        r"reads the targets .* list Second before First\. Listed the other way round: First "
+        r"reads the targets .* list First before Second\.$",
+    ):
+        composition([first, second])

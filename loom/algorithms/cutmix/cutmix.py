@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from loom.algorithms.example_mixing import ExampleMixing, check_alpha
@@ -49,14 +51,16 @@ class CutMix(ExampleMixing):
         self.alpha = check_alpha("CutMix", alpha)
         super().__init__(prob, input_key, target_key)
 
+    def check_inputs(self, inputs: Any) -> None:
+        """Images ``(N, C, H, W)`` only."""
+        check_images(inputs, "CutMix", self.input_key, "use MixUp for inputs that are not images.")
+
+    def check_targets(self, targets: Any) -> None:
+        """One target per image: class indices ``(N,)`` or dense ``(N, C)``."""
+        check_image_targets(targets, "CutMix")
+
     def mix_inputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """A clipped box and a random pairing; the inputs with each box pasted in."""
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
-            key = "the run's input_key" if self.input_key is None else f"{self.input_key!r}"
-            raise ValueError(
-                f"CutMix cuts boxes out of images (N, C, H, W), but the inputs at {key} "
-                f"are {describe_item(inputs)}; use MixUp for inputs that are not images."
-            )
         height, width = inputs.shape[-2:]
         box = sample_cutmix_box(self.alpha, height, width)
         permutation = torch.randperm(inputs.shape[0], device=inputs.device)
@@ -64,3 +68,27 @@ class CutMix(ExampleMixing):
 
     def __repr__(self) -> str:
         return self._repr({"alpha": self.alpha})
+
+
+def check_images(inputs: Any, plugin: str, input_key: BatchKey | None, instead: str) -> None:
+    """Refuses inputs that are not images ``(N, C, H, W)``, naming ``plugin``, where the
+    inputs are, and what to use ``instead``."""
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+        key = "the run's input_key" if input_key is None else f"{input_key!r}"
+        raise ValueError(
+            f"{plugin} cuts boxes out of images (N, C, H, W), but the inputs at {key} are "
+            f"{describe_item(inputs)}; {instead}"
+        )
+
+
+def check_image_targets(targets: Any, plugin: str) -> None:
+    """Refuses targets other than one per image (class indices ``(N,)``, dense ``(N, C)``):
+    a target per pixel would have to be cut like its image, which CutMix does not do."""
+    if isinstance(targets, torch.Tensor) and targets.dim() > (
+        2 if targets.is_floating_point() else 1
+    ):
+        raise ValueError(
+            f"{plugin} mixes one target per image, class indices (N,) or dense targets "
+            f"(N, C), but the targets are {describe_item(targets)}: a target per pixel "
+            "would have to be cut like its image, which CutMix does not do."
+        )

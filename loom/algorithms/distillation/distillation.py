@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loom.functional import check_fraction, check_temperature, distillation_loss
+from loom.functional import check_fraction, check_positive, distillation_loss
 from loom.trainer import (
     Algorithm,
     BatchKey,
@@ -110,7 +110,7 @@ class Distillation(Algorithm):
                 "model.pt, or None."
             )
         try:
-            self.temperature = check_temperature(temperature)
+            self.temperature = check_positive(temperature, "temperature")
             self.alpha = check_fraction(alpha, "alpha")
             if input_key is not None:
                 validate_batch_key(input_key, "input_key")

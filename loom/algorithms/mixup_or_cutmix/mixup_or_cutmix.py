@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 
 from loom.algorithms.cutmix import CutMix
+from loom.algorithms.cutmix.cutmix import check_image_targets, check_images
 from loom.algorithms.example_mixing import ExampleMixing, check_alpha
 from loom.algorithms.mixup import MixUp
 from loom.functional import check_fraction
-from loom.trainer import BatchKey
+from loom.trainer import BatchKey, State
 
 __all__ = ["MixUpOrCutMix"]
 
@@ -19,7 +21,7 @@ class MixUpOrCutMix(ExampleMixing):
     """MixUp or CutMix per batch: CutMix with probability ``switch_prob``, else MixUp.
 
     The way to train with both (timm's ``switch_prob``, DeiT's recipe): listed side
-    by side, MixUp and CutMix would mix each batch twice, which loom refuses. Each
+    by side, MixUp and CutMix would mix a batch twice, which loom refuses. Each
     mixed batch is one or the other, inputs and targets alike, exactly as
     :class:`MixUp` or :class:`CutMix` alone would mix it; ``prob`` is the chance that
     a batch is mixed at all. :attr:`last` says which the last batch got.
@@ -60,6 +62,21 @@ class MixUpOrCutMix(ExampleMixing):
             check_alpha("MixUpOrCutMix", cutmix_alpha, "cutmix_alpha"), input_key=input_key
         )
         self.last: str | None = None
+
+    def check_inputs(self, inputs: Any) -> None:
+        """Images ``(N, C, H, W)`` whenever CutMix may be picked."""
+        if self.switch_prob > 0.0:
+            instead = "switch_prob=0 is MixUp alone, for inputs that are not images."
+            check_images(inputs, "MixUpOrCutMix", self.input_key, instead)
+
+    def check_targets(self, targets: Any) -> None:
+        """One target per image, on a batch CutMix cut."""
+        if self.last == "cutmix":
+            check_image_targets(targets, "MixUpOrCutMix")
+
+    def before_forward(self, state: State) -> None:
+        self.last = None  # a batch left unmixed got neither
+        super().before_forward(state)
 
     def mix_inputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """CutMix's mixing with probability ``switch_prob``, else MixUp's."""
