@@ -805,6 +805,8 @@ def test_validate_shows_what_the_algorithms_change_and_refuses_what_cannot_compo
         "order-sensitive: OnlineLabelSmoothing reads the targets as the batch holds them, "
         "so it must stay listed first.",
     ]
+    shown = (CONFIGS.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "\n".join(out.splitlines()[1:]) in shown  # the page shows what it prints
     both = "algorithms=[{name: mixup}, {name: cutmix}]"
     status, _, err = run_loom(capsys, "validate", job, both)
     assert status == 2

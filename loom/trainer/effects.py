@@ -249,11 +249,11 @@ def simulate(timeline: Timeline, order: Sequence[str] = ()) -> list[str]:
 def _refuse_a_second(
     subject: list[_Change], plugin: str, effect: Effect, order: Sequence[str]
 ) -> None:
+    if effect.how not in EXCLUSIVE:
+        return  # a kind of change of the plugin's own: never refused
     for earlier in subject:
         if earlier.plugin == plugin or earlier.effect.how != effect.how:
             continue
-        if effect.how not in EXCLUSIVE:
-            return
         verb, why = EXCLUSIVE[effect.how]
         where = earlier.effect.at
         if effect.at != where:
