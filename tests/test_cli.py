@@ -736,19 +736,22 @@ def interrupted_run(job, run_dir, signal_number):
 
 
 @pytest.mark.slow
-def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs(tmp_path):
+def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs(tmp_path, capsys):
     """After SIGINT, SIGTERM and a normal end the summary's checkpoint exists (the
     interval's keep_last prunes as it goes); compare takes the finished run only and
-    names the others, with their states and how to resume."""
+    names the others, with their states and how to resume. Only the interrupted runs
+    need a process of their own (a signal to send)."""
     job = tmp_path / "job.yaml"
     job.write_text(LONG_SMALL_JOB)
     runs = tmp_path / "runs"
     for name, signal_number in [("int", signal.SIGINT), ("term", signal.SIGTERM)]:
         interrupted_run(job, runs / name, signal_number)
-    finished = loom_command("train", job, "--run-dir", runs / "done", "trainer.max_duration=1ep")
-    assert finished.returncode == 0, finished.stderr
-    diverged = loom_command("train", job, "--run-dir", runs / "diverged", "optimizer.lr=1e30")
-    assert diverged.returncode == 1, diverged.stderr
+    finished = run_loom(
+        capsys, "train", job, "--run-dir", runs / "done", "trainer.max_duration=1ep"
+    )
+    assert finished[0] == 0, finished[2]
+    diverged = run_loom(capsys, "train", job, "--run-dir", runs / "diverged", "optimizer.lr=1e30")
+    assert diverged[0] == 1, diverged[2]
     for name in ("int", "term", "done"):
         summary = json.loads((runs / name / "summary.json").read_text())
         assert Path(summary["checkpoint"]).is_file(), (name, summary["checkpoint"])
@@ -756,11 +759,11 @@ def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs
         assert summary["checkpoint"] == str(kept)
         assert summary["batches"] == torch.load(kept, weights_only=True)["timestamp"]["batch"]
 
-    compared = loom_command("compare", runs)
-    assert compared.returncode == 0, compared.stderr
-    table = compared.stdout[: compared.stdout.index("curves side by side")].splitlines()
+    status, compared, err = run_loom(capsys, "compare", runs)
+    assert status == 0, err
+    table = compared[: compared.index("curves side by side")].splitlines()
     assert [row.split()[0] for row in table[1:]] == ["done"]  # the one finished run alone
-    skipped = compared.stdout[compared.stdout.index("skipped 3 runs that have not finished:") :]
+    skipped = compared[compared.index("skipped 3 runs that have not finished:") :]
     assert f"{runs / 'diverged'}: failed: NonFiniteLossError: the training loss" in skipped
     for name, signal_name in [("int", "SIGINT"), ("term", "SIGTERM")]:
         assert re.search(
@@ -768,9 +771,9 @@ def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs
             rf"; resume with: loom train --resume {runs / name}\n",
             skipped,
         )
-    nothing_finished = loom_command("compare", runs / "int", runs / "diverged")
-    assert nothing_finished.returncode == 2
-    assert "no finished run to compare; skipped:\n  " in nothing_finished.stderr
+    status, _, err = run_loom(capsys, "compare", runs / "int", runs / "diverged")
+    assert status == 2
+    assert "no finished run to compare; skipped:\n  " in err
 
 
 def test_validate_checks_the_trainer_section_and_names_the_device_of_another_machine(capsys):

@@ -62,8 +62,8 @@ def plot_comparison(
     loss_axes, accuracy_axes = figure.axes
     for index, (name, records) in enumerate(runs.items()):
         _draw_run(loss_axes, accuracy_axes, records, label=name, color=f"C{index % 10}")
-    loss_axes.legend(fontsize="small")
-    accuracy_axes.legend(fontsize="small")
+    _legend(loss_axes)
+    _legend(accuracy_axes)
     _save(figure, output)
 
 
@@ -116,7 +116,7 @@ def reliability_figure(
     if ece is not None:
         heading += f", ECE {ece:.4f}"
     axes.set_title(heading if not title else f"{title}\n{heading}")
-    axes.legend(fontsize="small", loc="upper left")
+    _legend(axes, loc="upper left")
     count_axes.bar(
         [centers[i] for i in filled],
         [counts[i] for i in filled],
@@ -238,7 +238,7 @@ def _draw_run(
     )
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="eval accuracy")
     if label is None and train:
-        loss_axes.legend(fontsize="small")
+        _legend(loss_axes)
 
 
 def _figure(rows: int, columns: int, size: tuple[float, float] | None = None, **grid: Any) -> Any:
@@ -263,3 +263,10 @@ def _colour_map(name: str, zeros: str) -> Any:
 
 def _save(figure: Any, output: str | os.PathLike[str]) -> None:
     figure.savefig(output, dpi=110)
+
+
+def _legend(axes: Any, **options: Any) -> None:
+    """The axes' legend, if anything on them has a label: a run without evaluation draws
+    no accuracy, and matplotlib warns of an empty legend."""
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small", **options)

@@ -140,5 +140,7 @@ def test_evaluation_is_never_mixed():
 
 @pytest.mark.parametrize("alpha", [0, -1, float("inf"), True, "0.2"])
 def test_bad_alpha_is_named(alpha):
-    with pytest.raises((TypeError, ValueError), match=r"MixUp: alpha=.* must be a positive, finite"):
+    with pytest.raises(
+        (TypeError, ValueError), match=r"MixUp: alpha=.* must be a positive, finite"
+    ):
         MixUp(alpha=alpha)

@@ -7,6 +7,7 @@ from matplotlib.colors import to_rgba
 from loom.runs.plots import (
     curves_figure,
     matrix_figure,
+    plot_comparison,
     plot_matrix,
     plot_reliability,
     reliability_figure,
@@ -70,3 +71,10 @@ def test_the_curves_carry_the_runs_name_and_say_what_each_loss_is_against():
     assert "train: against the targets trained on" in loss_axes.get_title()
     assert [list(line.get_ydata()) for line in loss_axes.lines] == [[2.0, 1.0], [1.5, 0.5]]
     assert len(accuracy_axes.lines) == 0
+
+
+def test_runs_without_evaluation_compare_without_an_empty_legend(tmp_path):
+    # Nothing labelled on the accuracy axes: matplotlib would warn (an error here).
+    records = [{"epoch": epoch, "train/loss": 1.0 / epoch} for epoch in (1, 2)]
+    plot_comparison({"a": records, "b": records}, tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").stat().st_size > 0
