@@ -20,7 +20,7 @@ machine's noise. Variants:
 Wall time on a shared 2-core machine moves by 10-20% from run to run; ``--instructions``
 counts each variant's instructions a step under callgrind instead (deterministic under
 load: the difference of a 5-step and a 2-step run over 3 steps, as
-benchmarks/instructions_per_step.py does, at batch 32, which callgrind runs in minutes),
+benchmarks/instructions_per_step.py does, at batch 32, which callgrind runs in minutes a run),
 with the teacher's forward alone counted the same way, so that distillation's cost
 beyond its teacher is what is left.
 
@@ -28,7 +28,7 @@ beyond its teacher is what is left.
                                           # distillation beyond its teacher's forward
                                           # (distill_replayed) <= 1.03x
     python benchmarks/soft_targets.py --repeats 10 --steps 30
-    python benchmarks/soft_targets.py --instructions   # about 20 minutes
+    python benchmarks/soft_targets.py --instructions   # about an hour
 """
 
 from __future__ import annotations
