@@ -457,22 +457,25 @@ def loom_command(*arguments, timeout=120):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def test_overrides_go_before_or_after_the_options_in_the_order_given():
+def test_overrides_go_before_or_after_the_options_in_the_order_given(capsys):
     job = CONFIGS / "digits.yaml"
-    validated = loom_command("validate", job, "--import", "json", "trainer.max_duration=6ep")
-    assert validated.returncode == 0, validated.stderr
-    assert "valid job (with trainer.max_duration=6ep)" in validated.stdout
-    printed = loom_command(
-        "train", job, "optimizer.lr=0.5", "--print-config", "trainer.max_duration=6ep",
+    status, out, err = run_loom(
+        capsys, "validate", job, "--import", "json", "trainer.max_duration=6ep"
+    )
+    assert status == 0, err
+    assert "valid job (with trainer.max_duration=6ep)" in out
+    status, out, err = run_loom(
+        capsys, "train", job, "optimizer.lr=0.5", "--print-config", "trainer.max_duration=6ep",
         "optimizer.lr=0.25",
     )  # fmt: skip
-    assert printed.returncode == 0, printed.stderr
-    resolved = yaml.safe_load(printed.stdout)
+    assert status == 0, err
+    resolved = yaml.safe_load(out)
     assert resolved["trainer"]["max_duration"] == "6ep"
     assert resolved["optimizer"]["lr"] == 0.25  # the later of the two
-    unknown = loom_command("validate", job, "trainer.max_duration=6ep", "--bogus")
-    assert unknown.returncode == 2
-    assert "unrecognized arguments: --bogus" in unknown.stderr
+    with pytest.raises(SystemExit) as unknown:
+        main(["validate", str(job), "trainer.max_duration=6ep", "--bogus"])
+    assert unknown.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [["list"], ["events"], ["list", "model"]])
@@ -520,7 +523,9 @@ def test_a_double_dash_before_the_overrides_is_taken_as_argparse_means_it():
     assert yaml.safe_load(printed.stdout)["trainer"]["max_duration"] == "6ep"
 
 
-def test_a_relative_checkpoint_folder_is_inside_the_run_directory_and_resumes(tmp_path):
+def test_a_relative_checkpoint_folder_is_inside_the_run_directory_and_resumes(
+    tmp_path, capsys, monkeypatch
+):
     """Run from another directory: the folder is the run's, and --resume finds it there."""
     job = tmp_path / "job.yaml"
     job.write_text(
@@ -534,16 +539,13 @@ def test_a_relative_checkpoint_folder_is_inside_the_run_directory_and_resumes(tm
     elsewhere.mkdir()
     run_dir = tmp_path / "run"
 
-    def loom_from_elsewhere(*arguments):
-        command = [sys.executable, "-m", "loom", *map(str, arguments)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=elsewhere)
-
-    first = loom_from_elsewhere("train", job, "--run-dir", run_dir)
-    assert first.returncode == 0, first.stderr
+    monkeypatch.chdir(elsewhere)
+    first = run_loom(capsys, "train", job, "--run-dir", run_dir)
+    assert first[0] == 0, first[2]
     assert [path.name for path in (run_dir / "ckpt").iterdir()] == ["epoch1-batch4.pt"]
     assert list(elsewhere.iterdir()) == []
-    resumed = loom_from_elsewhere("train", job, "--resume", run_dir, "trainer.max_duration=2ep")
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run_loom(capsys, "train", job, "--resume", run_dir, "trainer.max_duration=2ep")
+    assert resumed[0] == 0, resumed[2]
     assert json.loads((run_dir / "summary.json").read_text())["batches"] == 8
 
 
@@ -562,7 +564,7 @@ def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_training_time_adds_up_across_resumes(tmp_path):
+def test_training_time_adds_up_across_resumes(tmp_path, capsys):
     """summary.json's seconds and metrics.jsonl's time go on from the checkpoint's count,
     also when a finished run is resumed (which trains nothing more)."""
     job = tmp_path / "job.yaml"
@@ -573,18 +575,18 @@ def test_training_time_adds_up_across_resumes(tmp_path):
         "trainer: {max_duration: 2ep, device: cpu}\n"
     )
     run_dir = tmp_path / "run"
-    assert loom_command("train", job, "--run-dir", run_dir).returncode == 0
+    assert run_loom(capsys, "train", job, "--run-dir", run_dir)[0] == 0
     first = json.loads((run_dir / "summary.json").read_text())["seconds"]
     (checkpoint,) = (run_dir / "checkpoints").iterdir()
     counted = {entry["name"]: entry["state"] for entry in torch.load(checkpoint)["callbacks"]}
     assert 0 < counted["RunRecorder"]["seconds"] <= first
 
-    assert loom_command("train", job, "--resume", run_dir).returncode == 0  # already finished
+    assert run_loom(capsys, "train", job, "--resume", run_dir)[0] == 0  # already finished
     again = json.loads((run_dir / "summary.json").read_text())["seconds"]
     assert again >= counted["RunRecorder"]["seconds"]
 
-    extended = loom_command("train", job, "--resume", run_dir, "trainer.max_duration=3ep")
-    assert extended.returncode == 0, extended.stderr
+    extended = run_loom(capsys, "train", job, "--resume", run_dir, "trainer.max_duration=3ep")
+    assert extended[0] == 0, extended[2]
     records = (run_dir / "metrics.jsonl").read_text().splitlines()
     times = [json.loads(line)["time"] for line in records]
     assert len(times) == 3
@@ -592,7 +594,7 @@ def test_training_time_adds_up_across_resumes(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["seconds"] > first
 
 
-def test_a_run_resumes_as_the_job_it_started_as(tmp_path):
+def test_a_run_resumes_as_the_job_it_started_as(tmp_path, capsys):
     """Started with overrides, it resumes from its config.yaml alone; only max_duration
     may change, and a job file or override that changes anything else is refused."""
     job = tmp_path / "job.yaml"
@@ -603,26 +605,25 @@ def test_a_run_resumes_as_the_job_it_started_as(tmp_path):
         "trainer: {max_duration: 5ep, device: cpu}\n"
     )
     run_dir = tmp_path / "run"
-    started = loom_command(
-        "train", job, "--run-dir", run_dir, "trainer.max_duration=1ep", "optimizer.lr=0.05"
+    started = run_loom(
+        capsys, "train", job, "--run-dir", run_dir, "trainer.max_duration=1ep", "optimizer.lr=0.05"
     )
-    assert started.returncode == 0, started.stderr
+    assert started[0] == 0, started[2]
 
-    extended = loom_command("train", "--resume", run_dir, "trainer.max_duration=2ep")
-    assert extended.returncode == 0, extended.stderr
+    extended = run_loom(capsys, "train", "--resume", run_dir, "trainer.max_duration=2ep")
+    assert extended[0] == 0, extended[2]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["batches"] == 8  # 2 epochs of 4: the override's, not the file's 5
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"] == 0.05
 
-    refused = loom_command("train", "--resume", run_dir, "optimizer.lr=0.5")
-    assert refused.returncode == 2
+    status, _, err = run_loom(capsys, "train", "--resume", run_dir, "optimizer.lr=0.5")
+    assert status == 2
     assert (
-        f"--resume {run_dir}: the overrides change optimizer.lr (0.05 in the run, 0.5 now)"
-        in refused.stderr
+        f"--resume {run_dir}: the overrides change optimizer.lr (0.05 in the run, 0.5 now)" in err
     )
-    refused = loom_command("train", job, "--resume", run_dir)
-    assert refused.returncode == 2
-    assert f"{job} changes optimizer.lr (0.05 in the run, 0.1 now) of the job" in refused.stderr
+    status, _, err = run_loom(capsys, "train", job, "--resume", run_dir)
+    assert status == 2
+    assert f"{job} changes optimizer.lr (0.05 in the run, 0.1 now) of the job" in err
 
 
 @pytest.mark.parametrize(
