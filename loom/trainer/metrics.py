@@ -44,16 +44,23 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_losses_are_finite(state: State) -> None:
-    """Raises NonFiniteLossError naming the first NaN or infinite loss not yet checked."""
+    """Raises NonFiniteLossError naming the first NaN or infinite loss not yet checked,
+    and the latest checkpoint written (``state.checkpoint_path``), from before it."""
     position = state.train_losses.first_non_finite()
     if position is not None:
         timestamp = state.timestamp
         run_batch = timestamp.batch - timestamp.batch_in_epoch + position
         where = batch_position(timestamp.epoch, position, run_batch)
+        # No checkpoint is written once a loss is not finite: the latest is from before.
+        latest = (
+            ""
+            if state.checkpoint_path is None
+            else f" (the latest, from before it: {state.checkpoint_path})"
+        )
         raise NonFiniteLossError(
             f"the training loss is not finite at {where}; training stopped and "
-            "the checkpoints already written were left as they were. Lower the learning "
-            "rate, clip gradients (grad_clip_norm) or check the inputs of that batch."
+            f"the checkpoints already written were left as they were{latest}. Lower the "
+            "learning rate, clip gradients (grad_clip_norm) or check the inputs of that batch."
         )
 
 

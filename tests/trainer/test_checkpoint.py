@@ -147,6 +147,8 @@ def test_a_non_finite_loss_stops_naming_the_batch_and_keeps_the_good_checkpoints
         trainer.fit()
     assert "raised by callback Checkpoint at event 'batch_end'" in str(info.value.__notes__)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch0-batch3.pt", "epoch1-batch4.pt"]
+    # The error says which checkpoint to go back to: the last one, from before the batch.
+    assert f"(the latest, from before it: {tmp_path / 'epoch1-batch4.pt'})" in str(info.value)
     assert torch.isfinite(
         torch.stack(
             [
