@@ -271,7 +271,11 @@ def _resolved_job(args: argparse.Namespace) -> dict[str, Any]:
 
     _import_modules(args.imports)
     try:
-        return resolve_job(apply_overrides(read_job_file(args.config), list(args.overrides)))
+        job = read_job_file(args.config)
+    except ConfigError as error:
+        raise CommandError(str(error)) from None  # it names the file
+    try:
+        return resolve_job(apply_overrides(job, list(args.overrides)))
     except ConfigError as error:
         raise CommandError(f"{args.config}{_overrides_note(args.overrides)}: {error}") from None
 

@@ -777,6 +777,17 @@ def test_summaries_name_checkpoints_that_exist_and_compare_skips_unfinished_runs
     assert "no finished run to compare; skipped:\n  " in err
 
 
+def test_a_job_file_that_cannot_be_read_is_named_once(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text("seed: 0\nseed: 1\n")
+    status, _, err = run_loom(capsys, "validate", job)
+    assert status == 2
+    assert err == (
+        f"loom validate: error: {job}: key 'seed' is given twice in one mapping, at line 1 "
+        "and at line 2; YAML would keep the second silently. Give it once.\n"
+    )
+
+
 def test_validate_checks_the_trainer_section_and_names_the_device_of_another_machine(capsys):
     job = CONFIGS / "digits.yaml"
     status, _, err = run_loom(capsys, "validate", job, "trainer.grad_accum=0")

@@ -13,20 +13,59 @@ from loom.config.schema import ConfigError
 __all__ = ["apply_overrides", "read_job_file"]
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one mapping: YAML keeps the last, so the first would be lost."""
+
+
+class _JobLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping."""
+
+
+def _mapping_without_repeats(loader: _JobLoader, node: yaml.MappingNode) -> Any:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # "<<: *base": its keys may be given again, to override them
+        key = loader.construct_object(key_node)
+        try:
+            first = lines.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: the constructor below says so
+            continue
+        if first != key_node.start_mark.line + 1:
+            raise _DuplicateKey(
+                f"key {key!r} is given twice in one mapping, at line {first} and at line "
+                f"{key_node.start_mark.line + 1}; YAML would keep the second silently. "
+                "Give it once."
+            )
+    return loader.construct_mapping(node)
+
+
+_JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
 def read_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The mapping in the YAML file at ``path``, read with ``yaml.safe_load``.
+    """The mapping in the YAML file at ``path``, read as ``yaml.safe_load`` reads it.
 
     Raises:
-        ConfigError: The file is missing, empty, not YAML, not a mapping, or uses
-            a tag such as ``!!python/object`` (job files hold plain data only).
+        ConfigError: The file is missing, empty, not UTF-8, not YAML, not a mapping,
+            gives a key twice in one mapping, or uses a tag such as ``!!python/object``
+            (job files hold plain data only).
     """
     path = Path(path)
     if not path.is_file():
         where = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(f"job file {str(path)!r} {where}; give the path of a YAML job file.")
-    text = path.read_text(encoding="utf-8")
     try:
-        config = yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (at byte offset {error.start}); a job file is a YAML "
+            "text file, saved as UTF-8."
+        ) from None
+    try:
+        config = yaml.load(text, Loader=_JobLoader)  # safe_load's, with no repeated keys
+    except _DuplicateKey as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.constructor.ConstructorError as error:
         raise ConfigError(
             f"{path}: {error.problem} {_position(error)}. Job files hold plain data only: "
@@ -35,7 +74,7 @@ def read_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if config is None:
-        raise ConfigError(f"job file {str(path)!r} is empty; see configs/digits.yaml for one.")
+        raise ConfigError(f"{path}: the job file is empty; see configs/digits.yaml for one.")
     if not isinstance(config, dict):
         raise ConfigError(
             f"{path}: a job file is a mapping of sections (model, data, optimizer, trainer, ...), "

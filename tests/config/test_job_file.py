@@ -20,7 +20,7 @@ def test_reads_a_mapping(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", r"job file '.*job\.yaml' is empty"),
+        ("", r"job\.yaml: the job file is empty"),
         ("# only a comment\n", r"is empty"),
         ("- a\n- b\n", r"a job file is a mapping of sections .*got a list"),
         ("model: {name: mlp\n", r"is not valid YAML"),
@@ -35,6 +35,28 @@ def test_reads_a_mapping(tmp_path):
 def test_bad_files_give_one_clear_error(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         read_job_file(write(tmp_path, text))
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    text = "seed: 0\nmodel:\n  name: mlp\n  width: 8\n  width: 16\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"job\.yaml: key 'width' is given twice in one mapping, at line 4 and at line 5; "
+        r"YAML would keep the second silently",
+    ):
+        read_job_file(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"key 'seed' is given twice .* line 1 and at line 3"):
+        read_job_file(write(tmp_path, "seed: 0\nmodel: {name: mlp}\nseed: 1\n"))
+    # The same key in two mappings is no repeat; merge keys still merge.
+    merged = read_job_file(write(tmp_path, "a: &base {x: 1}\nb: {<<: *base, y: 2}\nc: {x: 3}\n"))
+    assert merged == {"a": {"x": 1}, "b": {"x": 1, "y": 2}, "c": {"x": 3}}
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_bytes("seed: 0\nname: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"job\.yaml is not UTF-8 text \(at byte offset 17\)"):
+        read_job_file(path)
 
 
 def test_missing_file_and_directory(tmp_path):
