@@ -818,7 +818,7 @@ def test_validate_shows_what_the_algorithms_change_and_refuses_what_cannot_compo
         "reads targets (as the batch holds them, unchanged)",
         "  targets at before_loss: OnlineLabelSmoothing smooths, then MixUp mixes; "
         "order-sensitive: OnlineLabelSmoothing reads the targets as the batch holds them, "
-        "so it must stay listed first.",
+        "so it must stay listed before MixUp.",
     ]
     shown = (CONFIGS.parent / "docs" / "cli.md").read_text(encoding="utf-8")
     assert "\n".join(out.splitlines()[1:]) in shown  # the page shows what it prints

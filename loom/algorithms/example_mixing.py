@@ -74,8 +74,8 @@ class ExampleMixing(Algorithm):
         so that the first batch says so whether or not it is mixed. Any by default."""
 
     def check_targets(self, targets: Any) -> None:
-        """Refuses targets this method cannot mix; called on every mixed batch. Any by
-        default."""
+        """Refuses targets this method cannot mix; called on every batch, mixed or not.
+        Any by default."""
 
     def before_forward(self, state: State) -> None:
         inputs = state.get_inputs(self.input_key)
@@ -95,10 +95,10 @@ class ExampleMixing(Algorithm):
             self._inputs = None
 
     def before_loss(self, state: State) -> None:
-        if self.permutation is None:
-            return
         targets = state.get_targets(self.target_key)
         self.check_targets(targets)
+        if self.permutation is None:
+            return
         self._targets = targets
         mixed = mix_targets(state.outputs, targets, self.permutation, self.weight)
         state.set_targets(mixed, self.target_key)

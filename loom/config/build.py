@@ -279,7 +279,17 @@ def _algorithm(spec: Mapping[str, Any], path: str, facts: Mapping[str, Any]) -> 
     try:
         return _build(ALGORITHMS, arguments, path, facts=facts)
     except CheckpointError as error:
-        raise ConfigError(f"{path}.{TEACHER}: {spec[TEACHER]!r}: {error}") from None
+        # Built with this job's data facts: a teacher of other classes cannot fit.
+        classes = facts.get("num_classes")
+        note = (
+            ""
+            if classes is None
+            else (
+                f" The teacher is built for this job's data ({classes} classes): a teacher "
+                "trained on other classes cannot teach this student."
+            )
+        )
+        raise ConfigError(f"{path}.{TEACHER}: {spec[TEACHER]!r}: {error}{note}") from None
 
 
 _RUN_PATHS = {"checkpoint": "folder", "tensorboard": "log_dir", "csv": "csv_path"}

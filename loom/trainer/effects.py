@@ -74,13 +74,15 @@ class CompositionError(ValueError):
 
     Attributes:
         plugins: The two the message names, as the timeline labels them.
-        advises_order: Whether the message advises listing them the other way round.
+        about_order: Whether it is about where one runs relative to the other, which
+            another order may mend (:func:`loom.trainer.composition` tries the other
+            order, and says which to use, or that neither does).
     """
 
-    def __init__(self, message: str, plugins: tuple[str, ...] = (), advises_order: bool = False):
+    def __init__(self, message: str, plugins: tuple[str, ...] = (), about_order: bool = False):
         super().__init__(message)
         self.plugins = plugins
-        self.advises_order = advises_order
+        self.about_order = about_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +236,7 @@ def simulate(timeline: Timeline, order: Sequence[str] = ()) -> list[str]:
                             _refuse_a_late_reader(plugin, effect, subject[-1])
                         needs_original.setdefault(effect.subject, plugin)
         notes += [
-            _order_note(subject, event, made, needs_original.get(subject))
+            _order_note(subject, event, made, needs_original.get(subject), order)
             for subject, made in changed_here.items()
         ]
         if event in LOOP_USES:
@@ -242,7 +244,7 @@ def simulate(timeline: Timeline, order: Sequence[str] = ()) -> list[str]:
             used[subject] = tuple(change.plugin for change in active[subject])
     for read in pending:
         if read.effect.how == "as_used" and read.effect.subject in used:
-            notes.append(_check_read_as_used(read, used[read.effect.subject]))
+            notes.append(_check_read_as_used(read, used[read.effect.subject], order))
     return [note for note in notes if note]
 
 
@@ -255,19 +257,24 @@ def _refuse_a_second(
         if earlier.plugin == plugin or earlier.effect.how != effect.how:
             continue
         verb, why = EXCLUSIVE[effect.how]
-        where = earlier.effect.at
-        if effect.at != where:
-            where += f" and {effect.at}"
-        pair = (earlier.plugin, plugin)
+        pair = [(earlier.plugin, earlier.effect.at), (plugin, effect.at)]
         if order and order.index(plugin) < order.index(earlier.plugin):
-            pair = (plugin, earlier.plugin)
+            pair.reverse()  # named as listed
+        if pair[0][1] == pair[1][1]:
+            named = (
+                f"{pair[0][0]} and {pair[1][0]} both {verb} the {effect.subject} (at {effect.at})"
+            )
+        else:
+            named = (
+                f"{pair[0][0]} (at {pair[0][1]}) and {pair[1][0]} (at {pair[1][1]}) both {verb} "
+                f"the {effect.subject}"
+            )
         # A hint says how to have both: no help for one class listed twice.
         same_class = _class_of(plugin) == _class_of(earlier.plugin)
         hint = "" if same_class else (earlier.effect.hint or effect.hint)
         raise CompositionError(
-            f"{pair[0]} and {pair[1]} both {verb} the {effect.subject} (at {where}): "
-            f"the {effect.subject} {why}." + (f" {hint}" if hint else ""),
-            plugins=pair,
+            f"{named}: the {effect.subject} {why}." + (f" {hint}" if hint else ""),
+            plugins=(pair[0][0], pair[1][0]),
         )
 
 
@@ -290,24 +297,42 @@ def _restore(subject: list[_Change], plugin: str, effect: Effect) -> None:
 
 def _refuse_a_late_reader(plugin: str, effect: Effect, changer: _Change) -> None:
     hint = f" {effect.hint}" if effect.hint else ""
+    if changer.plugin == plugin:
+        raise CompositionError(
+            f"{plugin} declares that it reads the {effect.subject} at {effect.at} as the batch "
+            f"holds them, but its own change of them ({changer.effect.how}, at "
+            f"{changer.effect.at}) is still in place then; declare the restore before the read."
+        )
     raise CompositionError(
         f"{plugin} reads the {effect.subject} at {effect.at} as the batch holds them, "
         f"but {changer.plugin} has changed them by then ({changer.effect.how}, at "
-        f"{changer.effect.at}); list {plugin} before {changer.plugin}.{hint}",
+        f"{changer.effect.at}).{hint}",
         plugins=(plugin, changer.plugin),
-        advises_order=True,
+        about_order=True,
     )
 
 
-def _order_note(subject: str, event: str, made: list[_Change], first: str | None) -> str:
+def _side(order: Sequence[str], plugin: str, others: Sequence[str]) -> str:
+    """Where ``plugin`` is listed relative to ``others``: ``"before X"``, ``"after X"``."""
+    if not order:
+        return f"where it is relative to {', '.join(others)}"
+    side = "after" if order.index(plugin) > order.index(others[0]) else "before"
+    return f"{side} {', '.join(others)}"
+
+
+def _order_note(
+    subject: str, event: str, made: list[_Change], first: str | None, order: Sequence[str]
+) -> str:
     """``first``: the plugin that reads ``subject`` unchanged at ``event``, so must run first."""
     if len({change.plugin for change in made}) < 2:
         return ""
     sequence = ", then ".join(f"{change.plugin} {change.effect.how}" for change in made)
     if first is not None:
+        others = [change.plugin for change in made if change.plugin != first]
         return (
             f"{subject} at {event}: {sequence}; order-sensitive: {first} reads the "
-            f"{subject} as the batch holds them, so it must stay listed first."
+            f"{subject} as the batch holds them, so it must stay listed "
+            f"{_side(order, first, others)}."
         )
     if all(change.effect.how in COMMUTING for change in made) and subject == "targets":
         return (
@@ -317,29 +342,29 @@ def _order_note(subject: str, event: str, made: list[_Change], first: str | None
     return f"{subject} at {event}: {sequence}; order-sensitive: they run in this order."
 
 
-def _check_read_as_used(read: _Read, used: tuple[str, ...]) -> str:
+def _check_read_as_used(read: _Read, used: tuple[str, ...], order: Sequence[str]) -> str:
     effect = read.effect
     user = USERS[effect.subject]
     if read.seen == used:
-        if not used:
+        changers = [plugin for plugin in used if plugin != read.plugin]
+        if not changers:
             return ""
         return (
             f"{read.plugin} reads the {effect.subject} at {effect.at} as {user} gets them, "
-            f"changed by {', '.join(used)}: it must stay listed after {', '.join(used)}."
+            f"changed by {', '.join(changers)}: it must stay listed "
+            f"{_side(order, read.plugin, changers)}."
         )
     missing = [plugin for plugin in used if plugin not in read.seen]
     extra = [plugin for plugin in read.seen if plugin not in used]
     if missing:
         other = missing[0]
         problem = f"would not see {other}'s change, which {user} does"
-        advice = f"list {read.plugin} after {other}"
     else:
         other = extra[0]
         problem = f"would see {other}'s change, which {user} does not"
-        advice = f"list {read.plugin} before {other}"
     raise CompositionError(
         f"{read.plugin} reads the {effect.subject} at {effect.at} to see them as {user} "
-        f"gets them, but {problem}; {advice}." + (f" {effect.hint}" if effect.hint else ""),
+        f"gets them, but {problem}." + (f" {effect.hint}" if effect.hint else ""),
         plugins=(read.plugin, other),
-        advises_order=True,
+        about_order=True,
     )

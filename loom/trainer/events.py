@@ -435,22 +435,27 @@ def composition(algorithms: Sequence[Algorithm | type[Algorithm]]) -> list[str]:
     try:
         return simulate(_timeline(algorithms), labels)
     except CompositionError as error:
-        if not (error.advises_order and len(error.plugins) == 2):
+        if not (error.about_order and len(error.plugins) == 2):
             raise
+        # Where one runs relative to the other: the other order tells which to use.
+        reader, other = error.plugins
         first, second = sorted(labels.index(plugin) for plugin in error.plugins)
         swapped = list(algorithms)
         swapped[first], swapped[second] = swapped[second], swapped[first]
+        swapped_labels = _labels(swapped)
         try:
-            simulate(_timeline(swapped), _labels(swapped))
-        except CompositionError as other:
-            if set(other.plugins) != set(error.plugins):
-                raise error from None  # the other order fails on another pair: advice stands
-            raise CompositionError(
-                f"{labels[first]} and {labels[second]} cannot be combined in either order. "
-                f"As listed: {error} Listed the other way round: {other}",
-                plugins=(labels[first], labels[second]),
-            ) from None
-        raise
+            simulate(_timeline(swapped), swapped_labels)
+        except CompositionError as again:
+            if set(again.plugins) == set(error.plugins):
+                raise CompositionError(
+                    f"{labels[first]} and {labels[second]} cannot be combined in either "
+                    f"order. As listed: {error} Listed the other way round: {again}",
+                    plugins=(labels[first], labels[second]),
+                ) from None
+        where = "before" if labels.index(reader) > labels.index(other) else "after"
+        raise CompositionError(
+            f"{error} List {reader} {where} {other}.", error.plugins, about_order=True
+        ) from None
 
 
 def _timeline(algorithms: Sequence[Any]) -> Timeline:

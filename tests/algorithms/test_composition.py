@@ -134,7 +134,7 @@ def test_the_schedule_shows_who_changes_what_in_order_and_the_composition():
     assert (
         "targets at before_loss: OnlineLabelSmoothing smooths, then MixUp mixes; "
         "order-sensitive: OnlineLabelSmoothing reads the targets as the batch holds them, "
-        "so it must stay listed first."
+        "so it must stay listed before MixUp."
     ) in schedule
     assert (
         "Distillation reads the inputs at after_forward as the model's forward gets them, "

@@ -166,7 +166,9 @@ def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(
     assert trainer.state.timestamp.batch == 0
 
 
-def test_a_target_per_pixel_is_refused_it_would_not_be_cut_like_its_image():
+@pytest.mark.parametrize("prob", [1.0, 0.1])
+def test_a_target_per_pixel_is_refused_it_would_not_be_cut_like_its_image(prob):
+    # At the first batch, whether or not its coin says to cut it.
     model = torch.nn.Conv2d(2, 3, kernel_size=1)  # a score per class and pixel
     trainer = Trainer(
         model,
@@ -174,7 +176,8 @@ def test_a_target_per_pixel_is_refused_it_would_not_be_cut_like_its_image():
         max_duration="1ba",
         device="cpu",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        algorithms=[CutMix()],
+        algorithms=[CutMix(prob=prob)],
+        seed=0,
     )
     with pytest.raises(
         ValueError,
@@ -182,6 +185,7 @@ def test_a_target_per_pixel_is_refused_it_would_not_be_cut_like_its_image():
         r"\(N, C\), but the targets are int64 \(8, 5, 6\) on cpu: a target per pixel",
     ):
         trainer.fit()
+    assert trainer.state.timestamp.batch == 0
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ def test_the_teacher_sees_the_mixed_inputs_the_student_saw_frozen_and_in_eval_mo
 
 
 def test_listed_before_mixup_it_is_refused():
-    with pytest.raises(CompositionError, match=r"Distillation .*list Distillation after MixUp"):
+    with pytest.raises(CompositionError, match=r"Distillation .*List Distillation after MixUp\."):
         trainer_with([Distillation(Recording(seed=1)), MixUp(alpha=0.2)])
 
 
@@ -474,3 +474,16 @@ def test_a_jobs_weights_beside_the_teacher_replace_the_file_its_entry_names(teac
             build_job(student_job(teacher, weights=best))
     with pytest.raises(ConfigError, match=r"algorithms\.0\.weights: no such file 'missing\.pt'"):
         build_job(student_job(str(teacher_run), weights="missing.pt"))
+
+
+def test_a_teacher_run_of_other_classes_is_named_as_such(teacher_run):
+    # The teacher is built for the student's data: 4 classes, where it learned 3.
+    data = {**STUDENT_JOB["data"]["train"], "num_classes": 4}
+    job = {**STUDENT_JOB, "data": {"train": data}}
+    entry = {"name": "distillation", "teacher": str(teacher_run)}
+    with pytest.raises(
+        ConfigError,
+        match=r"does not fit this model.*The teacher is built for this job's data \(4 classes\): "
+        r"a teacher trained on other classes cannot teach this student\.",
+    ):
+        build_job(resolve_job({**job, "algorithms": [entry]}))

@@ -103,7 +103,7 @@ def test_with_online_label_smoothing_listed_first():
     with pytest.raises(
         CompositionError,
         match=r"OnlineLabelSmoothing reads the targets at before_loss as the batch holds them, "
-        r"but MixUp has changed them by then .*list OnlineLabelSmoothing before MixUp",
+        r"but MixUp has changed them by then .*List OnlineLabelSmoothing before MixUp\.$",
     ):
         run([MixUp(0.2), OnlineLabelSmoothing(n_classes=4)])
 

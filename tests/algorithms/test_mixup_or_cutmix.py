@@ -73,6 +73,33 @@ def test_inputs_that_are_not_images_are_refused_unless_cutmix_is_never_picked():
     assert fit(0.0).last in (None, "mixup")  # MixUp alone mixes any floating inputs
 
 
+def test_a_target_per_pixel_is_refused_at_the_first_batch_unless_cutmix_is_never_picked():
+    segmentation = [(IMAGES, torch.randint(0, 3, (8, 5, 6)))]
+
+    def fit(switch_prob):
+        model = torch.nn.Conv2d(2, 3, kernel_size=1)
+        trainer = Trainer(
+            model,
+            segmentation * 4,
+            max_duration="4ba",
+            device="cpu",
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+            algorithms=[MixUpOrCutMix(switch_prob=switch_prob, prob=0.5)],
+            seed=0,
+        )
+        trainer.fit()
+        return trainer
+
+    with pytest.raises(
+        ValueError,
+        match=r"^MixUpOrCutMix mixes one target per image.*"
+        r"switch_prob=0 is MixUp alone, which mixes them\.",
+    ) as error:
+        fit(0.1)
+    assert "at event 'before_loss'" in str(error.value.__notes__)
+    assert fit(0.0).state.timestamp.batch == 4
+
+
 def test_last_says_neither_for_a_batch_left_unmixed():
     class Record(MixUpOrCutMix):
         def after_loss(self, state):

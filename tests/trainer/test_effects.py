@@ -44,11 +44,11 @@ def test_a_reader_of_what_the_loop_uses_must_see_the_same_changes():
     with pytest.raises(
         CompositionError,
         match=r"^Peek reads the inputs at after_forward to see them as the model's forward "
-        r"gets them, but would not see Scale's change, which the model's forward does; "
-        r"list Peek after Scale\.$",
+        r"gets them, but would not see Scale's change, which the model's forward does\. "
+        r"List Peek after Scale\.$",
     ):
         composition([Peek, Scale])
-    with pytest.raises(CompositionError, match=r"^EarlyPeek .* list EarlyPeek after Scale\.$"):
+    with pytest.raises(CompositionError, match=r"^EarlyPeek .* List EarlyPeek after Scale\.$"):
         composition([EarlyPeek, Scale])
     assert composition([Scale, EarlyPeek])  # sees the change, as the forward does
 
@@ -66,8 +66,8 @@ def test_a_reader_that_sees_a_change_the_loop_does_not_is_told_to_move_first():
 def test_two_replacements_of_the_loss_are_refused_at_any_two_events():
     with pytest.raises(
         CompositionError,
-        match=r"^NewLoss and OtherLoss both replace the loss \(at after_loss and "
-        r"before_backward\): the loss would be replaced twice\.$",
+        match=r"^NewLoss \(at after_loss\) and OtherLoss \(at before_backward\) both replace "
+        r"the loss: the loss would be replaced twice\.$",
     ):
         Engine(algorithms=[NewLoss(), OtherLoss()])
 
@@ -172,7 +172,42 @@ def test_either_order_is_said_when_the_other_order_fails_on_the_same_pair():
     with pytest.raises(
         CompositionError,
         match=r"^First and Second cannot be combined in either order\. As listed: Second "
-        r"reads the targets .* list Second before First\. Listed the other way round: First "
-        r"reads the targets .* list First before Second\.$",
+        r"reads the targets .* \(relabels, at before_loss\)\. Listed the other way round: "
+        r"First reads the targets .* \(relabels, at before_loss\)\.$",
     ):
         composition([first, second])
+
+
+def test_advice_at_a_reversed_event_names_the_order_that_works():
+    # At after_loss the algorithms run in reverse: to see the loss the backward gets, a
+    # reader there must be listed *before* the plugin that replaces it.
+    from loom.algorithms import Distillation
+
+    log = algorithm("LossLog", reads("loss", at="after_loss", needs="as_used"))
+    with pytest.raises(CompositionError, match=r"List LossLog before Distillation\.$"):
+        composition([Distillation, log])
+    assert composition([log, Distillation]) == [
+        "LossLog reads the loss at after_loss as the backward gets them, changed by "
+        "Distillation: it must stay listed before Distillation."
+    ]
+    late = algorithm(
+        "Late",
+        changes("inputs", at="after_forward", how="scales"),
+        restores("inputs", at="after_loss"),
+    )
+    with pytest.raises(CompositionError, match=r"List Peek after Late\.$"):
+        composition([Peek, late])
+    assert composition([late, Peek]) == []
+
+
+def test_a_read_of_what_the_plugin_itself_still_holds_changed_is_a_declaration_error():
+    muddled = algorithm(
+        "Muddled",
+        changes("targets", at="before_loss", how="relabels"),
+        reads("targets", at="after_loss", needs="original"),
+        restores("targets", at="after_backward"),
+    )
+    with pytest.raises(
+        CompositionError, match=r"^Muddled declares .* its own change .* declare the restore"
+    ):
+        composition([muddled])

@@ -57,7 +57,7 @@ class CutMix(ExampleMixing):
 
     def check_targets(self, targets: Any) -> None:
         """One target per image: class indices ``(N,)`` or dense ``(N, C)``."""
-        check_image_targets(targets, "CutMix")
+        check_image_targets(targets, "CutMix", "MixUp mixes them.")
 
     def mix_inputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """A clipped box and a random pairing; the inputs with each box pasted in."""
@@ -81,7 +81,7 @@ def check_images(inputs: Any, plugin: str, input_key: BatchKey | None, instead: 
         )
 
 
-def check_image_targets(targets: Any, plugin: str) -> None:
+def check_image_targets(targets: Any, plugin: str, instead: str) -> None:
     """Refuses targets other than one per image (class indices ``(N,)``, dense ``(N, C)``):
     a target per pixel would have to be cut like its image, which CutMix does not do."""
     if isinstance(targets, torch.Tensor) and targets.dim() > (
@@ -90,5 +90,5 @@ def check_image_targets(targets: Any, plugin: str) -> None:
         raise ValueError(
             f"{plugin} mixes one target per image, class indices (N,) or dense targets "
             f"(N, C), but the targets are {describe_item(targets)}: a target per pixel "
-            "would have to be cut like its image, which CutMix does not do."
+            f"would have to be cut like its image, which CutMix does not do; {instead}"
         )

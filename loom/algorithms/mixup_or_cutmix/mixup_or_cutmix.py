@@ -70,9 +70,11 @@ class MixUpOrCutMix(ExampleMixing):
             check_images(inputs, "MixUpOrCutMix", self.input_key, instead)
 
     def check_targets(self, targets: Any) -> None:
-        """One target per image, on a batch CutMix cut."""
-        if self.last == "cutmix":
-            check_image_targets(targets, "MixUpOrCutMix")
+        """One target per image whenever CutMix may be picked."""
+        if self.switch_prob > 0.0:
+            check_image_targets(
+                targets, "MixUpOrCutMix", "switch_prob=0 is MixUp alone, which mixes them."
+            )
 
     def before_forward(self, state: State) -> None:
         self.last = None  # a batch left unmixed got neither
