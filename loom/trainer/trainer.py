@@ -517,6 +517,12 @@ class Trainer:
         if counted is not None and state.loss is not loss:
             counted = None  # a plugin changed the loss: its batch's mean stands, changed
         loss = state.loss
+        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+            raise ValueError(
+                f"the loss to backpropagate {self._where()} is {describe_item(loss)}, not a "
+                "scalar tensor: loss_fn(outputs, targets), or a plugin that replaces "
+                "state.loss, must reduce it to one number (e.g. with .mean())."
+            )
         scaled = loss if loss_weight == 1.0 else loss * loss_weight
         if state.grad_scaler is not None:
             scaled = state.grad_scaler.scale(scaled)

@@ -2,6 +2,8 @@
 says), and end-to-end runs on tiny data (it learns, matches a plain loop, checks its
 arguments, names where an error happened)."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -176,6 +178,34 @@ def test_errors_in_the_model_and_loss_keep_their_type_and_say_where(model, optim
         "(batch 1 of the run), "
         "inputs float32 (4, 5) on cpu"
     ]
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "shown"),
+    [
+        (
+            lambda outputs, targets: F.cross_entropy(outputs, targets, reduction="none"),
+            "float32 (4,) on cpu",
+        ),
+        (lambda outputs, targets: F.cross_entropy(outputs, targets).item(), "float"),
+    ],
+    ids=["per-sample", "a-python-float"],
+)
+def test_a_loss_that_is_not_one_number_is_named_before_the_backward(
+    model, optimizer, loss_fn, shown
+):
+    batch = [(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))]
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    trainer = Trainer(
+        model, batch, optimizers=optimizer, max_duration="1ba", device="cpu", loss_fn=loss_fn
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"^the loss to backpropagate in training at epoch 1, batch 1 of the epoch "
+        rf"\(batch 1 of the run\) is {re.escape(shown)}, not a scalar tensor: loss_fn",
+    ):
+        trainer.fit()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_an_error_in_evaluation_names_the_evaluation_batch(model, optimizer):
