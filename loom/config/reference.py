@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Collection, Sequence
 
 from loom.config.registries import ALGORITHMS, REGISTRIES
@@ -11,7 +10,6 @@ from loom.trainer import Algorithm, CompositionError, composition
 
 __all__ = [
     "COMPOSITION_MARKER",
-    "algorithm_class",
     "components_markdown",
     "composition_markdown",
     "parameters_table",
@@ -58,23 +56,6 @@ def parameters_table(parameters: Sequence[Parameter], supplied: Collection[str] 
     return "\n".join(rows)
 
 
-def algorithm_class(name: str) -> type[Algorithm]:
-    """The Algorithm class in the folder ``loom/algorithms/<name>``.
-
-    Examples:
-        >>> algorithm_class("mixup").__name__
-        'MixUp'
-    """
-    package = importlib.import_module(f"loom.algorithms.{name}")
-    (found,) = (
-        getattr(package, exported)
-        for exported in package.__all__
-        if isinstance(getattr(package, exported), type)
-        and issubclass(getattr(package, exported), Algorithm)
-    )
-    return found
-
-
 def composition_markdown(name: str) -> str:
     """How the algorithm ``name`` combines with each registered one (itself included),
     listed before it and after it, as the Trainer checks it from their declared effects:
@@ -85,7 +66,7 @@ def composition_markdown(name: str) -> str:
         >>> "| `online_label_smoothing` | **refused**: OnlineLabelSmoothing reads" in table
         True
     """
-    this = algorithm_class(name)
+    this = ALGORITHMS.get(name)
     rows = [
         f"Checked by the Trainer from the algorithms' declared effects, before training; "
         f"this table is generated from them. `{this.__name__}` listed first or second:",
@@ -94,7 +75,7 @@ def composition_markdown(name: str) -> str:
         "|---|---|---|",
     ]
     for other_name in ALGORITHMS:
-        other = algorithm_class(other_name)
+        other = ALGORITHMS.get(other_name)
         cells = [_composed([this, other]), _composed([other, this])]
         rows.append(f"| `{other_name}` | {cells[0]} | {cells[1]} |")
     return "\n".join(rows) + "\n"

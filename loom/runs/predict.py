@@ -57,7 +57,6 @@ __all__ = [
     "OUTPUT_FORMATS",
     "PREDICTABLE_SECTIONS",
     "SPLITS",
-    "WEIGHTS",
     "PredictionError",
     "RunPredictions",
     "check_output",
@@ -67,9 +66,6 @@ __all__ = [
     "weights_file",
     "write_predictions",
 ]
-
-WEIGHTS = RUN_WEIGHTS
-"""The names of a run's weights ``--checkpoint`` takes besides a path."""
 
 SPLITS = ("eval", "train")
 """The data sections of a job that can be predicted."""
@@ -141,7 +137,8 @@ def predict_job(run_dir: str | os.PathLike[str], overrides: Sequence[str] = ()) 
 
 
 def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice: str) -> Path:
-    """The file that ``choice`` names in the run: one of :data:`WEIGHTS`, or a path
+    """The file that ``choice`` names in the run: one of
+    :data:`~loom.config.run_directory.RUN_WEIGHTS`, or a path
     (a relative one is looked for in the current directory, then in ``run_dir``); see
     :meth:`RunDirectory.weights_file <loom.config.run_directory.RunDirectory.weights_file>`.
 
@@ -215,7 +212,7 @@ def predict_run(
 def default_output(run_dir: str | os.PathLike[str], split: str, choice: str) -> Path:
     """``RUN_DIR/predictions-<split>-<weights>.csv``: ``final``, ``last``, ``best`` or the
     weights file's name without its suffix."""
-    name = choice if choice in WEIGHTS else Path(choice).stem
+    name = choice if choice in RUN_WEIGHTS else Path(choice).stem
     return RunDirectory(run_dir).path / f"predictions-{split}-{name}.csv"
 
 

@@ -143,19 +143,23 @@ def test_evaluation_is_never_cut():
     assert torch.equal(model.seen[-1], IMAGES)  # the final evaluation's forward
 
 
-@pytest.mark.parametrize("prob", [1.0, 0.1])
-def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(prob):
-    # At the first batch, whether or not its coin says to cut it.
-    model = torch.nn.Linear(5, 4)
-    trainer = Trainer(
+def one_batch_trainer(model, batch, prob):
+    """A one-batch run of ``model`` with CutMix(prob=prob), not yet fitted."""
+    return Trainer(
         model,
-        [(torch.randn(8, 5), LABELS)],
+        [batch],
         max_duration="1ba",
         device="cpu",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
         algorithms=[CutMix(prob=prob)],
         seed=0,
     )
+
+
+@pytest.mark.parametrize("prob", [1.0, 0.1])
+def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(prob):
+    # At the first batch, whether or not its coin says to cut it.
+    trainer = one_batch_trainer(torch.nn.Linear(5, 4), (torch.randn(8, 5), LABELS), prob)
     with pytest.raises(
         ValueError,
         match=r"CutMix cuts boxes out of images \(N, C, H, W\), but the inputs at the run's "
@@ -170,15 +174,7 @@ def test_inputs_that_are_not_images_are_refused_naming_the_plugin_and_the_shape(
 def test_a_target_per_pixel_is_refused_it_would_not_be_cut_like_its_image(prob):
     # At the first batch, whether or not its coin says to cut it.
     model = torch.nn.Conv2d(2, 3, kernel_size=1)  # a score per class and pixel
-    trainer = Trainer(
-        model,
-        [(IMAGES, torch.randint(0, 3, (8, 5, 6)))],
-        max_duration="1ba",
-        device="cpu",
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
-        algorithms=[CutMix(prob=prob)],
-        seed=0,
-    )
+    trainer = one_batch_trainer(model, (IMAGES, torch.randint(0, 3, (8, 5, 6))), prob)
     with pytest.raises(
         ValueError,
         match=r"CutMix mixes one target per image, class indices \(N,\) or dense targets "
