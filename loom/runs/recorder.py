@@ -18,7 +18,7 @@ from loom.callbacks.training_time import TrainingTime
 from loom.config.job import dump_job
 from loom.config.run_directory import RunDirectory
 from loom.runs import plots
-from loom.trainer import Artifact, Callback, State, model_state_dict, write_atomically
+from loom.trainer import Artifact, Callback, State, exported_weights, write_atomically
 
 __all__ = ["RunRecorder", "new_run_dir"]
 
@@ -36,7 +36,8 @@ def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
 
 class RunRecorder(Callback):
     """Fills a run directory: ``config.yaml`` at the start; at the end ``summary.json``,
-    ``model.pt`` (the final weights), the plots and the plugins' artifacts.
+    ``model.pt`` (the final weights: ``state.export_model``'s when a plugin chose other
+    weights than the trained ones, e.g. an EMA), the plots and the plugins' artifacts.
 
     The plots are ``curves.png`` (losses and accuracy by epoch, from the metrics
     file), ``reliability.png`` (the last evaluation's calibration) and one
@@ -53,7 +54,7 @@ class RunRecorder(Callback):
         classes: The class names, for the plots.
     """
 
-    reads = ("checkpoint_path", "best_checkpoints", "metrics")
+    reads = ("checkpoint_path", "best_checkpoints", "metrics", "export_model")
     writes = ("plots",)  # the trackers upload them, after this
 
     def __init__(
@@ -78,7 +79,7 @@ class RunRecorder(Callback):
             return
         files = self.files
         write_atomically(files.summary, json.dumps(self._summary(state), indent=2))
-        weights = {key: value.cpu() for key, value in model_state_dict(state.model).items()}
+        weights = exported_weights(state)
         write_atomically(files.model, lambda file: torch.save(weights, file))
         name = files.name
         drawn = [files.curves]

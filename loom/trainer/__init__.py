@@ -17,6 +17,8 @@ from loom.trainer.batch import (
 from loom.trainer.checkpoint import (
     CheckpointError,
     capture_checkpoint,
+    evaluated_model,
+    exported_weights,
     load_checkpoint,
     load_model_weights,
     model_state_dict,
@@ -89,6 +91,8 @@ __all__ = [
     "changes",
     "composition",
     "describe_item",
+    "evaluated_model",
+    "exported_weights",
     "fire",
     "get_batch_item",
     "is_main_process",

@@ -31,6 +31,8 @@ __all__ = [
     "CheckpointError",
     "capture_checkpoint",
     "capture_rng_states",
+    "evaluated_model",
+    "exported_weights",
     "load_checkpoint",
     "load_model_weights",
     "model_state_dict",
@@ -72,6 +74,19 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 _PARALLEL_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+
+
+def evaluated_model(state: State) -> nn.Module:
+    """The module evaluations and predictions run: ``state.eval_model`` when a plugin
+    set one (an EMA of the weights), else the trained model, unwrapped."""
+    return unwrap_model(state.model) if state.eval_model is None else state.eval_model
+
+
+def exported_weights(state: State) -> dict[str, torch.Tensor]:
+    """The run's resulting weights, on the CPU: ``state.export_model``'s when a plugin
+    set one (averaged weights), else the trained model's (see :func:`model_state_dict`)."""
+    model = state.model if state.export_model is None else state.export_model
+    return {key: value.cpu() for key, value in model_state_dict(model).items()}
 
 
 def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -40,9 +40,10 @@ __all__ = [
     "simulate",
 ]
 
-SUBJECTS = ("inputs", "outputs", "targets", "loss", "model", "optimizer_step")
+SUBJECTS = ("inputs", "outputs", "targets", "loss", "model", "optimizer_step", "result")
 """What an effect can be about: the batch's inputs and targets, the model's outputs,
-the loss, the model itself, and the optimizer step."""
+the loss, the model itself, the optimizer step, and the run's result (the weights its
+evaluations report and it exports, ``state.eval_model`` and ``state.export_model``)."""
 
 EXCLUSIVE = {
     "smooths": ("smooth", "would be smoothed twice"),

@@ -56,6 +56,9 @@ class Event(str, Enum):
                     BEFORE_BACKWARD
                     loss.backward()
                     AFTER_BACKWARD
+                BEFORE_OPTIMIZER_STEP         the batch's gradients complete (fp16:
+                                              scaled); state.recompute_gradients()
+                                              may run the batch again (SAM)
                 gradient clipping, optimizer step, scheduler step
                 BATCH_END                     state.timestamp advanced
                 evaluation when due in batches (EVAL_* below)
@@ -111,6 +114,7 @@ class Event(str, Enum):
     AFTER_LOSS = "after_loss"
     BEFORE_BACKWARD = "before_backward"
     AFTER_BACKWARD = "after_backward"
+    BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
     BATCH_END = "batch_end"
     EPOCH_END = "epoch_end"
     EVAL_START = "eval_start"
@@ -133,6 +137,8 @@ class Event(str, Enum):
         epoch, 2 in a batch (or an evaluation, which runs inside the epoch loop), 3 in
         a step of either."""
         name = self.value
+        if name == "before_optimizer_step":  # once a batch, after all its microbatches
+            return 2
         if name.startswith("eval_"):
             return 2 if name in ("eval_start", "eval_end") else 3
         if name.startswith(("before_", "after_")):
@@ -146,7 +152,9 @@ class Event(str, Enum):
 
 
 _EVENT_NAMES = tuple(event.value for event in Event)
-_STATE_FIELDS = frozenset(field.name for field in dataclasses.fields(State))
+_STATE_FIELDS = frozenset(
+    field.name for field in dataclasses.fields(State) if not field.name.startswith("_")
+)
 
 
 @dataclasses.dataclass(frozen=True)

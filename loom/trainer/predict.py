@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from loom.trainer.batch import batch_size, describe_item, get_batch_item, move_to_device
-from loom.trainer.checkpoint import unwrap_model
+from loom.trainer.checkpoint import evaluated_model
 from loom.trainer.events import add_note
 from loom.trainer.runtime import (
     EvalShardSampler,
@@ -72,15 +72,15 @@ def predictions(
     loader, samples_read, indices = _in_order(dataloader, state.rank, state.world_size)
     # Without DistributedDataParallel's wrapper, whose forward may broadcast buffers:
     # ranks predict different numbers of batches. Its buffers are rank 0's, as in eval.
-    model = unwrap_model(state.model)
-    was_training = state.model.training
-    state.model.eval()
+    model = evaluated_model(state)  # the weights evaluations use (an EMA's, when chosen)
+    was_training = model.training
+    model.eval()
     try:
         if state.world_size > 1:
             broadcast_buffers(model)
         mine = _predict_batches(state, model, loader, output)
     finally:
-        state.model.train(was_training)
+        model.train(was_training)
     if samples_read is not None:
         mine = _without_repeats(mine, samples_read, indices)
     return _in_dataset_order(mine, indices, state.world_size)

@@ -208,6 +208,18 @@ class State:
         plots: The image files of the run's plots, which the plugin that draws them
             (a job's run recorder) lists at ``fit_end`` and declares (``writes``), for
             the trackers after it to upload.
+        recomputing: True while :meth:`recompute_gradients` runs the batch again. A
+            plugin that draws something at random for the batch (MixUp's pairing)
+            uses its first draw again then, and one that gathers statistics (online
+            label smoothing) does not count the batch twice.
+        eval_model: The module the loop's evaluations and ``trainer.predict`` run,
+            when not the one being trained: a plugin that keeps other weights (an
+            EMA of them) sets it at ``init`` and declares so (``writes``). None: the
+            trained model.
+        export_model: The module whose weights are the run's result (a run
+            directory's ``model.pt``), when not the one being trained; set, and
+            declared, as ``eval_model`` is (by EMA, or by SWA at ``fit_end``). None:
+            the trained model.
     """
 
     model: nn.Module
@@ -241,6 +253,11 @@ class State:
     evaluation: str | None = None
     best_checkpoints: list[dict[str, Any]] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
+    recomputing: bool = False
+    eval_model: nn.Module | None = None
+    export_model: nn.Module | None = None
+    # The Trainer's loop, which recompute_gradients and evaluate call back into.
+    _loop: Any = field(default=None, repr=False)
 
     def get_inputs(self, key: BatchKey | None = None) -> Any:
         """The current batch's inputs: at the run's ``input_key``, or at ``key`` when given.
@@ -290,6 +307,48 @@ class State:
         if not isinstance(reason, str) or not reason:
             raise ValueError(f"request_stop(reason={reason!r}): give a non-empty string.")
         self.stop_reason = reason
+
+    def recompute_gradients(self) -> torch.Tensor:
+        """Runs the current batch's forward, loss and backward again, from zeroed
+        gradients, and returns its loss (unweighted, as the first pass's): the
+        extension point for methods that take more than one gradient per step
+        (:class:`~loom.algorithms.SAM` changes the weights, then calls this).
+
+        Only at ``before_optimizer_step``. Every microbatch runs again with every
+        event from ``before_forward`` to ``after_backward``, and ``recomputing``
+        True, so the algorithms change the batch as they did (the same targets, the
+        same mixing) and count nothing twice. The training loss stays the first
+        pass's.
+
+        Raises:
+            RuntimeError: Called at another event, or on a State no Trainer owns.
+        """
+        return self._trainer_loop("recompute_gradients").recompute_gradients()
+
+    def evaluate(self, model: nn.Module, dataloader: Iterable[Any] | None = None) -> dict[str, Any]:
+        """Evaluates ``model`` (e.g. an average of the trained weights) as the loop's
+        evaluations do: the run's device, precision and keys, loom's metrics and the
+        Trainer's ``eval_metrics``, on ``dataloader`` (default: ``eval_dataloader``).
+
+        No event fires, and ``metrics``, ``batch`` and ``outputs`` are as they were;
+        ``model`` goes back to the mode it was in. Under torchrun every rank calls it.
+
+        Returns:
+            The metrics, named as the loop's are (``eval/accuracy``, ...).
+
+        Raises:
+            ValueError: No dataloader to evaluate on.
+            RuntimeError: On a State no Trainer owns.
+        """
+        return self._trainer_loop("evaluate").evaluate_model(model, dataloader)
+
+    def _trainer_loop(self, method: str) -> Any:
+        if self._loop is None:
+            raise RuntimeError(
+                f"state.{method}() calls back into the Trainer that owns this State; "
+                "this one was built without a Trainer."
+            )
+        return self._loop
 
     @property
     def is_main_process(self) -> bool:

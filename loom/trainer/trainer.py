@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -24,12 +25,12 @@ from loom.trainer.batch import (
 )
 from loom.trainer.checkpoint import (
     capture_rng_states,
+    evaluated_model,
     load_checkpoint,
     restore_checkpoint,
     resumed_epoch_batches,
-    unwrap_model,
 )
-from loom.trainer.events import Algorithm, Callback, Engine, add_note, fire
+from loom.trainer.events import Algorithm, Callback, Engine, HookTable, add_note, fire
 from loom.trainer.metrics import EVAL_METRICS, EvalMetrics, check_losses_are_finite
 from loom.trainer.predict import predictions
 from loom.trainer.runtime import (
@@ -246,6 +247,12 @@ class Trainer:
         self._batch_schedulers = [s for s in schedulers if not steps_on_a_metric(s)]
         self._metric_schedulers = [s for s in schedulers if steps_on_a_metric(s)]
         self._eval_batch: int | None = None  # the evaluation batch in progress, for errors
+        self._recompute_allowed = False  # True at before_optimizer_step only
+        self._no_hooks = Engine().hooks  # state.evaluate fires no event
+        # What the State's recompute_gradients and evaluate call back into.
+        self.state._loop = SimpleNamespace(
+            recompute_gradients=self._recompute_gradients, evaluate_model=self._evaluate_model
+        )
         # {batch of the epoch: samples repeated at its end}, from the sampler's padding.
         self._repeats: dict[int, int] = repeated_samples(train_dataloader)
         fire(engine.hooks.init, self.state)
@@ -372,15 +379,33 @@ class Trainer:
         state, hooks = self.state, self.engine.hooks
         was_training = state.model.training
         state.model.eval()
-        # Without DistributedDataParallel's wrapper, whose forward may broadcast buffers:
+        state.evaluation = by_the_loop or "called"
+        fire(hooks.eval_start, state)
+        results, state.reliability = self._measure(evaluated_model(state), dataloader, hooks)
+        state.metrics.update(results)
+        if by_the_loop is not None:
+            state.last_eval_batch = state.timestamp.batch
+        if by_the_loop == "scheduled":
+            self._step_on_metrics(results)
+        fire(hooks.eval_end, state)
+        state.batch = state.outputs = state.evaluation = None
+        state.model.train(was_training)
+        return results
+
+    def _measure(
+        self, model: nn.Module, dataloader: Iterable[Any], hooks: HookTable
+    ) -> tuple[dict[str, float], dict[str, list[float]] | None]:
+        """``model``'s evaluation metrics on ``dataloader``, and its calibration, firing
+        the evaluation's batch events of ``hooks``; ``model`` runs in eval mode, under
+        ``no_grad``, and goes back to its mode."""
+        state, was_training = self.state, model.training
+        model.eval()
+        # Not DistributedDataParallel's wrapper, whose forward may broadcast buffers:
         # ranks evaluate different numbers of batches.
-        model = unwrap_model(state.model)
         if state.world_size > 1:
             broadcast_buffers(model)
         metrics, added = EvalMetrics(), self.eval_metrics
         added.reset()
-        state.evaluation = by_the_loop or "called"
-        fire(hooks.eval_start, state)
         try:
             with torch.no_grad():
                 for self._eval_batch, batch in enumerate(dataloader):
@@ -398,18 +423,30 @@ class Trainer:
                     fire(hooks.eval_batch_end, state)
         finally:
             self._eval_batch = None
+            model.train(was_training)
         results = metrics.compute()
         if added:
             results.update(added.compute(state.device))
-        state.metrics.update(results)
-        state.reliability = metrics.reliability
-        if by_the_loop is not None:
-            state.last_eval_batch = state.timestamp.batch
-        if by_the_loop == "scheduled":
-            self._step_on_metrics(results)
-        fire(hooks.eval_end, state)
-        state.batch = state.outputs = state.evaluation = None
-        state.model.train(was_training)
+        return results, metrics.reliability
+
+    def _evaluate_model(
+        self, model: nn.Module, dataloader: Iterable[Any] | None = None
+    ) -> dict[str, float]:
+        """``state.evaluate``: ``model``'s metrics, with no event and no State change."""
+        state = self.state
+        dataloader = state.eval_dataloader if dataloader is None else dataloader
+        if dataloader is None:
+            raise ValueError(
+                "state.evaluate(model) needs a dataloader: pass one, or eval_dataloader "
+                "to the Trainer."
+            )
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"state.evaluate(model): model must be a Module, got {model!r}.")
+        kept = state.batch, state.outputs
+        try:
+            results, _ = self._measure(model, dataloader, self._no_hooks)
+        finally:
+            state.batch, state.outputs = kept
         return results
 
     def _train_epoch(self) -> None:
@@ -468,14 +505,15 @@ class Trainer:
         fire(hooks.batch_start, state)
         inputs = state.get_inputs()
         num_samples = batch_size(inputs)
-        for optimizer in state.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        if self.grad_accum == 1:
-            loss = self._forward_backward(inputs, 1.0)
-        else:
-            loss = self._accumulate_microbatches(num_samples, repeated)
+        loss = self._gradients(inputs, num_samples, repeated)
         # Detached, so the spent graph goes now: kept, it would slow every allocation.
         state.train_losses.update(loss.detach(), num_samples - repeated)
+        if hooks.before_optimizer_step:
+            self._recompute_allowed = True
+            try:
+                fire(hooks.before_optimizer_step, state)
+            finally:
+                self._recompute_allowed = False
         if state.grad_scaler is None and self.grad_clip_norm is None:
             for optimizer in state.optimizers:
                 optimizer.step()
@@ -493,6 +531,32 @@ class Trainer:
         fire(hooks.batch_end, state)
         if repeated:
             state.repeated_samples = 0  # what comes next (an evaluation) repeats nothing
+
+    def _gradients(self, inputs: Any, num_samples: int, repeated: int) -> torch.Tensor:
+        """The batch's forward, loss and backward (each microbatch's), from zeroed
+        gradients; returns its loss."""
+        for optimizer in self.state.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.grad_accum == 1:
+            return self._forward_backward(inputs, 1.0)
+        return self._accumulate_microbatches(num_samples, repeated)
+
+    def _recompute_gradients(self) -> torch.Tensor:
+        """``state.recompute_gradients``: the batch once more, at ``before_optimizer_step``."""
+        state = self.state
+        if not self._recompute_allowed:
+            raise RuntimeError(
+                "state.recompute_gradients() runs the batch again before its optimizer "
+                "step: call it at before_optimizer_step, not at another event."
+            )
+        inputs = state.get_inputs()
+        self._recompute_allowed = False  # a hook of the second pass may not start a third
+        state.recomputing = True
+        try:
+            return self._gradients(inputs, batch_size(inputs), state.repeated_samples).detach()
+        finally:
+            state.recomputing = False
+            self._recompute_allowed = True
 
     def _forward_backward(self, inputs: Any, loss_weight: float) -> torch.Tensor:
         """Forward, loss and backward of one (micro)batch; returns the loss, unweighted

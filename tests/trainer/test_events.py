@@ -4,7 +4,8 @@ from loom.trainer import Algorithm, Callback, Engine, Event, fire
 
 REQUIRED = [
     "init", "fit_start", "epoch_start", "batch_start", "before_forward", "after_forward",
-    "before_loss", "after_loss", "before_backward", "after_backward", "batch_end", "epoch_end",
+    "before_loss", "after_loss", "before_backward", "after_backward", "before_optimizer_step",
+    "batch_end", "epoch_end",
     "eval_start", "eval_batch_start", "eval_before_forward", "eval_after_forward",
     "eval_batch_end", "eval_end", "fit_end",
 ]  # fmt: skip

@@ -361,7 +361,7 @@ def train_batch(epoch, batch):
     """One training batch's events, with the clock as each event sees it."""
     during = [
         "batch_start", "before_forward", "after_forward", "before_loss", "after_loss",
-        "before_backward", "after_backward",
+        "before_backward", "after_backward", "before_optimizer_step",
     ]  # fmt: skip
     return [(name, epoch, batch) for name in during] + [("batch_end", epoch, batch + 1)]
 
