@@ -33,7 +33,8 @@ class ExampleMixing(Algorithm):
     originals go back; at ``before_loss`` the targets become ``w * y_i + (1 - w) * y_j``
     (dense; see :func:`loom.functional.mix_targets`), at ``after_loss`` the originals
     go back. A batch left unmixed trains on the batch as it is. Evaluation is never
-    mixed.
+    mixed. When the batch runs again (``state.recomputing``, SAM's second pass), each
+    microbatch is mixed as it was the first time, with no new draw.
 
     Attributes:
         weight: The last mixed batch's target weight ``w``.
@@ -64,6 +65,10 @@ class ExampleMixing(Algorithm):
         self.permutation: torch.Tensor | None = None
         self._inputs: Any = None
         self._targets: Any = None
+        # This batch's (mixed inputs, pairing, weight), one per microbatch, which a
+        # second pass of the batch (SAM's) uses again.
+        self._draws: list[tuple[Any, torch.Tensor | None, float]] = []
+        self._replayed = 0
 
     def mix_inputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Draws a pairing: ``(mixed inputs, permutation, weight of each example itself)``."""
@@ -79,15 +84,21 @@ class ExampleMixing(Algorithm):
 
     def before_forward(self, state: State) -> None:
         inputs = state.get_inputs(self.input_key)
-        self.check_inputs(inputs)
-        # Python's generator: no step waits for the device; seeded by the Trainer's seed
-        # and saved in checkpoints. prob=1 draws nothing, so runs stay as they were.
-        if self.prob < 1.0 and random.random() >= self.prob:
-            self.permutation = None
-            return
-        mixed, self.permutation, self.weight = self.mix_inputs(inputs)
-        self._inputs = inputs
-        state.set_inputs(mixed, self.input_key)
+        if state.recomputing:  # the batch again (SAM): each microbatch mixed as before
+            mixed, self.permutation, self.weight = self._draws[self._replayed]
+            self._replayed += 1
+        else:
+            self.check_inputs(inputs)
+            # Python's generator: no step waits for the device; seeded by the Trainer's
+            # seed and saved in checkpoints. prob=1 draws nothing, so runs stay as they were.
+            if self.prob < 1.0 and random.random() >= self.prob:
+                mixed, self.permutation = None, None
+            else:
+                mixed, self.permutation, self.weight = self.mix_inputs(inputs)
+            self._draws.append((mixed, self.permutation, self.weight))
+        if self.permutation is not None:
+            self._inputs = inputs
+            state.set_inputs(mixed, self.input_key)
 
     def after_forward(self, state: State) -> None:
         if self.permutation is not None:
@@ -107,6 +118,11 @@ class ExampleMixing(Algorithm):
         if self.permutation is not None:
             state.set_targets(self._targets, self.target_key)
             self._targets = None
+
+    def batch_end(self, state: State) -> None:
+        # The batch's draws, kept for state.recompute_gradients, go with it.
+        self._draws.clear()
+        self._replayed = 0
 
     def _repr(self, options: dict[str, Any]) -> str:
         if self.prob != 1.0:

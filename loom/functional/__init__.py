@@ -11,6 +11,7 @@ from loom.functional.distillation import distillation_loss
 from loom.functional.label_smoothing import smooth_labels
 from loom.functional.mixup import mix, mix_targets
 from loom.functional.online_label_smoothing import ClassIndices, OnlineLabelSmoothingLoss
+from loom.functional.sam import sam_perturbation
 
 __all__ = [
     "Box",
@@ -29,6 +30,7 @@ __all__ = [
     "is_distributed",
     "mix",
     "mix_targets",
+    "sam_perturbation",
     "sample_cutmix_box",
     "smooth_labels",
     "soft_cross_entropy",

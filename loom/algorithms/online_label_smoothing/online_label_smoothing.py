@@ -32,7 +32,8 @@ class OnlineLabelSmoothing(Algorithm):
     ``after_loss`` the originals go back and the batch's correct predictions are
     accumulated from ``state.outputs``, leaving out the samples a ``DistributedSampler``
     repeated (``state.repeated_samples``), so that the matrix does not depend on the
-    number of ranks. Evaluation never touches the statistics.
+    number of ranks. Evaluation never touches the statistics, and a second pass of a
+    batch (``state.recomputing``: SAM's) counts nothing again.
 
     Each class's whole target is derived from the matrix once per epoch (and after a
     checkpoint is loaded), not once per batch; a batch's class indices are checked
@@ -142,7 +143,8 @@ class OnlineLabelSmoothing(Algorithm):
         indices = self._indices
         if state.repeated_samples:  # repeats of samples counted elsewhere in the epoch
             indices = indices.without_last_samples(state.repeated_samples, len(state.outputs))
-        self._criterion.accumulate(state.outputs, indices)
+        if not state.recomputing:  # a second pass of the batch (SAM's) counts it once
+            self._criterion.accumulate(state.outputs, indices)
         self._original_targets = self._indices = None
 
     def epoch_end(self, state: State) -> None:
