@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
-from loom.algorithms import OnlineLabelSmoothing
+from loom.algorithms import EMA, SWA, OnlineLabelSmoothing
 from loom.callbacks import Checkpoint
 from loom.trainer import Callback
 
@@ -27,6 +27,13 @@ def model():
     return torch.nn.Sequential(
         torch.nn.Linear(6, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
     )
+
+
+def algorithms():
+    """Statistics reduced over the ranks (OLS), and averages of the weights (EMA
+    evaluated beside them, SWA with its BatchNorm statistics averaged over the ranks; one
+    of them is the result)."""
+    return [OnlineLabelSmoothing(n_classes=3), EMA(decay=0.5, export=False), SWA(start_epoch=1)]
 
 
 class FailAt(Callback):
@@ -48,7 +55,7 @@ def main():
         DataLoader(eval_set, batch_size=8),  # 20 samples: 10 a rank, no padding
         max_duration="3ep",
         optimizers=torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
-        algorithms=[OnlineLabelSmoothing(n_classes=3)],
+        algorithms=algorithms(),
         callbacks=[
             Checkpoint(f"{out}/checkpoints", interval="3ba", keep_last=None),
             *([FailAt(fail_at)] if fail_at else []),
@@ -65,6 +72,8 @@ def main():
             "matrix": trainer.state.algorithms[0].matrix,
             "batches": trainer.state.timestamp.batch,
             "model": trainer.state.model.module.state_dict(),
+            "ema": trainer.state.algorithms[1].model.state_dict(),
+            "swa": trainer.state.algorithms[2].model.state_dict(),
         },
         f"{out}/rank{rank}.pt",
     )

@@ -16,7 +16,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
-from loom.algorithms import LabelSmoothing, MixUpOrCutMix, OnlineLabelSmoothing
+from loom.algorithms import (
+    EMA,
+    SAM,
+    SWA,
+    LabelSmoothing,
+    MixUpOrCutMix,
+    OnlineLabelSmoothing,
+)
 from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.trainer import (
     Algorithm,
@@ -289,7 +296,8 @@ class SignalAt(Callback):
         self.batch, self.signal_number = batch, signal_number
 
     def after_forward(self, state):
-        if state.timestamp.batch == self.batch:
+        # Once: SAM's second pass of the batch fires after_forward again.
+        if state.timestamp.batch == self.batch and not state.recomputing:
             os.kill(os.getpid(), self.signal_number)
 
 
@@ -299,10 +307,21 @@ def records(folder):
 
 
 def final_weights(trainer):
-    return {k: v.clone() for k, v in trainer.state.model.state_dict().items()}
+    """The model's weights, and an average's (EMA, SWA) where an algorithm keeps one."""
+    weights = {k: v.clone() for k, v in trainer.state.model.state_dict().items()}
+    for algorithm in trainer.state.algorithms:
+        averaged = getattr(algorithm, "averaged", None)
+        if averaged is not None:
+            weights.update({f"averaged.{k}": v.clone() for k, v in averaged.state_dict().items()})
+    return weights
 
 
 ALGORITHMS = {
+    # Every 2 batches after 3 of warm-up: the clock decides each update, on resume too.
+    "ema": lambda: EMA(decay=0.8, every=2, start=3),
+    "sam": lambda: SAM(rho=0.1),
+    # Averaging and SWALR from epoch 1, annealing over two: their state comes back.
+    "swa": lambda: SWA(start_epoch=1, swa_lr=0.05, anneal_epochs=2),
     "label_smoothing": lambda: LabelSmoothing(0.1),
     "online_label_smoothing": lambda: OnlineLabelSmoothing(n_classes=3),
     # MixUp or CutMix, on 80% of the batches: every draw of the three comes back on resume.

@@ -136,8 +136,28 @@ def test_two_ranks_train_one_model_on_halves_of_the_data(two_ranks):
     _, (rank0, rank1) = two_ranks
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["batches"] == 3 * 5  # 70 samples, 35 a rank, batches of 8: 5 steps an epoch
-    for key, value in rank0["model"].items():
-        assert torch.equal(value, rank1["model"][key]), key
+    for weights in ("model", "ema", "swa"):
+        for key, value in rank0[weights].items():
+            assert torch.equal(value, rank1[weights][key]), (weights, key)
+    # SWA's BatchNorm statistics, from each rank's share, are the ranks' mean.
+    assert not torch.equal(rank0["swa"]["1.running_mean"], rank0["model"]["1.running_mean"])
+
+
+@pytest.mark.slow
+def test_the_averages_are_evaluated_on_every_rank_alike(two_ranks):
+    _, (rank0, rank1) = two_ranks
+    for name in ("ema", "swa"):
+        assert (
+            rank0["metrics"][f"eval/{name}/accuracy"] == rank1["metrics"][f"eval/{name}/accuracy"]
+        )
+        net = distributed_job.model()
+        net.load_state_dict(rank0[name])
+        _, eval_set = distributed_job.datasets()
+        alone = Trainer(
+            net, [], DataLoader(eval_set, batch_size=20), max_duration="1ep",
+            optimizers=torch.optim.SGD(net.parameters(), lr=0.1), device="cpu",
+        ).eval()  # fmt: skip
+        assert rank0["metrics"][f"eval/{name}/loss"] == pytest.approx(alone["eval/loss"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -180,7 +200,7 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(two_ranks):
         DataLoader(train_set, batch_size=8, shuffle=True),
         max_duration="3ep",
         optimizers=torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
-        algorithms=[OnlineLabelSmoothing(n_classes=3)],
+        algorithms=distributed_job.algorithms(),
         device="cpu",
         load_path=checkpoint,
     )
