@@ -34,29 +34,20 @@ beyond its teacher is what is left.
 from __future__ import annotations
 
 import argparse
-import itertools
+import functools
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
 import torch
+from method_chain import BATCH, make_batches, run_chain, small_cnn, step_time
 from torch import nn
 
-from loom import Trainer
 from loom.algorithms import CutMix, Distillation, MixUp, MixUpOrCutMix
 from loom.trainer import Algorithm
 
-BATCH, CLASSES = 128, 10
 INSTRUCTIONS_BATCH = 32  # under callgrind: a step of batch 128 takes a minute
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, CLASSES),
-    )  # fmt: skip
 
 
 class ReplayedTeacher(nn.Module):
@@ -90,31 +81,6 @@ VARIANTS: dict[str, Callable[[int], list[Algorithm]]] = {  # of the batch size
         Distillation(replayed_teacher(batch), temperature=4.0, alpha=0.9)
     ],
 }
-
-
-def make_batches(steps: int, batch: int = BATCH) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return [
-        (
-            torch.randn(batch, 3, 32, 32, generator=generator),
-            torch.randint(0, CLASSES, (batch,), generator=generator),
-        )
-        for _ in range(steps)
-    ]
-
-
-def step_time(batches: list, algorithms: list[Algorithm]) -> float:
-    """Mean seconds per step of one Trainer run over ``batches``."""
-    torch.manual_seed(0)
-    model = small_cnn()
-    trainer = Trainer(
-        model, batches, max_duration=f"{len(batches)}ba", device="cpu", cpu_threads=1,
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-        algorithms=algorithms, seed=0,
-    )  # fmt: skip
-    start = time.perf_counter()
-    trainer.fit()
-    return (time.perf_counter() - start) / len(batches)
 
 
 def teacher_forward_time(batches: list) -> float:
@@ -170,35 +136,19 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     batches = make_batches(args.steps)
-    for make in [lambda batch: [], *VARIANTS.values()]:  # warm-up: first calls are not theirs
-        step_time(batches[:3], make(BATCH))
-    plain = [step_time(batches, [])]
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    ratios: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    names = list(VARIANTS)
-    for round_number in range(args.repeats):
-        # One chain, a plain run between every two variants; the variants' order turns
-        # each round, so that none always follows the same neighbour.
-        turn = round_number % len(names)
-        for name in names[turn:] + names[:turn]:
-            seconds = step_time(batches, VARIANTS[name](BATCH))
-            plain.append(step_time(batches, []))
-            times[name].append(seconds)
-            ratios[name].append(seconds / ((plain[-2] + plain[-1]) / 2))
-    control = statistics.median(b / a for a, b in itertools.pairwise(plain))
+    chain = run_chain(
+        {name: functools.partial(lambda make: step_time(batches, make(BATCH)), make)
+         for name, make in VARIANTS.items()},
+        lambda: step_time(batches, []),
+        args.repeats,
+    )  # fmt: skip
+    print(chain.table(f"small CNN, batch {BATCH}, 1 thread, {args.steps} steps x {args.repeats}"))
     teacher_seconds = teacher_forward_time(batches)
-    plain_seconds = statistics.median(plain)
-    print(f"small CNN, batch {BATCH}, 1 thread, {args.steps} steps x {args.repeats} repeats")
-    print(f"{'variant':18} {'ms/step':>8} {'vs plain':>9}")
-    print(f"{'plain':18} {plain_seconds * 1e3:8.2f} {1.0:8.3f}x")
-    for name in VARIANTS:
-        median_ratio = statistics.median(ratios[name])
-        print(f"{name:18} {statistics.median(times[name]) * 1e3:8.2f} {median_ratio:8.3f}x")
+    plain_seconds = statistics.median(chain.plain)
     print(
         f"teacher forward alone: {teacher_seconds * 1e3:.2f} ms = "
         f"{teacher_seconds / plain_seconds:.3f} of a plain step"
     )
-    print(f"A/A control (plain run over the next): {control:.3f}x")
 
 
 if __name__ == "__main__":

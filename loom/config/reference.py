@@ -86,4 +86,5 @@ def _composed(algorithms: list[type[Algorithm]]) -> str:
         notes = composition(algorithms)
     except CompositionError as error:
         return f"**refused**: {error}".replace("|", "\\|")
-    return "; ".join(["trains", *notes]).replace("|", "\\|")
+    # Each note is a sentence of its own.
+    return " ".join(["trains;" if notes else "trains", *notes]).replace("|", "\\|")

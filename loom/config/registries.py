@@ -6,12 +6,17 @@ import torch
 
 from loom import data, metrics, models, optim
 from loom.algorithms import (
+    EMA,
+    SAM,
+    SWA,
+    ChannelsLast,
     CutMix,
     Distillation,
     LabelSmoothing,
     MixUp,
     MixUpOrCutMix,
     OnlineLabelSmoothing,
+    StochasticDepth,
 )
 from loom.callbacks import (
     Checkpoint,
@@ -45,12 +50,17 @@ DATASET_FACTS = ("num_classes", "n_classes", "in_channels", "in_features")
 ALGORITHMS = Registry(
     "algorithm",
     {
+        "channels_last": ChannelsLast,
         "cutmix": CutMix,
         "distillation": Distillation,
+        "ema": EMA,
         "label_smoothing": LabelSmoothing,
         "mixup": MixUp,
         "mixup_or_cutmix": MixUpOrCutMix,
         "online_label_smoothing": OnlineLabelSmoothing,
+        "sam": SAM,
+        "stochastic_depth": StochasticDepth,
+        "swa": SWA,
     },
     supplied=DATASET_FACTS,
 )

@@ -37,11 +37,14 @@ def test_unknown_names_suggest_the_closest():
     with pytest.raises(
         ConfigError,
         match=r"^algorithms\.0\.name: unknown algorithm 'label_smothing' "
-        r"\(did you mean 'label_smoothing'\?\); known: cutmix, distillation, label_smoothing, "
-        r"mixup, mixup_or_cutmix, online_label_smoothing\.$",
+        r"\(did you mean 'label_smoothing'\?\); known: channels_last, cutmix, distillation, ema, "
+        r"label_smoothing, mixup, mixup_or_cutmix, online_label_smoothing, sam, "
+        r"stochastic_depth, swa\.$",
     ):
         ALGORITHMS.get("label_smothing", "algorithms.0.name")
-    with pytest.raises(ConfigError, match=r"^unknown algorithm 'zzz'; known: cutmix, distillation"):
+    with pytest.raises(
+        ConfigError, match=r"^unknown algorithm 'zzz'; known: channels_last, cutmix"
+    ):
         ALGORITHMS.get("zzz")
 
 
