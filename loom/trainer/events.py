@@ -40,7 +40,8 @@ class Event(str, Enum):
     The loop, with every event at its place (this is the one table of the order;
     a test pins the Trainer to it)::
 
-        INIT                                  Trainer built, plugins registered
+        INIT                                  Trainer built, plugins registered;
+                                              state.model not yet wrapped in DDP
         FIT_START
         for epoch in epochs:
             EPOCH_START                       state.timestamp.batch_in_epoch == 0

@@ -254,21 +254,18 @@ def torchrun_world_size() -> int:
 
 
 def distribute(
-    model: nn.Module,
-    train_dataloader: Any,
-    eval_dataloader: Any,
-    device: torch.device,
-    seed: int | None,
-) -> tuple[nn.Module, Any, Any, int, int]:
-    """Under torchrun, joins the job, wraps ``model`` in DistributedDataParallel and shards
-    the loaders; alone, returns them as they are. Also returns (rank, world size)."""
+    train_dataloader: Any, eval_dataloader: Any, device: torch.device, seed: int | None
+) -> tuple[Any, Any, int, int]:
+    """Under torchrun, joins the job and shards the loaders; alone, returns them as they
+    are. Also returns (rank, world size). The model is wrapped in DistributedDataParallel
+    later, by :func:`wrap_model`, once the plugins' ``init`` has changed it as they will."""
     if torchrun_world_size() == 1:
-        return model, train_dataloader, eval_dataloader, 0, 1
+        return train_dataloader, eval_dataloader, 0, 1
     rank, world_size = join_torchrun_job(device)
     train_dataloader = shard_train_loader(train_dataloader, rank, world_size, seed or 0)
     if eval_dataloader is not None:
         eval_dataloader = shard_eval_loader(eval_dataloader, rank, world_size)
-    return wrap_model(model, device), train_dataloader, eval_dataloader, rank, world_size
+    return train_dataloader, eval_dataloader, rank, world_size
 
 
 def is_main_process() -> bool:

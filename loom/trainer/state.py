@@ -139,7 +139,8 @@ class State:
 
     Attributes:
         model: The module being trained (wrapped, e.g. in DistributedDataParallel,
-            when the run is distributed).
+            when the run is distributed: after ``init``, so that a plugin may change the
+            module there, its structure or its layout).
         optimizers: The optimizers, stepped in this order after every batch.
         schedulers: Learning-rate schedulers, stepped after every optimizer step; a
             ``ReduceLROnPlateau`` after each evaluation at ``eval_interval`` instead.

@@ -49,6 +49,7 @@ from loom.trainer.runtime import (
     stop_on_signals,
     use_deterministic_algorithms,
     validate_precision,
+    wrap_model,
 )
 from loom.trainer.state import (
     Duration,
@@ -213,11 +214,11 @@ class Trainer:
             seed_everything(seed)
         if deterministic:
             use_deterministic_algorithms()
-        model, train_dataloader, eval_dataloader, rank, world_size = distribute(
-            model.to(resolved_device), train_dataloader, eval_dataloader, resolved_device, seed
+        train_dataloader, eval_dataloader, rank, world_size = distribute(
+            train_dataloader, eval_dataloader, resolved_device, seed
         )
         self.state = State(
-            model=model,
+            model=model.to(resolved_device),
             optimizers=optimizers,
             schedulers=schedulers,
             max_duration=max_duration,
@@ -256,6 +257,8 @@ class Trainer:
         # {batch of the epoch: samples repeated at its end}, from the sampler's padding.
         self._repeats: dict[int, int] = repeated_samples(train_dataloader)
         fire(engine.hooks.init, self.state)
+        if world_size > 1:  # after init, which may change the model (surgery, its layout)
+            self.state.model = wrap_model(self.state.model, resolved_device)
         if load_path is not None:
             self.load_checkpoint(load_path, weights_only=load_weights_only)
 

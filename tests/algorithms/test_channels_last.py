@@ -164,12 +164,14 @@ def one_process_group(tmp_path):
 # The inputs-only layout's 1x1 weight gradients have other strides for their size-1
 # dimensions than the weights: DDP says so once, about speed.
 @pytest.mark.filterwarnings("ignore:Grad strides do not match bucket view strides")
-def test_under_ddp_the_weights_stay_and_the_first_steps_gradients_are_right(one_process_group):
+def test_a_model_given_inside_ddp_keeps_its_weights_and_right_gradients(one_process_group):
     model = tiny_resnet()
     plain = copy.deepcopy(model)
     wrapped = DistributedDataParallel(model)
     state = SimpleNamespace(model=wrapped, device=torch.device("cpu"))
-    with pytest.warns(UserWarning, match=r"ChannelsLast: the model is in DistributedDataParallel"):
+    with pytest.warns(
+        UserWarning, match=r"ChannelsLast: the model was given to the Trainer inside Distrib"
+    ):
         ChannelsLast().init(state)
     assert all(p.is_contiguous() for p in model.parameters())
     images = IMAGES.contiguous(memory_format=CHANNELS_LAST)

@@ -36,6 +36,16 @@ def algorithms():
     return [OnlineLabelSmoothing(n_classes=3), EMA(decay=0.5, export=False), SWA(start_epoch=1)]
 
 
+class ModelAtInit(Callback):
+    """What the plugins see as the model at init (the module itself) and once training."""
+
+    def init(self, state):
+        self.seen = [type(state.model).__name__]
+
+    def fit_start(self, state):
+        self.seen.append(type(state.model).__name__)
+
+
 class FailAt(Callback):
     def __init__(self, batch):
         self.batch = batch
@@ -49,6 +59,7 @@ def main():
     out, fail_at = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None
     train_set, eval_set = datasets()
     net = model()
+    seen = ModelAtInit()
     trainer = Trainer(
         net,
         DataLoader(train_set, batch_size=8, shuffle=True),
@@ -58,6 +69,7 @@ def main():
         algorithms=algorithms(),
         callbacks=[
             Checkpoint(f"{out}/checkpoints", interval="3ba", keep_last=None),
+            seen,
             *([FailAt(fail_at)] if fail_at else []),
         ],
         device="cpu",
@@ -68,6 +80,7 @@ def main():
     torch.save(
         {
             "world_size": trainer.state.world_size,
+            "model_seen": seen.seen,
             "metrics": metrics,
             "matrix": trainer.state.algorithms[0].matrix,
             "batches": trainer.state.timestamp.batch,

@@ -135,6 +135,8 @@ def two_ranks(tmp_path_factory):
 def test_two_ranks_train_one_model_on_halves_of_the_data(two_ranks):
     _, (rank0, rank1) = two_ranks
     assert rank0["world_size"] == rank1["world_size"] == 2
+    # Wrapped after init, where a plugin may change the module (surgery, layout).
+    assert rank0["model_seen"] == ["Sequential", "DistributedDataParallel"]
     assert rank0["batches"] == 3 * 5  # 70 samples, 35 a rank, batches of 8: 5 steps an epoch
     for weights in ("model", "ema", "swa"):
         for key, value in rank0[weights].items():

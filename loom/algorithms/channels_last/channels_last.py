@@ -27,9 +27,10 @@ class ChannelsLast(Algorithm):
     H, W`` to ``N, H, W, C``, which the convolutions of GPUs with tensor cores run
     faster on (mostly under ``bf16`` or ``fp16``). At ``init`` the model is converted in
     place, keeping its parameter objects, so the optimizers built before train the same
-    ones; under torchrun, where the model is in DistributedDataParallel by then, its
-    weights stay as they are (with a warning, unless laid out before the Trainer was
-    built), since DDP's gradient buckets keep their first layout. At
+    ones; under torchrun the Trainer wraps the model in DistributedDataParallel after
+    ``init``, so DDP's gradient buckets take the new layout. A model given to the
+    Trainer already inside DistributedDataParallel keeps its weights as they are (with
+    a warning, unless laid out before), since DDP's buckets keep their first layout. At
     ``before_forward`` and ``eval_before_forward`` the inputs, when they are a 4-D
     floating-point tensor, are made channels-last; other inputs are left as they are,
     with one warning. Nothing is put back: the values are the same either way.
@@ -75,9 +76,9 @@ class ChannelsLast(Algorithm):
             # DDP's gradient buckets keep the strides the weights had when it wrapped them:
             # weights laid out anew after that get wrong gradients in the first step.
             warnings.warn(
-                "ChannelsLast: the model is in DistributedDataParallel already at init "
-                "(under torchrun the Trainer wraps it before the plugins start), and laying "
-                "out its weights anew would give the first step wrong gradients: they stay "
+                "ChannelsLast: the model was given to the Trainer inside "
+                "DistributedDataParallel, and laying out its weights anew would give the "
+                "first step wrong gradients: they stay "
                 "as they are, and the inputs alone are laid out channels-last, which the "
                 "convolutions follow. For channels-last weights too, lay out the model "
                 "before building the Trainer: model.to(memory_format=torch.channels_last).",
