@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
 from loom.algorithms import EMA, LabelSmoothing, OnlineLabelSmoothing
+from loom.callbacks import Checkpoint, EarlyStopping
 from loom.config.job import resolve_job
 from loom.runs import RunRecorder
 from loom.trainer import Callback, CheckpointError, capture_checkpoint, exported_weights
@@ -161,3 +162,22 @@ def test_its_model_is_there_once_a_trainer_has_it():
     with pytest.raises(RuntimeError, match="EMA builds its average at the Trainer's init"):
         EMA().model  # noqa: B018
     assert repr(EMA(decay=0.99, every=10)) == "EMA(decay=0.99, every=10)"
+
+
+class AverageAccuracies(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def eval_end(self, state):  # after EMA's, which adds its metrics there
+        self.seen.append(state.metrics["eval/ema/accuracy"])
+
+
+def test_best_checkpoints_and_early_stopping_may_watch_the_average(tmp_path):
+    keeper = Checkpoint(tmp_path, keep_last=1, best_metric="eval/ema/accuracy", keep_best=1)
+    seen = AverageAccuracies()
+    callbacks = [keeper, EarlyStopping("eval/ema/loss", patience=5), seen]
+    trainer = make_trainer([EMA(decay=0.5)], callbacks, max_duration="3ep")
+    trainer.fit()
+    (best,) = trainer.state.best_checkpoints
+    assert (best["metric"], best["value"]) == ("eval/ema/accuracy", max(seen.seen))
+    assert len(seen.seen) == 3
