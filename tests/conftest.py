@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import sys
 
 import pytest
@@ -140,3 +142,15 @@ TWO_PROCESS_TORCHRUN = [
     "2",
 ]
 """The start of a command that runs a script (or ``-m module``) as two torchrun processes."""
+
+
+class SignalAt(Callback):
+    """Sends this process a signal in the middle of the batch after ``batch`` batches."""
+
+    def __init__(self, batch, signal_number=signal.SIGTERM):
+        self.batch, self.signal_number = batch, signal_number
+
+    def after_forward(self, state):
+        # Once: SAM's second pass of the batch fires after_forward again.
+        if state.timestamp.batch == self.batch and not state.recomputing:
+            os.kill(os.getpid(), self.signal_number)

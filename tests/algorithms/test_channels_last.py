@@ -1,7 +1,5 @@
 import copy
 import math
-import os
-import signal
 import warnings
 from types import SimpleNamespace
 
@@ -11,7 +9,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
 from loom.algorithms import (
@@ -22,10 +19,11 @@ from loom.algorithms import (
     MixUp,
     OnlineLabelSmoothing,
 )
-from loom.callbacks import Checkpoint, latest_checkpoint
+from loom.callbacks import latest_checkpoint
 from loom.models import CifarResNet
-from loom.trainer import Callback, TrainingInterrupted
-from tests.conftest import one_batch
+from loom.trainer import TrainingInterrupted
+from tests.algorithms.image_runs import image_trainer, weights
+from tests.conftest import SignalAt, one_batch
 
 CHANNELS_LAST = torch.channels_last
 IMAGES = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -200,48 +198,16 @@ def test_an_input_key_of_the_wrong_form_is_refused():
 # A resumed run, and runs with other algorithms
 
 
-class SignalAt(Callback):
-    """Sends this process SIGTERM in the middle of the batch after ``batch`` batches."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def after_forward(self, state):
-        if state.timestamp.batch == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def make_trainer(folder, algorithms, *, callbacks=(), load_path=None, duration="2ep"):
-    torch.manual_seed(1)
-    inputs = torch.randn(40, 3, 8, 8)
-    targets = (inputs.mean(dim=(2, 3)).argmax(dim=1) + (inputs[:, 0, 0, 0] > 1).long()) % 3
-    model = tiny_resnet()
-    return Trainer(
-        model,
-        DataLoader(TensorDataset(inputs, targets), batch_size=8, shuffle=True),
-        DataLoader(TensorDataset(inputs[:16], targets[:16]), batch_size=8),
-        max_duration=duration,
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        algorithms=algorithms,
-        callbacks=[Checkpoint(folder / "checkpoints", interval="1ba"), *callbacks],
-        device="cpu",
-        seed=0,
-        load_path=load_path,
-    )
-
-
-def weights(trainer):
-    return {key: value.clone() for key, value in trainer.state.model.state_dict().items()}
-
-
 def test_interrupted_mid_epoch_and_resumed_ends_bitwise_equal(tmp_path):
-    reference = make_trainer(tmp_path / "whole", [ChannelsLast()])
+    reference = image_trainer(tmp_path / "whole", tiny_resnet, [ChannelsLast()])
     reference_metrics = reference.fit()
     with pytest.raises(TrainingInterrupted, match="training stopped on SIGTERM"):
-        make_trainer(tmp_path / "cut", [ChannelsLast()], callbacks=[SignalAt(2)]).fit()
+        image_trainer(
+            tmp_path / "cut", tiny_resnet, [ChannelsLast()], callbacks=[SignalAt(2)]
+        ).fit()
     checkpoint = latest_checkpoint(tmp_path / "cut" / "checkpoints")
     assert checkpoint.name == "epoch0-batch3.pt"  # mid-epoch: 5 batches an epoch
-    resumed = make_trainer(tmp_path / "cut", [ChannelsLast()], load_path=checkpoint)
+    resumed = image_trainer(tmp_path / "cut", tiny_resnet, [ChannelsLast()], load_path=checkpoint)
     assert resumed.state.model.stem[0].weight.is_contiguous(memory_format=CHANNELS_LAST)
     metrics = resumed.fit()
     for key, value in weights(resumed).items():
@@ -262,7 +228,7 @@ def test_interrupted_mid_epoch_and_resumed_ends_bitwise_equal(tmp_path):
 def test_trains_with_other_algorithms_listed_either_side(tmp_path, other, first):
     laid_out, algorithm = ChannelsLast(), other()
     algorithms = [laid_out, algorithm] if first else [algorithm, laid_out]
-    trainer = make_trainer(tmp_path, algorithms, duration="1ep")
+    trainer = image_trainer(tmp_path, tiny_resnet, algorithms, duration="1ep")
     notes = trainer.engine.composition_notes
     if isinstance(algorithm, Distillation):
         # The teacher reads the inputs the student got, whichever is listed first.

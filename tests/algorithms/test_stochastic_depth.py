@@ -1,8 +1,6 @@
 import copy
 import math
-import os
 import pickle
-import signal
 from types import SimpleNamespace
 
 import pytest
@@ -10,14 +8,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from loom import Trainer
 from loom.algorithms import LabelSmoothing, OnlineLabelSmoothing, StochasticDepth
-from loom.callbacks import Checkpoint, latest_checkpoint
+from loom.callbacks import latest_checkpoint
 from loom.models import CifarResNet, SmallCNN
 from loom.trainer import Callback, TrainingInterrupted
+from tests.algorithms.image_runs import image_trainer, weights
+from tests.conftest import SignalAt
 
 MODELS = {
     "cifar_resnet18": lambda: CifarResNet(num_classes=3, depth=18, width=4),
@@ -242,56 +241,34 @@ def test_repr_shows_what_differs_from_the_defaults():
 # A resumed run, and a run with label smoothing
 
 
-class SignalAt(Callback):
-    """Sends this process SIGTERM in the middle of the batch after ``batch`` batches."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def after_forward(self, state):
-        if state.timestamp.batch == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def make_trainer(folder, algorithms, *, callbacks=(), load_path=None, duration="2ep"):
-    torch.manual_seed(0)  # initial weights; a resumed run overwrites them
-    inputs = torch.randn(40, 3, 8, 8)
-    targets = (inputs.mean(dim=(2, 3)).argmax(dim=1) + (inputs[:, 0, 0, 0] > 1).long()) % 3
-    model = MODELS["cifar_resnet18"]()
-    return Trainer(
-        model,
-        DataLoader(TensorDataset(inputs, targets), batch_size=8, shuffle=True),
-        DataLoader(TensorDataset(inputs[:16], targets[:16]), batch_size=8),
-        max_duration=duration,
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        algorithms=algorithms,
-        callbacks=[Checkpoint(folder / "checkpoints", interval="1ba"), *callbacks],
-        device="cpu",
-        seed=0,
-        load_path=load_path,
-    )
-
-
-def weights(trainer):
-    return {key: value.clone() for key, value in trainer.state.model.state_dict().items()}
-
-
 def test_interrupted_mid_epoch_and_resumed_ends_bitwise_equal(tmp_path):
-    reference = make_trainer(tmp_path / "whole", [StochasticDepth(drop_rate=0.5)])
+    reference = image_trainer(
+        tmp_path / "whole", MODELS["cifar_resnet18"], [StochasticDepth(drop_rate=0.5)]
+    )
     reference_metrics = reference.fit()
     with pytest.raises(TrainingInterrupted, match="training stopped on SIGTERM"):
-        make_trainer(
-            tmp_path / "cut", [StochasticDepth(drop_rate=0.5)], callbacks=[SignalAt(2)]
+        image_trainer(
+            tmp_path / "cut",
+            MODELS["cifar_resnet18"],
+            [StochasticDepth(drop_rate=0.5)],
+            callbacks=[SignalAt(2)],
         ).fit()
     checkpoint = latest_checkpoint(tmp_path / "cut" / "checkpoints")
     assert checkpoint.name == "epoch0-batch3.pt"  # mid-epoch: 5 batches an epoch
-    resumed = make_trainer(tmp_path / "cut", [StochasticDepth(drop_rate=0.5)], load_path=checkpoint)
+    resumed = image_trainer(
+        tmp_path / "cut",
+        MODELS["cifar_resnet18"],
+        [StochasticDepth(drop_rate=0.5)],
+        load_path=checkpoint,
+    )
     metrics = resumed.fit()
     for key, value in weights(resumed).items():
         assert torch.equal(value, weights(reference)[key]), key
     assert metrics == reference_metrics
     # The draws matter: without them the run ends elsewhere.
-    plain = make_trainer(tmp_path / "plain", [StochasticDepth(drop_rate=0.0)])
+    plain = image_trainer(
+        tmp_path / "plain", MODELS["cifar_resnet18"], [StochasticDepth(drop_rate=0.0)]
+    )
     plain.fit()
     key = "stages.7.conv2.weight"
     assert not torch.equal(weights(plain)[key], weights(reference)[key])
@@ -316,7 +293,9 @@ class TargetsSpy(Callback):
 def test_trains_with_label_smoothing(tmp_path, smoothing, first):
     depth, smoother, spy = StochasticDepth(drop_rate=0.3), smoothing(), TargetsSpy()
     algorithms = [depth, smoother] if first else [smoother, depth]
-    trainer = make_trainer(tmp_path, algorithms, callbacks=[spy], duration="1ep")
+    trainer = image_trainer(
+        tmp_path, MODELS["cifar_resnet18"], algorithms, callbacks=[spy], duration="1ep"
+    )
     assert trainer.engine.composition_notes == []  # they act on different things
     recorder = BranchRecorder(trainer.state.model)
     metrics = trainer.fit()

@@ -27,13 +27,12 @@ from loom.algorithms import (
 from loom.callbacks import Checkpoint, MetricsLogger, latest_checkpoint
 from loom.trainer import (
     Algorithm,
-    Callback,
     CheckpointError,
     NonFiniteLossError,
     TrainingInterrupted,
     load_checkpoint,
 )
-from tests.conftest import tiny_trainer
+from tests.conftest import SignalAt, tiny_trainer
 
 
 def test_weights_only_loading_starts_a_fresh_run(saved):
@@ -287,18 +286,6 @@ def make_trainer(folder, algorithm, *, callbacks=(), load_path=None, eval_interv
         seed=0,
         load_path=load_path,
     )
-
-
-class SignalAt(Callback):
-    """Sends this process a signal in the middle of the batch after ``batch`` batches."""
-
-    def __init__(self, batch, signal_number=signal.SIGTERM):
-        self.batch, self.signal_number = batch, signal_number
-
-    def after_forward(self, state):
-        # Once: SAM's second pass of the batch fires after_forward again.
-        if state.timestamp.batch == self.batch and not state.recomputing:
-            os.kill(os.getpid(), self.signal_number)
 
 
 def records(folder):
