@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -147,16 +146,6 @@ def test_a_strided_1x1_convolution_of_few_channels_on_the_cpu_warns():
         r"stride \(2, 2\) with 4 input channels, whose weight gradients .*\(oneDNN issue #6035\)",
     ):
         initialized(model, ChannelsLast())
-
-
-@pytest.fixture
-def one_process_group(tmp_path):
-    """A gloo process group of this process alone, for DistributedDataParallel."""
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
-    )
-    yield
-    dist.destroy_process_group()
 
 
 # The inputs-only layout's 1x1 weight gradients have other strides for their size-1

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -163,16 +162,6 @@ def test_a_copy_of_the_model_still_drops(how):
     copied.train()(torch.randn(256, 3, 8, 8))
     (dropped,) = recorder.dropped_rows(7)
     assert 0.35 < dropped.float().mean().item() < 0.65  # the last block's rate, 0.5
-
-
-@pytest.fixture
-def one_process_group(tmp_path):
-    """A gloo process group of this process alone, for DistributedDataParallel."""
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
-    )
-    yield
-    dist.destroy_process_group()
 
 
 def test_the_model_inside_ddp_gets_it_and_trains(one_process_group):
