@@ -2,6 +2,8 @@
 says), and end-to-end runs on tiny data (it learns, matches a plain loop, checks its
 arguments, names where an error happened)."""
 
+import copy
+import dataclasses
 import re
 
 import pytest
@@ -549,3 +551,38 @@ def test_a_segmentation_batch_whose_every_pixel_is_ignored_neither_stops_nor_mov
     assert metrics["eval/accuracy"] > 0.6
     if method == "online label smoothing":
         assert torch.isfinite(algorithms[0].matrix).all()
+
+
+# The loop's extension points: state.evaluate and state.recompute_gradients
+
+
+def test_state_evaluate_measures_another_model_firing_nothing_and_changing_nothing(
+    model, optimizer
+):
+    recorder = EventLog()
+    trainer = make_trainer(model, optimizer, callbacks=[recorder], max_duration="1ep")
+    trainer.fit()
+    state = trainer.state
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[0].weight.mul_(-1)
+    before_events, before_metrics = len(recorder.log), dict(state.metrics)
+    results = state.evaluate(other)
+    assert len(recorder.log) == before_events
+    assert state.metrics == before_metrics
+    alone = make_trainer(
+        other, torch.optim.SGD(other.parameters(), lr=0.1), eval_dataloader=state.eval_dataloader
+    ).eval()
+    assert results == pytest.approx(alone)
+    assert results["eval/loss"] != state.metrics["eval/loss"]
+    with pytest.raises(TypeError, match=r"state.evaluate\(model\): model must be a Module"):
+        state.evaluate("model")
+
+
+def test_the_extension_points_need_the_trainer_and_a_dataloader(model, optimizer):
+    trainer = make_trainer(model, optimizer, eval_dataloader=None)
+    with pytest.raises(ValueError, match=r"state.evaluate\(model\) needs a dataloader"):
+        trainer.state.evaluate(model)
+    alone = dataclasses.replace(trainer.state, _loop=None)
+    with pytest.raises(RuntimeError, match=r"state.recompute_gradients\(\) calls back into"):
+        alone.recompute_gradients()
