@@ -85,7 +85,8 @@ class ExampleMixing(Algorithm):
     def before_forward(self, state: State) -> None:
         inputs = state.get_inputs(self.input_key)
         if state.recomputing:  # the batch again (SAM): each microbatch mixed as before
-            mixed, self.permutation, self.weight = self._draws[self._replayed]
+            # In order, once per pass: a method may run the batch again more than once.
+            mixed, self.permutation, self.weight = self._draws[self._replayed % len(self._draws)]
             self._replayed += 1
         else:
             self.check_inputs(inputs)
@@ -118,6 +119,9 @@ class ExampleMixing(Algorithm):
         if self.permutation is not None:
             state.set_targets(self._targets, self.target_key)
             self._targets = None
+
+    def batch_start(self, state: State) -> None:
+        self.batch_end(state)  # none of a batch that raised before its end
 
     def batch_end(self, state: State) -> None:
         # The batch's draws, kept for state.recompute_gradients, go with it.

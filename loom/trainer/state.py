@@ -215,7 +215,7 @@ class State:
             label smoothing) does not count the batch twice.
         eval_model: The module the loop's evaluations and ``trainer.predict`` run,
             when not the one being trained: a plugin that keeps other weights (an
-            EMA of them) sets it at ``init`` and declares so (``writes``). None: the
+            EMA of them) sets it (EMA at ``init``, SWA at ``fit_end``) and declares so (``writes``). None: the
             trained model.
         export_model: The module whose weights are the run's result (a run
             directory's ``model.pt``), when not the one being trained; set, and

@@ -181,3 +181,25 @@ def test_best_checkpoints_and_early_stopping_may_watch_the_average(tmp_path):
     (best,) = trainer.state.best_checkpoints
     assert (best["metric"], best["value"]) == ("eval/ema/accuracy", max(seen.seen))
     assert len(seen.seen) == 3
+
+
+def test_before_its_first_update_the_average_is_the_weights_as_loaded(tmp_path):
+    trained = make_trainer([])
+    trained.fit()
+    torch.save({"model": trained.state.model.state_dict()}, tmp_path / "weights.pt")
+    ema = EMA(every=100)  # no update in this run
+    fine_tuned = make_trainer(
+        [ema], max_duration="2ba", load_path=tmp_path / "weights.pt", load_weights_only=True
+    )
+    fine_tuned.fit()
+    for key, value in trained.state.model.state_dict().items():
+        assert torch.equal(ema.model.state_dict()[key], value), key
+
+
+def test_a_user_s_own_evaluation_reports_the_weights_alone():
+    trainer = make_trainer([EMA()], max_duration="1ba")
+    trainer.fit()
+    loader = DataLoader(classification(seed=1), batch_size=16)
+    trainer.state.metrics.clear()
+    trainer.eval(loader)
+    assert not any(key.startswith("eval/ema/") for key in trainer.state.metrics)

@@ -250,3 +250,31 @@ def test_two_sams_are_refused():
 def test_bad_arguments_are_named(arguments, error, message):
     with pytest.raises(error, match=message):
         SAM(**arguments)
+
+
+def test_a_batch_run_again_twice_is_mixed_as_the_first_time_each_time():
+    class TwoMore(Callback):
+        def before_optimizer_step(self, state):
+            state.recompute_gradients()
+            state.recompute_gradients()
+
+    torch.manual_seed(0)
+    inputs, labels = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    model = nn.Sequential(nn.Linear(4, 3))
+    recorder = PassRecorder()
+    Trainer(
+        model,
+        DataLoader(TensorDataset(inputs, labels), batch_size=16),
+        max_duration="1ep",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        algorithms=[MixUp(alpha=1.0)],
+        callbacks=[TwoMore(), recorder],
+        grad_accum=2,
+        device="cpu",
+    ).fit()
+    first, again = recorder.inputs[False], recorder.inputs[True]
+    assert len(again) == 2 * len(first) == 8
+    for batch in range(2):
+        mine = first[2 * batch : 2 * batch + 2]
+        for second in (again[4 * batch : 4 * batch + 2], again[4 * batch + 2 : 4 * batch + 4]):
+            assert all(torch.equal(a, b) for a, b in zip(mine, second, strict=True))

@@ -165,3 +165,14 @@ def test_a_start_past_the_end_is_refused_and_one_never_reached_is_warned_of():
 def test_bad_arguments_are_named(arguments, error, message):
     with pytest.raises(error, match=message):
         SWA(**arguments)
+
+
+def test_a_checkpoint_right_after_a_resume_keeps_swalr_s_state():
+    swa = SWA(start_epoch=0, swa_lr=0.05)
+    trainer = make_trainer([swa], max_duration="2ep")
+    trainer.fit()
+    saved = swa.state_dict()
+    resumed = SWA(start_epoch=0, swa_lr=0.05)
+    make_trainer([resumed], max_duration="2ep")  # built: init ran, no batch yet
+    resumed.load_state_dict(saved)
+    assert resumed.state_dict()["schedulers"] == saved["schedulers"]

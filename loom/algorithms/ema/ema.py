@@ -96,19 +96,26 @@ class EMA(WeightAveraging):
         batch = state.timestamp.batch
         if batch % self.every:
             return
-        model = unwrap_model(state.model)
         if batch <= self.start:  # warm-up: a copy, and the first update after it blends
-            with torch.no_grad():
-                for mine, theirs in zip(
-                    self._tensors(self.model), self._tensors(model), strict=True
-                ):
-                    mine.copy_(theirs)
+            self._copy_weights(state)
             self.averaged.n_averaged.fill_(1)
         else:
-            self.averaged.update_parameters(model)
+            self.averaged.update_parameters(unwrap_model(state.model))
+
+    def _copy_weights(self, state: State) -> None:
+        model = unwrap_model(state.model)
+        with torch.no_grad():
+            for mine, theirs in zip(self._tensors(self.model), self._tensors(model), strict=True):
+                mine.copy_(theirs)
+
+    def fit_start(self, state: State) -> None:
+        if int(self.averaged.n_averaged) == 0:  # no update yet: the weights as loaded
+            self._copy_weights(state)
 
     def eval_end(self, state: State) -> None:
-        if self.evaluate == "both":
+        # Beside the loop's evaluations, on their data; trainer.eval(loader) of your own
+        # evaluates the weights alone.
+        if self.evaluate == "both" and state.evaluation != "called":
             self.report(state)
 
     @staticmethod

@@ -204,7 +204,9 @@ class SWA(WeightAveraging):
     def state_dict(self) -> dict[str, Any]:
         """The average, and SWALR's state once it has taken over."""
         schedulers = [scheduler.state_dict() for scheduler in self._schedulers]
-        return {**super().state_dict(), "schedulers": schedulers or None}
+        # Loaded but not made again yet (a checkpoint between the resume and the next
+        # batch, at the pending evaluation): the loaded state, not none.
+        return {**super().state_dict(), "schedulers": schedulers or self._saved_schedulers}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         schedulers = state.get("schedulers") if isinstance(state, dict) else None
