@@ -214,9 +214,9 @@ class State:
             uses its first draw again then, and one that gathers statistics (online
             label smoothing) does not count the batch twice.
         eval_model: The module the loop's evaluations and ``trainer.predict`` run,
-            when not the one being trained: a plugin that keeps other weights (an
-            EMA of them) sets it (EMA at ``init``, SWA at ``fit_end``) and declares so (``writes``). None: the
-            trained model.
+            when not the one being trained: a plugin that keeps other weights sets
+            it (EMA at ``init``, SWA at ``fit_end``) and declares so (``writes``).
+            None: the trained model.
         export_model: The module whose weights are the run's result (a run
             directory's ``model.pt``), when not the one being trained; set, and
             declared, as ``eval_model`` is (by EMA, or by SWA at ``fit_end``). None:
