@@ -98,8 +98,13 @@ class SWA(WeightAveraging):
             *(("eval_model",) if evaluate == "swa" else ()),
             *(("export_model",) if export else ()),
         )
-        if not self.writes:  # evaluated beside the weights, not their replacement
-            self.effects = self.effects[:2]
+        # The class declares all SWA can do (the cards' tables); an instance, what it does.
+        sets_rate, averages, replaces_result = type(self).effects
+        self.effects = (
+            *((sets_rate,) if swa_lr is not None else ()),
+            averages,
+            *((replaces_result,) if self.writes else ()),
+        )
         self._schedulers: list[SWALR] = []
         self._saved_schedulers: list[dict[str, Any]] | None = None
 
