@@ -42,6 +42,7 @@ from loom.trainer import (
     seed_everything,
 )
 from loom.trainer.checkpoint import capture_rng_states, restore_rng_states
+from loom.trainer.runtime import shard_train_loader, torchrun_world_size
 from loom.trainer.state import steps_on_a_metric
 
 __all__ = ["JobParts", "build_job"]
@@ -122,7 +123,9 @@ def build_job(
 
     Raises:
         ConfigError: A component refused its arguments or could not be built;
-            the message names the section.
+            the message names the section. Training data with no batch an epoch (an
+            empty dataset, or one smaller than ``data.train.batch_size`` with
+            ``drop_last``, on the whole or on each torchrun rank) is named by those keys.
 
     Examples:
         >>> from loom.config.job import resolve_job
@@ -142,9 +145,15 @@ def build_job(
     # The facts come from the dataset itself: a wrapper may change what a sample looks
     # like (as_dict), not what the model and algorithms must know of the data.
     train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_loader))
+    if _size(train_set) == 0:
+        raise ConfigError(
+            f"data.train ({data['train']['name']}): the dataset has no samples, so training "
+            "would have no batch; check its arguments (its folder, split or size)."
+        )
     facts = _dataset_facts(train_set)
     train_set = _wrapped(train_set, data["train"], "data.train")
     train = _loader(train_loader, train_set, data["train"], limit_batches)
+    _check_training_batches(train)
     _check_batch_keys(train, job["trainer"])
     evaluation = None
     if data["eval"] is not None:
@@ -364,6 +373,39 @@ def _dataset_facts(dataset: Any) -> dict[str, Any]:
         "in_channels": shape[0] if shape else None,
         "in_features": math.prod(shape) if shape else None,
     }
+
+
+def _size(dataset: Any) -> int | None:
+    """``len(dataset)``, or None for a dataset without a length (a stream)."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
+def _check_training_batches(loader: Any) -> None:
+    """An epoch of the training loader has a batch, on each rank's share under torchrun:
+    named here by the job's keys, not by the Trainer's arguments or at the first epoch
+    (nor as a division by zero in a schedule's length)."""
+    samples, world_size = _size(loader.dataset), torchrun_world_size()
+    if samples is None or not loader.drop_last:
+        return  # without drop_last a sample makes a batch; an empty dataset is named before
+    if len(loader) == 0:
+        share, held = samples, f"the dataset has {samples} samples"
+    elif world_size > 1:
+        # Every rank's share is the same size: rank 0's tells (sharded as the Trainer will).
+        share = len(shard_train_loader(loader, 0, world_size, 0).sampler)
+        held = f"the dataset's {samples} samples give each of the {world_size} ranks {share}"
+    else:
+        return
+    if share >= loader.batch_size:
+        return
+    fix = f"data.train.batch_size to at most {share}, or " if share else ""
+    raise ConfigError(
+        f"data.train.batch_size: {loader.batch_size} with data.train.drop_last: true leaves "
+        f"no training batch: {held}, fewer than one batch, and drop_last drops them; set "
+        f"{fix}data.train.drop_last to false."
+    )
 
 
 def _check_batch_keys(loader: Any, trainer: Mapping[str, Any]) -> None:

@@ -17,50 +17,93 @@ class _DuplicateKey(yaml.YAMLError):
     """A key given twice in one mapping: YAML keeps the last, so the first would be lost."""
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _JobLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping."""
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping.
+
+    Only the check is added: what a document may hold (plain data, no tags such as
+    ``!!python/object``) is ``SafeLoader``'s.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_repeated_keys(self, node, (), set())
+        return super().construct_document(node)
 
 
-def _mapping_without_repeats(loader: _JobLoader, node: yaml.MappingNode) -> Any:
-    lines: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # "<<: *base": its keys may be given again, to override them
-        key = loader.construct_object(key_node)
-        try:
-            first = lines.setdefault(key, key_node.start_mark.line + 1)
-        except TypeError:  # an unhashable key: the constructor below says so
+def _refuse_repeated_keys(
+    loader: _JobLoader, node: yaml.Node, path: tuple[str, ...], seen: set[int]
+) -> None:
+    """Raises :class:`_DuplicateKey` for the first key given twice in a mapping under
+    ``node``, which sits at config ``path``; a node reached again (an alias) is not
+    walked twice."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_repeated_keys(loader, item, (*path, str(index)), seen)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    marks: dict[Any, yaml.Mark] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            # "<<: *base": the keys it brings may be given again, to override them;
+            # a mapping written in place is checked as this one's part.
+            merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for part in merged:
+                _refuse_repeated_keys(loader, part, path, seen)
             continue
-        if first != key_node.start_mark.line + 1:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue  # a list or mapping as a key: the constructor refuses it
+        key, mark = loader.construct_object(key_node), key_node.start_mark
+        try:
+            first = marks.setdefault(key, mark)
+        except TypeError:  # unhashable: the constructor says so
+            continue
+        if first is not mark:
+            shown = f" ({'.'.join((*path, str(key)))})" if path else ""  # top level: the key
             raise _DuplicateKey(
-                f"key {key!r} is given twice in one mapping, at line {first} and at line "
-                f"{key_node.start_mark.line + 1}; YAML would keep the second silently. "
-                "Give it once."
+                f"key {key!r}{shown} is given twice in one mapping, at {_line(first, mark)} "
+                f"and at {_line(mark, first)}; YAML would keep the second silently. Give it once."
             )
-    return loader.construct_mapping(node)
+        _refuse_repeated_keys(loader, value_node, (*path, str(key)), seen)
 
 
-_JobLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+def _line(mark: yaml.Mark, other: yaml.Mark) -> str:
+    """``mark``'s line, and its column when ``other`` is on the same line."""
+    line = f"line {mark.line + 1}"
+    return f"{line}, column {mark.column + 1}" if mark.line == other.line else line
 
 
 def read_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping in the YAML file at ``path``, read as ``yaml.safe_load`` reads it.
 
+    Every reader of a job's YAML (a job file, a run's ``config.yaml``) goes through here,
+    so all of them refuse what it refuses.
+
     Raises:
-        ConfigError: The file is missing, empty, not UTF-8, not YAML, not a mapping,
-            gives a key twice in one mapping, or uses a tag such as ``!!python/object``
-            (job files hold plain data only).
+        ConfigError: The file is missing, empty, not UTF-8 (the line and byte are
+            named), not YAML, not a mapping, gives a key twice in one mapping (named
+            with its config path, such as ``optimizer.lr``, and both lines), or uses a
+            tag such as ``!!python/object`` (job files hold plain data only).
     """
     path = Path(path)
     if not path.is_file():
         where = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(f"job file {str(path)!r} {where}; give the path of a YAML job file.")
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)  # in bytes, from 1
         raise ConfigError(
-            f"{path} is not UTF-8 text (at byte offset {error.start}); a job file is a YAML "
-            "text file, saved as UTF-8."
+            f"{path} is not UTF-8 text: byte 0x{data[error.start]:02x} at line {line}, "
+            f"column {column} (byte offset {error.start}); a job file is a YAML text file, "
+            "saved as UTF-8."
         ) from None
     try:
         config = yaml.load(text, Loader=_JobLoader)  # safe_load's, with no repeated keys
@@ -71,8 +114,13 @@ def read_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: {error.problem} {_position(error)}. Job files hold plain data only: "
             "tags such as !!python/object are refused."
         ) from None
+    except yaml.MarkedYAMLError as error:  # one line: what, and where
+        context = f", {error.context} {_position(error, 'context_mark')}" if error.context else ""
+        raise ConfigError(
+            f"{path} is not valid YAML: {error.problem} {_position(error)}{context}."
+        ) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}.") from None
     if config is None:
         raise ConfigError(f"{path}: the job file is empty; see configs/digits.yaml for one.")
     if not isinstance(config, dict):
@@ -139,6 +187,6 @@ def _set(config: dict[str, Any], keys: list[str], value: Any, override: str) -> 
             node = node[index]
 
 
-def _position(error: yaml.MarkedYAMLError) -> str:
-    mark = error.problem_mark
+def _position(error: yaml.MarkedYAMLError, which: str = "problem_mark") -> str:
+    mark = getattr(error, which)
     return f"at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

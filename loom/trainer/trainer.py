@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -84,7 +85,9 @@ class Trainer:
         eval_metrics: Metrics each evaluation computes beside loom's own, name ->
             metric: ``{"f1": torchmetrics.classification.MulticlassF1Score(10)}``,
             recorded as ``eval/f1`` (see :class:`~loom.trainer.added_metrics.AddedMetrics`).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar``. Defaults to cross-entropy
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``: a 0-d tensor, the batch's
+            mean (a loss per sample, such as ``reduction="none"``'s, is refused at the
+            first batch, in training or evaluation). Defaults to cross-entropy
             against class indices or dense target distributions.
         input_key: Where the inputs are in a batch: an int, str or
             ``(getter, setter)`` pair (see ``get_batch_item``). The run's key:
@@ -115,7 +118,11 @@ class Trainer:
 
     Raises:
         TypeError, ValueError: An argument is of the wrong type or value; the
-            message names it.
+            message names it. A ``train_dataloader`` that is a DataLoader yielding no
+            batch (an empty dataset, or one smaller than ``batch_size`` with
+            ``drop_last=True``; under torchrun, a rank's share) is refused here, naming
+            the dataset's size, the batch size and ``drop_last``. An empty list builds
+            a Trainer that can :meth:`eval` and :meth:`predict` but not :meth:`fit`.
 
     Examples:
         >>> import torch
@@ -168,6 +175,7 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         check_dataloader(train_dataloader, "train_dataloader")
+        _refuse_an_empty_epoch(train_dataloader)
         if eval_dataloader is not None:
             check_dataloader(eval_dataloader, "eval_dataloader")
         validate_batch_key(input_key, "input_key")
@@ -217,6 +225,8 @@ class Trainer:
         train_dataloader, eval_dataloader, rank, world_size = distribute(
             train_dataloader, eval_dataloader, resolved_device, seed
         )
+        if world_size > 1:  # this rank's share may hold no batch where the whole data did
+            _refuse_an_empty_epoch(train_dataloader, rank=rank, world_size=world_size)
         self.state = State(
             model=model.to(resolved_device),
             optimizers=optimizers,
@@ -282,8 +292,18 @@ class Trainer:
 
         Returns:
             The latest metrics (``state.metrics``).
+
+        Raises:
+            ValueError: ``train_dataloader`` has no batches (an empty list), found
+                before any event fires; or, for one without a length, it yields none
+                in an epoch.
         """
         state, hooks = self.state, self.engine.hooks
+        if num_batches(state.train_dataloader) == 0 and not self._should_stop():
+            raise ValueError(
+                "fit() has nothing to train on: train_dataloader has no batches (len 0). "
+                "A Trainer built without training data can eval() and predict() only."
+            )
         with stop_on_signals(state):
             fire(hooks.fit_start, state)
             state.model.train()
@@ -420,7 +440,10 @@ class Trainer:
                     state.outputs = self._forward(model, state.get_inputs())
                     fire(hooks.eval_after_forward, state)
                     targets = state.get_targets()
-                    metrics.update(state.outputs, targets, self._loss(targets))
+                    loss = self._loss(targets)
+                    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+                        raise ValueError(self._not_one_number(loss, "the evaluation loss"))
+                    metrics.update(state.outputs, targets, loss)
                     if added:
                         added.update(state.outputs, targets)
                     fire(hooks.eval_batch_end, state)
@@ -474,8 +497,8 @@ class Trainer:
                 break
         if timestamp.batch_in_epoch == 0:
             raise ValueError(
-                "train_dataloader yielded no batches; check the dataset's length and "
-                "the batch size (drop_last=True drops a last partial batch)."
+                "train_dataloader yielded no batches in an epoch; check the dataset's "
+                "length and the batch size (drop_last=True drops a last partial batch)."
             )
         check_losses_are_finite(state)  # before the clock moves on: it names the batch
         timestamp.epoch += 1
@@ -577,19 +600,17 @@ class Trainer:
         fire(hooks.after_forward, state)
         fire(hooks.before_loss, state)
         targets = state.get_targets()
-        state.loss = loss = self._loss(targets)
+        state.loss = computed = self._loss(targets)
         counted = self._loss_without_repeats(targets) if state.repeated_samples else None
         fire(hooks.after_loss, state)
         fire(hooks.before_backward, state)
-        if counted is not None and state.loss is not loss:
-            counted = None  # a plugin changed the loss: its batch's mean stands, changed
         loss = state.loss
+        if counted is not None and loss is not computed:
+            counted = None  # a plugin changed the loss: its batch's mean stands, changed
+        # Here, after the plugins, once: the one check the step makes of the loss.
         if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
-            raise ValueError(
-                f"the loss to backpropagate {self._where()} is {describe_item(loss)}, not a "
-                "scalar tensor: loss_fn(outputs, targets), or a plugin that replaces "
-                "state.loss, must reduce it to one number (e.g. with .mean())."
-            )
+            what = "the loss to backpropagate"
+            raise ValueError(self._not_one_number(loss, what, replaced=loss is not computed))
         scaled = loss if loss_weight == 1.0 else loss * loss_weight
         if state.grad_scaler is not None:
             scaled = state.grad_scaler.scale(scaled)
@@ -679,6 +700,32 @@ class Trainer:
             )
             raise
 
+    def _not_one_number(self, loss: Any, what: str, replaced: bool = False) -> str:
+        """The error for a ``loss`` that is not a 0-d tensor, where ``what`` needed one:
+        blamed on ``loss_fn``, or on the algorithms that change the loss (``replaced``)."""
+        if isinstance(loss, torch.Tensor):
+            fix = "reduce it to one number over the batch, e.g. reduction='mean' or .mean()"
+        else:
+            fix = "return the tensor itself, not .item() or a float"
+        if not replaced:
+            return (
+                f"loss_fn {_name_of(self.loss_fn)} returned {describe_item(loss)} "
+                f"{self._where()}; {what} must be a scalar tensor (0-d): {fix}."
+            )
+        changers = [
+            type(algorithm).__name__
+            for algorithm in self.state.algorithms
+            if any(e.action == "changes" and e.subject == "loss" for e in algorithm.effects)
+        ]
+        by = (
+            f" (the algorithms that declare changing it: {', '.join(changers)})" if changers else ""
+        )
+        return (
+            f"state.loss, as the plugins left it at before_backward{by}, is "
+            f"{describe_item(loss)} {self._where()}; {what} must be a scalar tensor (0-d): "
+            f"a plugin that replaces state.loss must {fix}."
+        )
+
     def _where(self) -> str:
         timestamp = self.state.timestamp
         if self._eval_batch is not None:
@@ -705,3 +752,51 @@ class Trainer:
 
     def _eval_due(self, count: int) -> bool:
         return self.state.eval_dataloader is not None and count % self.eval_interval.value == 0
+
+
+def _refuse_an_empty_epoch(loader: Any, rank: int = 0, world_size: int = 1) -> None:
+    """Refuses a DataLoader (``rank``'s of ``world_size`` under torchrun) that yields no
+    batch an epoch, naming its dataset's size, its batch size and ``drop_last``.
+
+    Anything else passes: an empty list (a Trainer that only evaluates or predicts;
+    ``fit`` refuses it), a loader with batches, one without a length (its epoch finds
+    out).
+    """
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or num_batches(loader) != 0:
+        return
+    dataset_size, samples = num_batches(dataset), num_batches(getattr(loader, "sampler", None))
+    batch, drop_last = getattr(loader, "batch_size", None), getattr(loader, "drop_last", None)
+    if samples is None or samples == dataset_size:
+        samples = dataset_size
+        held = f"its dataset has {'no' if dataset_size == 0 else dataset_size} samples"
+    else:
+        share = f", rank {rank}'s share of {world_size} ranks" if world_size > 1 else ""
+        held = (
+            f"its {type(loader.sampler).__name__} gives it {samples} of the dataset's "
+            f"{dataset_size} samples{share}"
+        )
+    if not samples:
+        why = f" (batch_size={batch}, drop_last={drop_last}); give it training data"
+    elif batch is None:  # batches from a batch_sampler of one's own
+        why = f", and its {type(loader.batch_sampler).__name__} makes no batch of them"
+    else:
+        why = (
+            f", fewer than batch_size={batch}, and drop_last={drop_last} drops that partial "
+            f"batch; use a batch_size of at most {samples}, or drop_last=False"
+        )
+    raise ValueError(f"train_dataloader yields no batches: {held}{why}.")
+
+
+def _name_of(function: Any) -> str:
+    """A loss function as an error names it: a function's qualified name, a module's
+    class and reduction, a partial's function and keywords."""
+    if isinstance(function, functools.partial):
+        given = ", ".join(f"{key}={value!r}" for key, value in function.keywords.items())
+        return f"{_name_of(function.func)} (partial, {given})" if given else _name_of(function.func)
+    if isinstance(function, nn.Module):
+        reduction = getattr(function, "reduction", None)
+        shown = f"(reduction={reduction!r})" if isinstance(reduction, str) else "()"
+        return f"{type(function).__name__}{shown}"
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else type(function).__name__

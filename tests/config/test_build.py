@@ -199,3 +199,41 @@ def test_a_plateau_schedule_needs_the_evaluation_it_steps_on():
     job["data"]["eval"] = job["data"]["train"]
     (schedule,) = build_job(resolve_job(job)).schedulers
     assert (schedule.monitor, schedule.mode, schedule.patience) == ("eval/accuracy", "max", 10)
+
+
+def test_training_data_smaller_than_a_batch_with_drop_last_is_named_by_its_keys():
+    train = {**JOB["data"]["train"], "batch_size": 64, "drop_last": True}
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train\.batch_size: 64 with data\.train\.drop_last: true leaves no "
+        r"training batch: the dataset has 40 samples, fewer than one batch, and drop_last "
+        r"drops them; set data\.train\.batch_size to at most 40, or data\.train\.drop_last "
+        r"to false\.$",
+    ):
+        build(data={**JOB["data"], "train": train})
+
+
+def test_a_rank_s_share_smaller_than_a_batch_is_named_by_the_same_keys(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")  # as torchrun sets it: the Trainer shards by it
+    train = {**JOB["data"]["train"], "drop_last": True}  # 40 samples in batches of 16
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train\.batch_size: 16 with data\.train\.drop_last: true leaves no "
+        r"training batch: the dataset's 40 samples give each of the 4 ranks 10, fewer than "
+        r"one batch, .* set data\.train\.batch_size to at most 10, or",
+    ):
+        build(data={**JOB["data"], "train": train})
+
+
+def test_an_empty_training_dataset_is_named_before_its_first_sample_is_read(monkeypatch):
+    @functools.wraps(synthetic)  # the same signature, so the same schema
+    def empty(**arguments):
+        return torch.utils.data.Subset(synthetic(**arguments), [])
+
+    monkeypatch.setitem(DATASETS._entries, "synthetic", empty)
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train \(synthetic\): the dataset has no samples, so training would have "
+        r"no batch; check its arguments",
+    ):
+        build()

@@ -1,5 +1,6 @@
 import pytest
 
+from loom.cli import main
 from loom.config.job_file import apply_overrides, read_job_file
 from loom.config.schema import ConfigError
 
@@ -41,8 +42,8 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
     text = "seed: 0\nmodel:\n  name: mlp\n  width: 8\n  width: 16\n"
     with pytest.raises(
         ConfigError,
-        match=r"job\.yaml: key 'width' is given twice in one mapping, at line 4 and at line 5; "
-        r"YAML would keep the second silently",
+        match=r"job\.yaml: key 'width' \(model\.width\) is given twice in one mapping, at line 4 "
+        r"and at line 5; YAML would keep the second silently",
     ):
         read_job_file(write(tmp_path, text))
     with pytest.raises(ConfigError, match=r"key 'seed' is given twice .* line 1 and at line 3"):
@@ -52,11 +53,50 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
     assert merged == {"a": {"x": 1}, "b": {"x": 1, "y": 2}, "c": {"x": 3}}
 
 
-def test_a_file_that_is_not_utf8_is_named(tmp_path):
+def test_a_key_given_twice_in_a_section_is_named_by_its_config_path(tmp_path):
+    text = "model: {name: mlp}\noptimizer:\n  name: sgd\n  lr: 0.1\n  lr: 0.2\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"^.*job\.yaml: key 'lr' \(optimizer\.lr\) is given twice in one mapping, "
+        r"at line 4 and at line 5; YAML would keep the second silently\. Give it once\.$",
+    ):
+        read_job_file(write(tmp_path, text))
+    in_a_list = "algorithms:\n  - name: mixup\n    alpha: 0.2\n    alpha: 0.4\n"
+    with pytest.raises(ConfigError, match=r"key 'alpha' \(algorithms\.0\.alpha\) .* line 3 "):
+        read_job_file(write(tmp_path, in_a_list))
+
+
+def test_a_key_given_twice_on_one_line_is_named_with_both_columns(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"key 'lr' \(optimizer\.lr\) is given twice in one mapping, "
+        r"at line 1, column 13 and at line 1, column 22;",
+    ):
+        read_job_file(write(tmp_path, "optimizer: {lr: 0.1, lr: 0.2}\n"))
+    # Within a mapping merged in place, too; overriding what a merge brings is no repeat.
+    with pytest.raises(ConfigError, match=r"key 'y' \(b\.y\) is given twice"):
+        read_job_file(write(tmp_path, "a: &base {x: 1}\nb: {<<: [*base, {y: 2, y: 3}]}\n"))
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_line_and_byte(tmp_path):
     path = tmp_path / "job.yaml"
     path.write_bytes("seed: 0\nname: caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"job\.yaml is not UTF-8 text \(at byte offset 17\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^.*job\.yaml is not UTF-8 text: byte 0xe9 at line 2, column 10 \(byte offset "
+        r"17\); a job file is a YAML text file, saved as UTF-8\.$",
+    ):
         read_job_file(path)
+
+
+def test_loom_train_names_a_job_file_that_is_not_utf8_in_one_line(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_bytes(b"seed: 0\nmodel: {name: caf\xe9}\n")
+    assert main(["train", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"loom train: error: {path} is not UTF-8 text: byte 0xe9 at line 2, column 18 "
+        "(byte offset 25); a job file is a YAML text file, saved as UTF-8.\n"
+    )
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -4,16 +4,17 @@ arguments, names where an error happened)."""
 
 import copy
 import dataclasses
+import functools
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from loom import Event, Trainer
-from loom.trainer import Algorithm, Callback
+from loom.trainer import Algorithm, Callback, changes
 from tests.conftest import LossRecorder, one_batch, plain_sgd_run, separable_data
 
 
@@ -182,32 +183,88 @@ def test_errors_in_the_model_and_loss_keep_their_type_and_say_where(model, optim
     ]
 
 
+REDUCE = "reduce it to one number over the batch, e.g. reduction='mean' or .mean()."
+
+
 @pytest.mark.parametrize(
-    ("loss_fn", "shown"),
+    ("loss_fn", "returned", "fix"),
     [
         (
             lambda outputs, targets: F.cross_entropy(outputs, targets, reduction="none"),
-            "float32 (4,) on cpu",
+            "loss_fn <lambda> returned float32 (4,) on cpu",
+            REDUCE,
         ),
-        (lambda outputs, targets: F.cross_entropy(outputs, targets).item(), "float"),
+        (
+            nn.CrossEntropyLoss(reduction="none"),
+            "loss_fn CrossEntropyLoss(reduction='none') returned float32 (4,) on cpu",
+            REDUCE,
+        ),
+        (
+            functools.partial(F.cross_entropy, reduction="none"),
+            "loss_fn cross_entropy (partial, reduction='none') returned float32 (4,) on cpu",
+            REDUCE,
+        ),
+        (
+            lambda outputs, targets: F.cross_entropy(outputs, targets).item(),
+            "loss_fn <lambda> returned float",
+            "return the tensor itself, not .item() or a float.",
+        ),
     ],
-    ids=["per-sample", "a-python-float"],
+    ids=["per-sample", "a-module", "a-partial", "a-python-float"],
 )
-def test_a_loss_that_is_not_one_number_is_named_before_the_backward(
-    model, optimizer, loss_fn, shown
+def test_a_loss_that_is_not_one_number_is_named_with_its_function_before_the_backward(
+    model, optimizer, loss_fn, returned, fix
 ):
     batch = [(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))]
     before = [parameter.detach().clone() for parameter in model.parameters()]
     trainer = Trainer(
         model, batch, optimizers=optimizer, max_duration="1ba", device="cpu", loss_fn=loss_fn
     )
-    with pytest.raises(
-        ValueError,
-        match=rf"^the loss to backpropagate in training at epoch 1, batch 1 of the epoch "
-        rf"\(batch 1 of the run\) is {re.escape(shown)}, not a scalar tensor: loss_fn",
-    ):
+    message = (
+        f"{returned} in training at epoch 1, batch 1 of the epoch (batch 1 of the run); the "
+        f"loss to backpropagate must be a scalar tensor (0-d): {fix}"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         trainer.fit()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_loss_per_sample_in_evaluation_is_named_at_its_first_batch(model, optimizer):
+    batch = [(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))]
+    trainer = Trainer(
+        model, batch, batch, optimizers=optimizer, max_duration="1ba", device="cpu",
+        loss_fn=nn.CrossEntropyLoss(reduction="none"),
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^loss_fn CrossEntropyLoss\(reduction='none'\) returned float32 \(4,\) on cpu in "
+        r"evaluation, at batch 1 of the evaluation \(after 0 training batches\); the "
+        r"evaluation loss must be a scalar tensor \(0-d\): reduce it to one number over the "
+        r"batch, e\.g\. reduction='mean' or \.mean\(\)\.$",
+    ):
+        trainer.eval()
+
+
+def test_a_plugin_that_leaves_a_loss_per_sample_is_named_not_the_loss_fn(model, optimizer):
+    class LossPerSample(Algorithm):
+        effects = (changes("loss", at="after_loss", how="replaces"),)
+
+        def after_loss(self, state):
+            state.loss = F.cross_entropy(state.outputs, state.get_targets(), reduction="none")
+
+    batch = [(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))]
+    trainer = Trainer(
+        model, batch, optimizers=optimizer, max_duration="1ba", device="cpu",
+        algorithms=[LossPerSample()],
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^state\.loss, as the plugins left it at before_backward \(the algorithms that "
+        r"declare changing it: LossPerSample\), is float32 \(4,\) on cpu in training at .*; "
+        r"the loss to backpropagate must be a scalar tensor \(0-d\): a plugin that replaces "
+        r"state\.loss must reduce it",
+    ):
+        trainer.fit()
 
 
 def test_an_error_in_evaluation_names_the_evaluation_batch(model, optimizer):
@@ -471,9 +528,78 @@ def test_request_stop_needs_a_reason(model, optimizer):
         trainer.state.request_stop("")
 
 
-def test_empty_dataloader_is_an_error(model, optimizer):
-    trainer = Trainer(model, [], max_duration="1ep", optimizers=optimizer, device="cpu")
-    with pytest.raises(ValueError, match=r"train_dataloader yielded no batches"):
+SAMPLES = TensorDataset(torch.randn(3, 8), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize(
+    ("loader", "message"),
+    [
+        (
+            DataLoader(SAMPLES, batch_size=4, drop_last=True),
+            "its dataset has 3 samples, fewer than batch_size=4, and drop_last=True drops "
+            "that partial batch; use a batch_size of at most 3, or drop_last=False.",
+        ),
+        (
+            DataLoader(TensorDataset(torch.zeros(0, 8)), batch_size=4),
+            "its dataset has no samples (batch_size=4, drop_last=False); give it training data.",
+        ),
+        (
+            DataLoader(SAMPLES, batch_size=2, sampler=torch.utils.data.SubsetRandomSampler([])),
+            "its SubsetRandomSampler gives it 0 of the dataset's 3 samples (batch_size=2, "
+            "drop_last=False); give it training data.",
+        ),
+        (
+            DataLoader(
+                SAMPLES,
+                batch_size=2,
+                drop_last=True,
+                sampler=DistributedSampler(SAMPLES, num_replicas=2, rank=0, drop_last=True),
+            ),
+            "its DistributedSampler gives it 1 of the dataset's 3 samples, fewer than "
+            "batch_size=2, and drop_last=True drops that partial batch; use a batch_size of "
+            "at most 1, or drop_last=False.",
+        ),
+    ],
+    ids=[
+        "smaller-than-a-batch-with-drop-last",
+        "an-empty-dataset",
+        "a-sampler-of-none",
+        "a-rank-s-share-smaller-than-a-batch",
+    ],
+)
+def test_a_dataloader_with_no_batch_is_refused_when_the_trainer_is_built(
+    model, optimizer, loader, message
+):
+    with pytest.raises(
+        ValueError, match=rf"^train_dataloader yields no batches: {re.escape(message)}$"
+    ):
+        Trainer(model, loader, max_duration="1ep", optimizers=optimizer, device="cpu")
+
+
+def test_an_empty_list_evaluates_but_fit_refuses_it_before_any_event(model, optimizer):
+    events = EventLog()
+    trainer = Trainer(
+        model, [], [(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))], max_duration="1ep",
+        optimizers=optimizer, device="cpu", callbacks=[events],
+    )  # fmt: skip
+    assert "eval/loss" in trainer.eval()
+    events.log.clear()
+    with pytest.raises(
+        ValueError,
+        match=r"^fit\(\) has nothing to train on: train_dataloader has no batches \(len 0\)\. "
+        r"A Trainer built without training data can eval\(\) and predict\(\) only\.$",
+    ):
+        trainer.fit()
+    assert events.log == []
+
+
+def test_batches_without_a_length_that_end_at_once_are_an_error_of_the_epoch(model, optimizer):
+    class NoBatches:
+        def __iter__(self):
+            return iter(())
+
+    trainer = Trainer(model, NoBatches(), max_duration="1ep", optimizers=optimizer, device="cpu")
+    with pytest.raises(ValueError, match=r"^train_dataloader yielded no batches in an epoch"):
         trainer.fit()
 
 
