@@ -7,7 +7,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from loom.trainer import Callback, Duration, State, TimeUnit, capture_checkpoint, save_checkpoint
+from loom.trainer import (
+    Callback,
+    Duration,
+    State,
+    TimeUnit,
+    capture_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 
 __all__ = ["Checkpoint", "latest_checkpoint"]
 
@@ -26,9 +34,11 @@ class Checkpoint(Callback):
 
     Each file is written to a temporary name and renamed, so a crash during a save
     leaves the previous checkpoint whole. A checkpoint is never taken of a run
-    whose loss has become NaN or infinite. Only the main process writes. The final
-    save at ``fit_end`` is skipped only when nothing ran since the latest one, so it
-    holds an evaluation or a plugin's decision to stop that came after that one.
+    whose loss has become NaN or infinite. Only the main process writes; under torchrun
+    each file holds every rank's own state too (each rank resumes as itself), so every
+    rank takes part in each save. The final save at ``fit_end`` is skipped only when
+    nothing ran since the latest one, so it holds an evaluation or a plugin's decision
+    to stop that came after that one.
     Interval checkpoints are pruned by their place in training, the furthest kept; best
     ones among themselves, and a resumed run forgets the best files its first run wrote
     after the checkpoint.
@@ -133,12 +143,15 @@ class Checkpoint(Callback):
             return
         self.best, dropped = ranked[: self.keep_best], ranked[self.keep_best :]
         self._publish(state)
+        checkpoint = capture_checkpoint(state)  # on every rank: each gives its own part
         if state.is_main_process:  # the file holds the list it is in
-            save_checkpoint(capture_checkpoint(state), self.folder / name)
+            save_checkpoint(checkpoint, self.folder / name)
             for _, old in dropped:
                 (self.folder / old).unlink(missing_ok=True)
 
     def fit_start(self, state: State) -> None:
+        if state.is_main_process:
+            remove_stale_temporaries(self.folder)  # a save that a kill cut short
         if self.best_metric is not None and state.eval_dataloader is None:
             raise ValueError(
                 f"Checkpoint: best_metric={self.best_metric!r} ranks evaluations, but the "
@@ -198,11 +211,12 @@ class Checkpoint(Callback):
 
     def _save(self, state: State) -> None:
         self._saved = _moment(state)
-        if not state.is_main_process:
-            return
-        checkpoint = capture_checkpoint(state)
+        checkpoint = capture_checkpoint(state)  # on every rank: each gives its own part
         timestamp = state.timestamp
         path = self.folder / f"epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
+        if not state.is_main_process:
+            state.checkpoint_path = str(path)  # the file rank 0 writes, that this rank resumes from
+            return
         state.checkpoint_path = str(save_checkpoint(checkpoint, path))
         if self.keep_last is not None:
             for _, old in _interval_checkpoints(self.folder)[: -self.keep_last]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loom.callbacks.training_time import TrainingTime
-from loom.trainer import Callback, State, write_atomically
+from loom.trainer import Callback, FileWriteError, State, write_atomically
 
 __all__ = ["MetricsLogger", "logged_before_the_checkpoint"]
 
@@ -78,9 +78,18 @@ class MetricsLogger(Callback):
 
     def _drop_records_after_the_checkpoint(self, state: State) -> None:
         """A resumed run logs again what came after its checkpoint; the first run's
-        records of that stretch (written before it was killed) go."""
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if logged_before_the_checkpoint(json.loads(line), state)]
+        records of that stretch (written before it was killed) go, and so does a last
+        line cut short by the kill. The record of the checkpoint's own epoch end comes
+        back if the kill came between the save and the log (a checkpoint callback
+        listed before this one)."""
+        records = _read_log(self.path)
+        kept = [line for line, record in records if logged_before_the_checkpoint(record, state)]
+        timestamp = state.timestamp
+        if timestamp.batch_in_epoch == 0 and not any(
+            record["batch"] == timestamp.batch and not _is_evaluation(record)
+            for _, record in records
+        ):
+            kept.append(json.dumps(self._record(state, "train/")))
         write_atomically(self.path, "".join(f"{line}\n" for line in kept))
 
     def epoch_start(self, state: State) -> None:
@@ -128,8 +137,15 @@ class MetricsLogger(Callback):
     def _append(self, state: State, record: dict[str, Any]) -> None:
         if self.path is None or not state.is_main_process:
             return
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(record) + "\n")
+                file.flush()
+                os.fsync(file.fileno())  # on disk before a checkpoint that comes after it
+        except OSError as error:
+            raise FileWriteError(
+                error.errno, error.strerror or str(error), str(self.path)
+            ) from None
 
     def _print_pending_row(self, state: State) -> None:
         row, self._pending_row = self._pending_row, None
@@ -150,6 +166,35 @@ class MetricsLogger(Callback):
         return self.stream if self.stream is not None else sys.stdout
 
 
+def _read_log(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The log's lines with their records. A last line that is not a whole record (a
+    kill mid-append) is left out; any other is an error naming the line.
+
+    Raises:
+        ValueError: A line other than the last is not a JSON record with a ``batch``.
+    """
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    found = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or type(record.get("batch")) is not int:
+                raise ValueError("no batch")
+        except ValueError:
+            if number == len(lines):
+                break  # cut short by a kill: the resumed run logs it again
+            raise ValueError(
+                f"{path} line {number} is not a metrics record ({line[:60]!r}); repair or "
+                "delete that line, then resume."
+            ) from None
+        found.append((line, record))
+    return found
+
+
+def _is_evaluation(record: dict[str, Any]) -> bool:
+    return any(key.startswith("eval/") for key in record)
+
+
 def logged_before_the_checkpoint(record: dict[str, Any], state: State) -> bool:
     """Whether a log's ``record`` (its ``batch`` and its metrics) came from before the
     checkpoint a resumed run starts from: those after it are logged again, so a log
@@ -158,7 +203,7 @@ def logged_before_the_checkpoint(record: dict[str, Any], state: State) -> bool:
     batch = int(record["batch"])
     if batch != timestamp.batch:
         return batch < timestamp.batch
-    if any(key.startswith("eval/") for key in record):
+    if _is_evaluation(record):
         return state.last_eval_batch == timestamp.batch
     return timestamp.batch_in_epoch == 0  # the epoch ended before the checkpoint
 

@@ -19,9 +19,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from loom.callbacks.checkpoint import latest_checkpoint
+from loom.config.job_file import read_job_file
+from loom.config.schema import ConfigError
 
 __all__ = ["RUN_WEIGHTS", "RunDirectory", "RunFileError", "RunState", "RunStatus", "read_status"]
 
@@ -333,6 +333,6 @@ def _alive(pid: int) -> bool:
 def _latest_checkpoint(files: RunDirectory) -> Path | None:
     job: Any = None
     if files.config.is_file():
-        with contextlib.suppress(yaml.YAMLError):
-            job = yaml.safe_load(files.config.read_text(encoding="utf-8"))
+        with contextlib.suppress(ConfigError):  # a damaged job: the default folder, then
+            job = read_job_file(files.config)
     return files.latest_checkpoint(job if isinstance(job, dict) else {})

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from loom.config.job_file import read_job_file
 from loom.config.run_directory import RunDirectory
 from loom.runs.paired import PairedDifference, paired_difference
 from loom.runs.plots import plot_comparison, read_records
@@ -111,9 +112,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
             "(a run writes it when training ends)."
         )
     summary = json.loads(files.summary.read_text(encoding="utf-8"))
-    config = (
-        yaml.safe_load(files.config.read_text(encoding="utf-8")) if files.config.is_file() else {}
-    )
+    config = read_job_file(files.config) if files.config.is_file() else {}
     records = read_records(files.metrics)
     return RunResults(files.path.name, summary, records, config or {}, files.path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -12,26 +13,73 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 import loom
 from loom.callbacks.training_time import TrainingTime
 from loom.config.job import dump_job
 from loom.config.run_directory import RunDirectory
 from loom.runs import plots
-from loom.trainer import Artifact, Callback, State, exported_weights, write_atomically
+from loom.trainer import (
+    Artifact,
+    Callback,
+    FileWriteError,
+    State,
+    exported_weights,
+    is_main_process,
+    remove_stale_temporaries,
+    write_atomically,
+)
 
 __all__ = ["RunRecorder", "new_run_dir"]
 
 
 def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
-    """``<parent>/<job_name>-<YYYYmmdd-HHMMSS>``, with a suffix if that exists already."""
+    """Creates ``<parent>/<job_name>-<YYYYmmdd-HHMMSS>``, empty, and returns it; with a
+    suffix (``-2``, ``-3``, ...) if that name is taken.
+
+    Created here, and atomically (``mkdir`` fails on a name that exists), so two runs
+    started in the same second never share one. Under torchrun (once the process group
+    has started) rank 0 creates it and every rank gets its name: each rank's clock
+    would name its own.
+
+    Raises:
+        FileWriteError: ``parent`` cannot be created or written in.
+
+    Examples:
+        >>> import tempfile
+        >>> parent = tempfile.mkdtemp()
+        >>> first, second = new_run_dir("digits", parent), new_run_dir("digits", parent)
+        >>> second.name == f"{first.name}-2", second.is_dir()
+        (True, True)
+    """
+    chosen: list[Any] = [None]
+    if is_main_process():
+        try:
+            chosen[0] = _create_run_dir(job_name, Path(parent))
+        except OSError as error:
+            where = Path(parent) / f"{job_name}-..."
+            chosen[0] = FileWriteError(error.errno, error.strerror or str(error), str(where))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(chosen, src=0)  # the error too: every rank stops on it
+    if isinstance(chosen[0], FileWriteError):
+        raise chosen[0]
+    return chosen[0]
+
+
+def _create_run_dir(job_name: str, parent: Path) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = Path(parent) / f"{job_name}-{stamp}"
-    suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = Path(parent) / f"{job_name}-{stamp}-{suffix}"
-    return candidate
+    for suffix in itertools.count(1):
+        candidate = parent / (
+            f"{job_name}-{stamp}" if suffix == 1 else f"{job_name}-{stamp}-{suffix}"
+        )
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
 
 
 class RunRecorder(Callback):
@@ -71,6 +119,7 @@ class RunRecorder(Callback):
     def fit_start(self, state: State) -> None:
         self._clock.start()
         if state.is_main_process:
+            remove_stale_temporaries(self.files.path)  # a write that a kill cut short
             write_atomically(self.files.config, dump_job(self.job))
 
     def fit_end(self, state: State) -> None:

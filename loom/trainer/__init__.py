@@ -39,7 +39,7 @@ from loom.trainer.events import (
     composition,
     fire,
 )
-from loom.trainer.files import write_atomically
+from loom.trainer.files import FileWriteError, remove_stale_temporaries, write_atomically
 from loom.trainer.metrics import (
     ECE_BINS,
     EVAL_METRICS,
@@ -75,6 +75,7 @@ __all__ = [
     "Engine",
     "EvalMetrics",
     "Event",
+    "FileWriteError",
     "Hook",
     "HookTable",
     "NonFiniteLossError",
@@ -102,6 +103,7 @@ __all__ = [
     "move_to_device",
     "num_batches",
     "reads",
+    "remove_stale_temporaries",
     "resolve_device",
     "restores",
     "save_checkpoint",

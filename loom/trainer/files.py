@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-__all__ = ["write_atomically"]
+__all__ = ["FileWriteError", "remove_stale_temporaries", "write_atomically"]
+
+_TEMPORARY = ".{name}.{token}.tmp"
+"""The name of a file being written, beside the file it becomes (hidden, never matched
+by the names a run's files are looked up by)."""
+
+
+class FileWriteError(OSError):
+    """A file could not be written (a full disk, a read-only folder): the message names
+    the file and the reason, in one line."""
+
+    def __str__(self) -> str:
+        reason = self.strerror or "unknown error"
+        hint = _HINTS.get(self.errno, "")
+        return f"cannot write {self.filename}: {reason}{hint}"
+
+
+_HINTS = {
+    errno.ENOSPC: " (the disk is full: free space, then resume the run)",
+    errno.EDQUOT: " (the disk quota is used up: free space, then resume the run)",
+    errno.EROFS: " (the file system is read-only: give a writable run directory)",
+    errno.EACCES: " (no permission: give a writable run directory)",
+}
 
 
 def write_atomically(
     path: str | os.PathLike[str], content: str | bytes | Callable[[BinaryIO], Any]
 ) -> Path:
     """Writes ``content`` to ``path`` through a temporary file beside it, flushed to disk
-    and renamed over ``path``: readers see the old file or the new one, never half.
+    and renamed over ``path``, then the folder flushed too: readers see the old file or
+    the new one, never half, and a power cut after the return keeps the new one.
+
+    The temporary file is created anew (never an existing file or a link planted at its
+    name); a process killed mid-write leaves it behind, which
+    :func:`remove_stale_temporaries` clears.
 
     Args:
         path: The file to write; its folder is created if missing.
@@ -24,6 +54,10 @@ def write_atomically(
     Returns:
         ``path``, as a Path.
 
+    Raises:
+        FileWriteError: The folder or the file cannot be written (a full disk, a
+            read-only folder); ``path`` is left as it was.
+
     Examples:
         >>> import pathlib, tempfile
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes" / "summary.json"
@@ -31,17 +65,97 @@ def write_atomically(
         '{"done": true}'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary: Path | None = None
     try:
-        with open(temporary, "wb") as file:
-            if callable(content):
-                content(file)
-            else:
-                file.write(content.encode("utf-8") if isinstance(content, str) else content)
-            file.flush()
-            os.fsync(file.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary, descriptor = _create_temporary(path)
+        with open(descriptor, "wb") as raw:
+            file = _Recording(raw)
+            try:
+                if callable(content):
+                    content(file)  # type: ignore[arg-type]
+                else:
+                    file.write(content.encode("utf-8") if isinstance(content, str) else content)
+                file.flush()
+            except Exception as error:
+                # torch.save reports a failed write as its own RuntimeError; the OSError
+                # it hides says why.
+                raise (file.error or error) from None
+            os.fsync(raw.fileno())
         os.replace(temporary, path)
+        temporary = None
+        _sync_folder(path.parent)
+    except OSError as error:
+        raise FileWriteError(error.errno, error.strerror or str(error), str(path)) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            with contextlib.suppress(OSError):  # a read-only disk: the first error is the one
+                temporary.unlink()
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Deletes the temporary files that a process killed inside :func:`write_atomically`
+    left in ``folder``; returns them. Call it only where no other process writes.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".model.pt.3f9a1c2e.tmp").write_bytes(b"half")
+        >>> [path.name for path in remove_stale_temporaries(folder)]
+        ['.model.pt.3f9a1c2e.tmp']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(path for path in folder.glob(".*.tmp") if not path.is_dir())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    # O_EXCL: never an existing file, and never through a link at that name.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = path.with_name(_TEMPORARY.format(name=path.name, token=secrets.token_hex(4)))
+        try:
+            return temporary, os.open(temporary, flags, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flushes the folder's entries, so that the rename outlives a power cut (POSIX)."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class _Recording:
+    """A binary file that keeps the first OSError of a write, which a writer may hide."""
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)

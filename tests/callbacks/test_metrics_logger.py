@@ -1,8 +1,13 @@
+import copy
 import io
 import json
+import shutil
+
+import pytest
+import torch
 
 from loom import Trainer
-from loom.callbacks import MetricsLogger
+from loom.callbacks import Checkpoint, MetricsLogger
 from loom.trainer import Callback
 
 
@@ -95,3 +100,79 @@ def test_the_table_shows_the_nll_where_it_is_not_the_loss(model, loaders, optimi
     ).fit()  # fmt: skip
     header = "epoch batch train/loss eval/loss eval/accuracy eval/nll eval/ece time"
     assert console.getvalue().splitlines()[0].split() == header.split()
+
+
+def logged_run(folder, model, loaders, load_path=None):
+    """Three epochs with an evaluation after each, the checkpoint listed before the log
+    (as a Python user may list them), one checkpoint kept per epoch."""
+    torch.manual_seed(0)
+    return Trainer(
+        model,
+        loaders[0],
+        loaders[1],
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        max_duration="3ep",
+        device="cpu",
+        callbacks=[
+            Checkpoint(folder / "checkpoints", interval="1ep", keep_last=None),
+            MetricsLogger(folder / "metrics.jsonl", console=False),
+        ],
+        load_path=load_path,
+    )
+
+
+def without_time(path):
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "time"}
+        for line in path.read_text().splitlines()
+    ]
+
+
+@pytest.fixture
+def whole_log(tmp_path, loaders):
+    """The log of an uninterrupted run, and its lines, the checkpoint of epoch 2."""
+    folder = tmp_path / "whole"
+    logged_run(folder, copy.deepcopy(MODEL), loaders).fit()
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return without_time(folder / "metrics.jsonl"), lines, folder / "checkpoints"
+
+
+MODEL = torch.nn.Sequential(torch.nn.Linear(8, 4))
+
+
+def resumed_log(tmp_path, loaders, whole_log, lines_left):
+    """The log after resuming from the epoch-2 checkpoint, with ``lines_left`` the file
+    the killed run left."""
+    _, _, checkpoints = whole_log
+    folder = tmp_path / "killed"
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoints / "epoch2-batch16.pt", folder / "checkpoints")
+    (folder / "metrics.jsonl").write_text(lines_left)
+    resumed = logged_run(
+        folder, copy.deepcopy(MODEL), loaders, load_path=folder / "checkpoints/epoch2-batch16.pt"
+    )
+    resumed.fit()
+    return without_time(folder / "metrics.jsonl")
+
+
+def test_a_kill_between_the_save_and_the_log_loses_no_record(tmp_path, loaders, whole_log):
+    """Killed after the epoch-2 checkpoint was saved and before its record was logged:
+    the resumed run, which starts after that epoch, writes the record back."""
+    records, lines, _ = whole_log
+    epoch_two = next(i for i, r in enumerate(records) if r["epoch"] == 2 and "train/loss" in r)
+    left = "".join(f"{line}\n" for line in lines[:epoch_two])
+    assert resumed_log(tmp_path, loaders, whole_log, left) == records
+
+
+def test_a_last_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path, loaders, whole_log):
+    records, lines, _ = whole_log
+    epoch_two_eval = next(i for i, r in enumerate(records) if r["epoch"] == 2 and "eval/loss" in r)
+    left = "".join(f"{line}\n" for line in lines[:epoch_two_eval]) + lines[epoch_two_eval][:9]
+    assert resumed_log(tmp_path, loaders, whole_log, left) == records
+
+
+def test_a_damaged_line_before_the_last_is_an_error_naming_it(tmp_path, loaders, whole_log):
+    _, lines, _ = whole_log
+    left = "".join(f"{line}\n" for line in [lines[0], "{not json", *lines[1:3]])
+    with pytest.raises(ValueError, match=r"metrics\.jsonl line 2 is not a metrics record"):
+        resumed_log(tmp_path, loaders, whole_log, left)

@@ -1,13 +1,14 @@
 """The run directory's layout and the RunRecorder that fills it."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from loom.config.job import resolve_job
 from loom.runs import RunDirectory, RunRecorder, new_run_dir
-from loom.trainer import Algorithm, Artifact, Duration, State
+from loom.trainer import Algorithm, Artifact, Duration, FileWriteError, State
 
 
 def test_the_layout_names_every_file_once(tmp_path):
@@ -22,10 +23,38 @@ def test_the_layout_names_every_file_once(tmp_path):
 def test_new_run_dirs_never_collide(tmp_path):
     first = new_run_dir("digits", tmp_path)
     assert first.name.startswith("digits-")
-    first.mkdir()
+    assert first.is_dir()
     second = new_run_dir("digits", tmp_path)
     assert second != first
+    assert second.is_dir()
     assert second.name.startswith(first.name)
+
+
+def test_runs_started_in_the_same_second_each_create_their_own_directory(tmp_path, monkeypatch):
+    """Two processes that both see a name free, in the same second, cannot both take it:
+    the directory is created, not only named (before, the second run shared the first's)."""
+    taken = []
+    real_mkdir = Path.mkdir
+
+    def another_run_creates_it_first(path, *args, **kwargs):
+        if path.name.startswith("digits-") and not taken:
+            taken.append(path)
+            real_mkdir(path)  # the other run, between this one's look and its mkdir
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", another_run_creates_it_first)
+    mine = new_run_dir("digits", tmp_path)
+    assert taken
+    assert mine != taken[0]
+    assert mine.name == f"{taken[0].name}-2"
+    assert mine.is_dir()
+
+
+def test_a_run_dir_parent_that_is_a_file_is_one_clear_error(tmp_path):
+    parent = tmp_path / "runs"
+    parent.write_text("not a folder")
+    with pytest.raises(FileWriteError, match=r"cannot write .*runs/digits-\.\.\.: "):
+        new_run_dir("digits", parent)
 
 
 JOB = {

@@ -1,9 +1,21 @@
 """Atomic file writing: readers, and crashes, see the old file or the new one."""
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
-from loom.trainer import capture_checkpoint, load_checkpoint, save_checkpoint, write_atomically
+from loom.trainer import (
+    FileWriteError,
+    capture_checkpoint,
+    files,
+    load_checkpoint,
+    save_checkpoint,
+    write_atomically,
+)
+from tests.conftest import tiny_trainer
 
 
 def test_a_save_that_dies_halfway_leaves_the_previous_checkpoint(saved, monkeypatch):
@@ -32,3 +44,48 @@ def test_text_bytes_or_a_writer_land_whole_in_a_new_folder(tmp_path, content, ex
     assert write_atomically(path, content) == path
     assert path.read_bytes() == expected
     assert [p.name for p in path.parent.iterdir()] == ["file"], "no temporary file is left"
+
+
+def test_a_link_planted_at_the_temporary_name_is_never_written_through(tmp_path, monkeypatch):
+    """The temporary file is created anew: a link someone planted at the name it would
+    take (before: always ``.NAME.tmp``) is passed over, and what it points at is untouched."""
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    tokens = iter(["planted1", "fresh002"])
+    monkeypatch.setattr(files.secrets, "token_hex", lambda _: next(tokens))
+    (tmp_path / ".summary.json.planted1.tmp").symlink_to(target)
+    (tmp_path / ".summary.json.tmp").symlink_to(target)  # the one name loom used to take
+    write_atomically(tmp_path / "summary.json", "new")
+    assert target.read_text() == "keep me"
+    assert (tmp_path / "summary.json").read_text() == "new"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_under_torch_save_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError of its zip writer's (before:
+    40 lines naming neither disk nor file); the error is the OSError underneath, with
+    the file, in one line. /dev/full fails every write as a full disk does."""
+    path = tmp_path / "epoch1-batch3.pt"
+    temporary = tmp_path / ".epoch1-batch3.pt.full.tmp"
+    monkeypatch.setattr(
+        files, "_create_temporary", lambda _: (temporary, os.open("/dev/full", os.O_WRONLY))
+    )
+    with pytest.raises(FileWriteError) as raised:
+        write_atomically(path, lambda file: torch.save({"a": torch.ones(1000)}, file))
+    assert str(raised.value) == (
+        f"cannot write {path}: No space left on device (the disk is full: free space, then "
+        "resume the run)"
+    )
+    assert raised.value.errno == errno.ENOSPC
+    assert not path.exists()
+
+
+def test_stale_temporaries_of_a_killed_save_go_at_the_next_start(tmp_path):
+    """A save killed mid-write leaves its temporary file; the next run's checkpoint
+    callback removes it (and only such files) before it saves anything."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".epoch1-batch3.pt.3f9a1c2e.tmp").write_bytes(b"half a checkpoint")
+    (folder / "notes.txt").write_text("mine")
+    tiny_trainer(folder, max_duration="1ba").fit()
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch0-batch1.pt", "notes.txt"]
