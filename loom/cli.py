@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import importlib
 import os
 import select
@@ -283,9 +285,14 @@ def _resolved_job(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> int:
     from loom.config import ConfigError
     from loom.config.job import dump_job
-    from loom.runs import RunDirectory, new_run_dir
+    from loom.runs import RunDirectory
     from loom.runs.train import dry_run_job, train_job
-    from loom.trainer import CheckpointError, NonFiniteLossError, TrainingInterrupted
+    from loom.trainer import (
+        CheckpointError,
+        FileWriteError,
+        NonFiniteLossError,
+        TrainingInterrupted,
+    )
     from loom.trainer.runtime import destroy_process_group
 
     if args.config is None and args.resume is None:
@@ -306,28 +313,47 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         if args.resume is not None and args.run_dir is not None:
             raise CommandError("give --resume RUN_DIR or --run-dir DIR, not both.")
-        run_dir = args.resume or args.run_dir or new_run_dir(args.config.stem)
-        if args.seeds is not None:
-            if args.resume is not None:
-                raise CommandError(
-                    "--seeds starts new runs; resume each with --resume RUN_DIR/seedS."
-                )
-            return _train_seeds(job, run_dir, args.seeds)
+        if args.seeds is not None and args.resume is not None:
+            raise CommandError("--seeds starts new runs; resume each with --resume RUN_DIR/seedS.")
+        if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
+            raise CommandError(f"--run-dir {args.run_dir}: it is a file; give a directory.")
+        created = None
+        if args.resume is None and args.run_dir is None:
+            created = run_dir = _new_run_dir(job, args.config.stem)
+        else:
+            run_dir = args.resume or args.run_dir
+        started = False
 
         def announce() -> None:  # once the job is built: a job that fails never has one
+            nonlocal started
+            started = True
             if is_main_process():
                 print(f"run directory: {run_dir}")
 
-        metrics = train_job(job, run_dir, resume=args.resume is not None, on_start=announce)
+        try:
+            if args.seeds is not None:
+                started = True  # each seed announces its own
+                return _train_seeds(job, run_dir, args.seeds)
+            metrics = train_job(job, run_dir, resume=args.resume is not None, on_start=announce)
+        finally:
+            if created is not None and not started and is_main_process():
+                with contextlib.suppress(OSError):  # only if still empty
+                    created.rmdir()  # a job that could not start leaves no run directory
     except ConfigError as error:
         raise CommandError(f"{source}: {error}") from None
     except TrainingInterrupted as interruption:
         interrupted_dir = getattr(interruption, "run_dir", run_dir)  # a seed's, under --seeds
-        imports = "".join(f" --import {module}" for module in args.imports)
-        resume = f"loom train --resume {interrupted_dir}{imports}"  # its config.yaml: the job
-        print(f"loom train: {interruption}\nresume with: {resume}", file=sys.stderr)
+        print(f"loom train: {interruption}\n{_resume_hint(args, interrupted_dir)}", file=sys.stderr)
         return interruption.exit_status
-    except (NonFiniteLossError, CheckpointError, FileNotFoundError) as error:
+    except KeyboardInterrupt as interruption:  # a third signal: at once, no checkpoint now
+        what = str(interruption) or "SIGINT"  # Python's own, outside training: Ctrl-C
+        print(
+            f"loom train: stopped at once by {what}; the latest checkpoint written "
+            f"stands.\n{_resume_hint(args, run_dir)}",
+            file=sys.stderr,
+        )
+        return _signal_status(what)
+    except (NonFiniteLossError, CheckpointError, FileNotFoundError, FileWriteError) as error:
         print(f"loom train: error: {error}", file=sys.stderr)
         return 1
     finally:
@@ -336,6 +362,33 @@ def _train(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
         print(f"done: {shown}\nrun directory: {run_dir} (summary.json, plots, model.pt)")
     return 0
+
+
+def _new_run_dir(job: dict[str, Any], name: str) -> Path:
+    """A new run directory, ``runs/<name>-<timestamp>``, created: under torchrun the
+    process group starts first, so that rank 0 names it for every rank."""
+    from loom.runs import new_run_dir
+    from loom.trainer.runtime import join_torchrun_job, resolve_device, torchrun_world_size
+
+    if torchrun_world_size() > 1:
+        try:
+            device = resolve_device(job["trainer"]["device"])
+        except ValueError as error:
+            raise CommandError(f"trainer.device: {error}") from None
+        join_torchrun_job(device)
+    return new_run_dir(name)
+
+
+def _resume_hint(args: argparse.Namespace, run_dir: Path) -> str:
+    imports = "".join(f" --import {module}" for module in args.imports)
+    return f"resume with: loom train --resume {run_dir}{imports}"  # its config.yaml: the job
+
+
+def _signal_status(description: str) -> int:
+    """128 + the number of the signal a description starts with ("SIGINT, the third ...")."""
+    name = description.partition(",")[0]
+    number = getattr(signal, name, None)
+    return 128 + int(number) if number is not None else 130
 
 
 def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:
@@ -408,10 +461,24 @@ def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
         return _resolved_job(args)  # not a run loom train started: the file is the job
     _import_modules(args.imports)
     try:
-        saved = resolve_job(read_job_file(saved_path))
-        wanted = resolve_job(
-            apply_overrides(read_job_file(args.config or saved_path), list(args.overrides))
+        saved_job = read_job_file(saved_path)
+    except ConfigError as error:  # it names the file
+        raise CommandError(
+            f"--resume {args.resume}: {error} It is the job the run started as: repair it, "
+            "or give the run's job file too (loom train JOB --resume RUN_DIR)."
+        ) from None
+    try:
+        wanted_job = (
+            read_job_file(args.config) if args.config is not None else copy.deepcopy(saved_job)
         )
+    except ConfigError as error:
+        raise CommandError(str(error)) from None
+    try:
+        saved = resolve_job(saved_job)
+    except ConfigError as error:
+        raise CommandError(f"--resume {args.resume}: {saved_path}: {error}") from None
+    try:
+        wanted = resolve_job(apply_overrides(wanted_job, list(args.overrides)))
     except ConfigError as error:
         source = args.config or saved_path
         raise CommandError(f"{source}{_overrides_note(args.overrides)}: {error}") from None
@@ -546,12 +613,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from loom.config import ConfigError
     from loom.runs import compare_runs, compare_seeds, find_runs
     from loom.runs.compare import comparison_folder
 
     try:
         found = find_runs(args.run_dirs)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ConfigError) as error:  # each names its file
         raise CommandError(str(error)) from None
     skipped = "".join(f"\n  {line}" for line in found.skipped_lines())
     if not found.finished:

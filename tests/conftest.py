@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -131,6 +132,16 @@ def saved(tmp_path):
     trainer = tiny_trainer(tmp_path / "checkpoints")
     trainer.fit()
     return trainer, latest_checkpoint(tmp_path / "checkpoints")
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo process group of this process alone (DistributedDataParallel, collectives)."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
 
 
 TWO_PROCESS_TORCHRUN = [

@@ -362,52 +362,6 @@ def test_dry_run_needs_a_positive_batch_count(capsys):
     assert "--dry-run: '0' is not a number of batches >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_sigterm_saves_and_resume_finishes_the_run_exactly(tmp_path):
-    config, epochs = CONFIGS / "digits.yaml", "trainer.max_duration=12ep"
-    command = [sys.executable, "-m", "loom", "train", str(config), epochs, "callbacks=[]"]
-    subprocess.run(
-        [*command, "--run-dir", str(tmp_path / "whole")], check=True, capture_output=True
-    )
-    process = subprocess.Popen(
-        [*command, "--run-dir", str(tmp_path / "cut")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "cut" / "checkpoints").glob("*.pt")):
-            assert time.monotonic() < deadline, "no checkpoint within two minutes"
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.01)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert re.search(
-        r"loom train: training stopped on SIGTERM after (epoch \d+, batch \d+ of the epoch|the "
-        r"end of epoch \d+) .*checkpoint saved to .*cut/checkpoints/epoch\d+-batch\d+\.pt",
-        err,
-    )
-    assert f"resume with: loom train --resume {tmp_path / 'cut'}" in err
-
-    result = subprocess.run(
-        [*command, "--resume", str(tmp_path / "cut")], capture_output=True, text=True, check=True
-    )
-    assert "resuming with a job that differs" not in result.stdout
-    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
-    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
-
-    def epoch_records(run):
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
-
-    assert epoch_records("cut") == epoch_records("whole")
-
-
 def test_resume_needs_a_run_with_a_checkpoint(tmp_path, capsys):
     status, _, err = run_loom(capsys, "train", CONFIGS / "digits.yaml", "--resume", tmp_path)
     assert status == 2
@@ -427,30 +381,34 @@ def test_list_markdown_is_the_reference_section(capsys):
 
 
 @pytest.mark.slow
-def test_torchrun_runs_a_job_on_two_processes(tmp_path):
-    command = [
-        *TWO_PROCESS_TORCHRUN,
-        "-m",
-        "loom",
-        "train",
-        str(CONFIGS / "digits.yaml"),
-        "trainer.max_duration=2ep",
-        "callbacks=[]",
-        "--run-dir",
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+def test_torchrun_runs_a_job_on_two_processes_in_one_run_directory(tmp_path):
+    """Without --run-dir, rank 0 names and creates the run directory for both ranks
+    (each rank's clock would name its own); rank 0 alone prints and writes."""
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "seed: 0\n"
+        "model: {name: mlp}\n"
+        "data:\n"
+        "  train: {name: synthetic, num_samples: 128, batch_size: 16}\n"
+        "  eval: {name: synthetic, split: test, num_samples: 64, batch_size: 32}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 2ep, device: cpu}\n"
+    )
+    command = [*TWO_PROCESS_TORCHRUN, "-m", "loom", "train", str(job)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("run directory:") == 2  # rank 0 alone prints: start and end
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["batches"] == 2 * 12  # 1437 images, 719 a rank, batches of 64
-    assert summary["metrics"]["eval/accuracy"] > 0.8
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert result.stdout.count(f"run directory: runs/{run_dir.name}") == 2  # start and end
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["batches"] == 2 * 4  # 128 samples, 64 a rank, batches of 16
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 1, 2, 2]
-    dry_run = [*command[: command.index("--run-dir")], "--dry-run", "2"]
-    result = subprocess.run(dry_run, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*command, "--dry-run", "2"], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("dry run passed") == 1  # rank 0 alone prints
+    assert len(list((tmp_path / "runs").iterdir())) == 1, "a dry run makes no run directory"
 
 
 def loom_command(*arguments, timeout=120):
@@ -864,3 +822,44 @@ def test_validate_orders_a_jobs_trackers_as_train_does(capsys):
     status, _, err = run_loom(capsys, "validate", job, watched)
     assert status == 2
     assert "reads state.metrics, which" in err
+
+
+def test_a_job_that_cannot_be_built_leaves_no_new_run_directory(tmp_path, capsys, monkeypatch):
+    """The default run directory is created before the job is built (so that two runs
+    started in the same second never share one); a job that fails to build removes it."""
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp, hidden_sizes: [-3]}\n"
+        "data: {train: {name: synthetic, batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 1ep, device: cpu}\n"
+    )
+    status, _, err = run_loom(capsys, "train", job)
+    assert status == 2, err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_run_dir_that_is_a_file_and_a_damaged_config_to_resume_are_one_line(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp}\n"
+        "data: {train: {name: synthetic, batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 1ep, device: cpu}\n"
+    )
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    status, _, err = run_loom(capsys, "train", job, "--run-dir", a_file)
+    assert (status, err) == (
+        2,
+        f"loom train: error: --run-dir {a_file}: it is a file; give a directory.\n",
+    )
+    run = tmp_path / "run"
+    assert run_loom(capsys, "train", job, "--run-dir", run)[0] == 0
+    (run / "config.yaml").write_bytes(b"model: {name: mlp\n\xff")
+    status, _, err = run_loom(capsys, "train", "--resume", run)
+    assert status == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"loom train: error: --resume {run}: {run / 'config.yaml'} is not UTF-8")
+    assert err.rstrip().endswith("(loom train JOB --resume RUN_DIR).")

@@ -38,8 +38,9 @@ def recording_status(files: RunDirectory, state: State) -> Iterator[None]:
     except TrainingInterrupted as interruption:
         _write_at_the_end(files, RunState.INTERRUPTED, str(interruption))
         raise
-    except KeyboardInterrupt:  # a second signal: the latest checkpoint stands
-        _write_at_the_end(files, RunState.INTERRUPTED, "stopped at once by a second signal")
+    except KeyboardInterrupt as interruption:  # a third signal: the latest checkpoint stands
+        what = str(interruption) or "SIGINT"
+        _write_at_the_end(files, RunState.INTERRUPTED, f"stopped at once by {what}")
         raise
     except BaseException as error:
         _write_at_the_end(files, RunState.FAILED, _first_words(error))

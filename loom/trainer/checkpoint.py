@@ -3,7 +3,8 @@
 A checkpoint holds the model (keys without the ``module.`` or ``_orig_mod.`` that
 DistributedDataParallel and ``torch.compile`` add), optimizers, schedulers, gradient
 scaler, the clock, every generator's state (now and at the start of the epoch), every
-plugin's ``state_dict()``, the epoch's losses so far and the latest metrics. It loads
+plugin's ``state_dict()``, the epoch's losses so far, the latest metrics and
+calibration, and under torchrun each rank's own states. It loads
 with ``torch.load(weights_only=True)``: nothing in it is ever imported or run.
 """
 
@@ -25,6 +26,12 @@ from torch import nn
 from loom.trainer.events import Plugin, describe_plugin
 from loom.trainer.files import write_atomically
 from loom.trainer.metrics import check_losses_are_finite
+from loom.trainer.rank_states import (
+    differs_between_ranks,
+    gather_rank_states,
+    rank_states_problem,
+    rank_view,
+)
 from loom.trainer.state import State
 
 __all__ = [
@@ -99,12 +106,16 @@ def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def capture_checkpoint(state: State) -> dict[str, Any]:
     """The run in ``state`` as a checkpoint.
 
+    Under torchrun every rank must call it: the main process's checkpoint holds, under
+    ``ranks``, what each rank's generators, epoch losses and plugins hold of their own
+    (see :mod:`loom.trainer.rank_states`), so that each rank resumes as itself.
+
     Raises:
         NonFiniteLossError: A training loss since the last check is NaN or
             infinite: a checkpoint of a diverged run would replace a good one.
     """
     check_losses_are_finite(state)
-    return {
+    checkpoint = {
         "format": FORMAT_VERSION,
         "model": model_state_dict(state.model),
         "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
@@ -118,7 +129,12 @@ def capture_checkpoint(state: State) -> dict[str, Any]:
         "train_losses": state.train_losses.state_dict(),
         "metrics": dict(state.metrics),
         "last_eval_batch": state.last_eval_batch,
+        "reliability": state.reliability,  # a run resumed at its end draws it again
+        "world_size": state.world_size,
     }
+    if state.world_size > 1:
+        checkpoint["ranks"] = gather_rank_states(checkpoint, state.rank, state.world_size)
+    return checkpoint
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -229,6 +245,8 @@ def restore_checkpoint(
     if weights_only:
         model.load_state_dict(checkpoint["model"])
         return
+    _check_ranks_fit(state, checkpoint, path)
+    checkpoint = rank_view(checkpoint, state.rank)  # this rank's own generators, plugins, losses
     _check_run_fits(state, checkpoint, path)
     _restore_plugins(_plugin_pairs(state, checkpoint), path)
     # Nothing below can refuse the checkpoint: all of it was checked above.
@@ -248,6 +266,7 @@ def restore_checkpoint(
     state.train_losses.load_state_dict({"losses": losses, "samples": samples})
     state.metrics = dict(checkpoint["metrics"])
     state.last_eval_batch = checkpoint["last_eval_batch"]
+    state.reliability = checkpoint.get("reliability")  # absent before loom saved it
     state.epoch_start_rng = checkpoint["epoch_start_rng"]
     restore_rng_states(checkpoint["rng"])
 
@@ -364,6 +383,33 @@ def _check_model_fits(model: nn.Module, weights: Any, path: Any) -> None:
         )
 
 
+def _check_ranks_fit(state: State, checkpoint: dict[str, Any], path: Any) -> None:
+    """A checkpoint whose ranks hold states of their own resumes only with as many
+    ranks; one taken mid-epoch, only with as many ranks too (each rank's share of the
+    epoch's data depends on their number)."""
+    problem = rank_states_problem(checkpoint)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} has a malformed 'ranks' entry: {problem}.")
+    saved = checkpoint.get("world_size")
+    if saved is None or saved == state.world_size:  # one written before loom saved the count
+        return
+    own = differs_between_ranks(checkpoint)
+    clock = checkpoint.get("timestamp")
+    mid_epoch = isinstance(clock, Mapping) and clock.get("batch_in_epoch")
+    if own or mid_epoch:
+        why = (
+            f"its ranks hold states of their own ({', '.join(own)})"
+            if own
+            else f"it was taken after batch {clock['batch_in_epoch']} of an epoch, whose "
+            "shares of the data depend on the number of processes"
+        )
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was written by {saved} processes and this run has "
+            f"{state.world_size}: {why}. Resume with {saved} processes (torchrun "
+            f"--nproc_per_node {saved}), or load its weights alone."
+        )
+
+
 def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None:
     """Every check a resume needs besides the model's, changing nothing."""
 
@@ -435,6 +481,15 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
         raise refuse("has a malformed 'metrics' entry: not a mapping of names to numbers.")
     if last_eval is not None and (type(last_eval) is not int or last_eval < 0):
         raise refuse(f"has a malformed 'last_eval_batch' {last_eval!r}.")
+    reliability = checkpoint.get("reliability")
+    if reliability is not None and not (
+        isinstance(reliability, Mapping)
+        and all(
+            isinstance(values, list) and all(isinstance(v, int | float) for v in values)
+            for values in reliability.values()
+        )
+    ):
+        raise refuse("has a malformed 'reliability' entry: not lists of numbers by name.")
     scaler = checkpoint["grad_scaler"]
     if scaler is not None and not isinstance(scaler, Mapping):
         raise refuse("has a malformed 'grad_scaler' entry.")

@@ -35,6 +35,7 @@ from loom.trainer.events import Algorithm, Callback, Engine, HookTable, add_note
 from loom.trainer.metrics import EVAL_METRICS, EvalMetrics, check_losses_are_finite
 from loom.trainer.predict import predictions
 from loom.trainer.runtime import (
+    SignalStop,
     TrainingInterrupted,
     autocast_context,
     broadcast_buffers,
@@ -259,6 +260,7 @@ class Trainer:
         self._metric_schedulers = [s for s in schedulers if steps_on_a_metric(s)]
         self._eval_batch: int | None = None  # the evaluation batch in progress, for errors
         self._recompute_allowed = False  # True at before_optimizer_step only
+        self._signals_to_agree: SignalStop | None = None  # while fit() runs under torchrun
         self._no_hooks = Engine().hooks  # state.evaluate fires no event
         # What the State's recompute_gradients and evaluate call back into.
         self.state._loop = SimpleNamespace(
@@ -304,13 +306,17 @@ class Trainer:
                 "fit() has nothing to train on: train_dataloader has no batches (len 0). "
                 "A Trainer built without training data can eval() and predict() only."
             )
-        with stop_on_signals(state):
+        with stop_on_signals(state) as signals:
+            # Under torchrun the ranks agree after every batch on stopping for a signal.
+            self._signals_to_agree = signals if signals.agrees_across_ranks else None
             fire(hooks.fit_start, state)
             state.model.train()
             if self._eval_pending():  # resumed from a checkpoint taken just before an evaluation
                 self._scheduled_eval()
             while not self._should_stop():
                 self._train_epoch()
+            signals.finishing()  # training is over: a signal from here changes nothing
+            self._signals_to_agree = None
             if state.interrupt is None:  # an interrupted run stops as it is, to resume exactly
                 self._conclude()
             fire(hooks.fit_end, state)
@@ -555,6 +561,8 @@ class Trainer:
         if self.finite_check_interval and timestamp.batch % self.finite_check_interval == 0:
             check_losses_are_finite(state)
         fire(hooks.batch_end, state)
+        if self._signals_to_agree is not None:
+            self._signals_to_agree.agree()
         if repeated:
             state.repeated_samples = 0  # what comes next (an evaluation) repeats nothing
 

@@ -52,15 +52,18 @@ def end_inside_recording(files, error):
         raise error
 
 
-def test_an_interruption_and_a_second_signal_are_interrupted(tmp_path):
+def test_an_interruption_and_a_signal_that_stops_at_once_are_interrupted(tmp_path):
     files = RunDirectory(tmp_path)
     interruption = TrainingInterrupted("training stopped on SIGTERM after epoch 1", "SIGTERM")
     with pytest.raises(TrainingInterrupted):
         end_inside_recording(files, interruption)
     assert str(read_status(files)) == "interrupted: training stopped on SIGTERM after epoch 1"
     with pytest.raises(KeyboardInterrupt):
-        end_inside_recording(files, KeyboardInterrupt())
-    assert str(read_status(files)) == "interrupted: stopped at once by a second signal"
+        end_inside_recording(files, KeyboardInterrupt("SIGTERM, the third signal"))
+    assert str(read_status(files)) == "interrupted: stopped at once by SIGTERM, the third signal"
+    with pytest.raises(KeyboardInterrupt):
+        end_inside_recording(files, KeyboardInterrupt())  # Python's own, for Ctrl-C
+    assert str(read_status(files)) == "interrupted: stopped at once by SIGINT"
 
 
 def test_a_run_whose_process_died_without_a_word_reads_as_failed(tmp_path):

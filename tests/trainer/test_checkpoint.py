@@ -5,10 +5,6 @@ import copy
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import pytest
 import torch
@@ -189,62 +185,6 @@ def test_the_finite_check_runs_without_a_checkpoint_too():
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch 1 of the epoch"):
         trainer.fit()
     assert trainer.state.timestamp.batch == 2  # found at the first check, not at epoch end
-
-
-KILLABLE = textwrap.dedent("""
-    import sys, time, torch
-    from loom import Trainer
-    from loom.callbacks import Checkpoint, latest_checkpoint
-    from loom.trainer import Callback
-
-    folder, resume, output = sys.argv[1], sys.argv[2] == "resume", sys.argv[3]
-
-    class Slow(Callback):
-        def batch_end(self, state):
-            time.sleep(0.05)
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    inputs, targets = torch.randn(64, 4), torch.randint(0, 2, (64,))
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(inputs, targets), batch_size=4, shuffle=True)
-    trainer = Trainer(
-        model, loader, max_duration="3ep", device="cpu", seed=0,
-        optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        callbacks=[Checkpoint(folder, interval="5ba", keep_last=2), Slow()],
-        load_path=latest_checkpoint(folder) if resume else None,
-    )
-    trainer.fit()
-    torch.save(trainer.state.model.state_dict(), output)
-""")
-
-
-@pytest.mark.slow
-def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(KILLABLE)
-
-    def run(folder, mode, output):
-        return [sys.executable, str(script), str(folder), mode, str(output)]
-
-    subprocess.run(run(tmp_path / "whole", "fresh", tmp_path / "whole.pt"), check=True)
-    process = subprocess.Popen(run(tmp_path / "killed", "fresh", tmp_path / "never.pt"))
-    try:
-        deadline = time.monotonic() + 60
-        while latest_checkpoint(tmp_path / "killed") is None or (
-            latest_checkpoint(tmp_path / "killed").name == "epoch0-batch5.pt"
-        ):
-            assert time.monotonic() < deadline, "no checkpoint within a minute"
-            assert process.poll() is None, "the run ended before it was killed"
-            time.sleep(0.02)
-        process.kill()  # SIGKILL: no handler runs, no last checkpoint
-    finally:
-        process.wait(timeout=30)
-    assert not (tmp_path / "never.pt").exists()
-    subprocess.run(run(tmp_path / "killed", "resume", tmp_path / "resumed.pt"), check=True)
-    whole = torch.load(tmp_path / "whole.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
-    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
 
 
 # Resuming
