@@ -509,7 +509,10 @@ def test_a_relative_checkpoint_folder_is_inside_the_run_directory_and_resumes(
     assert json.loads((run_dir / "summary.json").read_text())["batches"] == 8
 
 
-def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys):
+def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys, monkeypatch):
+    """Nor leaves one: the default run directory, created before the job is built (so
+    that two runs started in the same second never share one), is removed."""
+    monkeypatch.chdir(tmp_path)
     job = tmp_path / "job.yaml"
     job.write_text(
         "model: {name: mlp, hidden_sizes: [-3]}\n"
@@ -522,6 +525,8 @@ def test_a_job_that_cannot_be_built_names_no_run_directory(tmp_path, capsys):
     assert "hidden_sizes[0]=-3 must be a positive int" in err
     assert "run directory" not in out
     assert not (tmp_path / "run").exists()
+    assert run_loom(capsys, "train", job)[0] == 2
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 def test_training_time_adds_up_across_resumes(tmp_path, capsys):
@@ -822,22 +827,6 @@ def test_validate_orders_a_jobs_trackers_as_train_does(capsys):
     status, _, err = run_loom(capsys, "validate", job, watched)
     assert status == 2
     assert "reads state.metrics, which" in err
-
-
-def test_a_job_that_cannot_be_built_leaves_no_new_run_directory(tmp_path, capsys, monkeypatch):
-    """The default run directory is created before the job is built (so that two runs
-    started in the same second never share one); a job that fails to build removes it."""
-    monkeypatch.chdir(tmp_path)
-    job = tmp_path / "job.yaml"
-    job.write_text(
-        "model: {name: mlp, hidden_sizes: [-3]}\n"
-        "data: {train: {name: synthetic, batch_size: 16}}\n"
-        "optimizer: {name: sgd, lr: 0.1}\n"
-        "trainer: {max_duration: 1ep, device: cpu}\n"
-    )
-    status, _, err = run_loom(capsys, "train", job)
-    assert status == 2, err
-    assert list((tmp_path / "runs").iterdir()) == []
 
 
 def test_a_run_dir_that_is_a_file_and_a_damaged_config_to_resume_are_one_line(tmp_path, capsys):

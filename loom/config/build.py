@@ -39,6 +39,7 @@ from loom.trainer import (
     TimeUnit,
     Trainer,
     get_batch_item,
+    num_batches,
     seed_everything,
 )
 from loom.trainer.checkpoint import capture_rng_states, restore_rng_states
@@ -145,7 +146,7 @@ def build_job(
     # The facts come from the dataset itself: a wrapper may change what a sample looks
     # like (as_dict), not what the model and algorithms must know of the data.
     train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_loader))
-    if _size(train_set) == 0:
+    if num_batches(train_set) == 0:  # its length (None for a stream)
         raise ConfigError(
             f"data.train ({data['train']['name']}): the dataset has no samples, so training "
             "would have no batch; check its arguments (its folder, split or size)."
@@ -375,19 +376,11 @@ def _dataset_facts(dataset: Any) -> dict[str, Any]:
     }
 
 
-def _size(dataset: Any) -> int | None:
-    """``len(dataset)``, or None for a dataset without a length (a stream)."""
-    try:
-        return len(dataset)
-    except TypeError:
-        return None
-
-
 def _check_training_batches(loader: Any) -> None:
     """An epoch of the training loader has a batch, on each rank's share under torchrun:
     named here by the job's keys, not by the Trainer's arguments or at the first epoch
     (nor as a division by zero in a schedule's length)."""
-    samples, world_size = _size(loader.dataset), torchrun_world_size()
+    samples, world_size = num_batches(loader.dataset), torchrun_world_size()
     if samples is None or not loader.drop_last:
         return  # without drop_last a sample makes a batch; an empty dataset is named before
     if len(loader) == 0:

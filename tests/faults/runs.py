@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.cli import main
+from tests.conftest import TWO_PROCESS_TORCHRUN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,14 +52,6 @@ BATCHES_PER_EPOCH = 8
 INJECT = "tests.faults.inject"
 TIMEOUT = 120  # seconds, for one process; a run takes a few
 
-TWO_PROCESS_TORCHRUN = [
-    sys.executable,
-    "-m",
-    "torch.distributed.run",
-    "--standalone",
-    "--nproc_per_node",
-    "2",
-]
 
 _CHECKPOINT_NAME = re.compile(r"(best-)?epoch\d+-batch\d+\.pt")
 _INTERVAL_NAME = re.compile(r"epoch\d+-batch\d+\.pt")
