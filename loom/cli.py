@@ -283,6 +283,7 @@ def _resolved_job(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from loom.callbacks import MetricsLogError
     from loom.config import ConfigError
     from loom.config.job import dump_job
     from loom.runs import RunDirectory
@@ -302,6 +303,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_job(job), end="")
         return 0
+    run_dir: Path | None = None
+    started = False  # the job was built and training began: the run directory is its
     try:
         if args.dry_run is not None:
             files = dry_run_job(job, args.dry_run)
@@ -322,7 +325,6 @@ def _train(args: argparse.Namespace) -> int:
             created = run_dir = _new_run_dir(job, args.config.stem)
         else:
             run_dir = args.resume or args.run_dir
-        started = False
 
         def announce() -> None:  # once the job is built: a job that fails never has one
             nonlocal started
@@ -347,13 +349,19 @@ def _train(args: argparse.Namespace) -> int:
         return interruption.exit_status
     except KeyboardInterrupt as interruption:  # a third signal: at once, no checkpoint now
         what = str(interruption) or "SIGINT"  # Python's own, outside training: Ctrl-C
-        print(
-            f"loom train: stopped at once by {what}; the latest checkpoint written "
-            f"stands.\n{_resume_hint(args, run_dir)}",
-            file=sys.stderr,
-        )
+        if started and run_dir is not None:
+            hint = f"the latest checkpoint written stands.\n{_resume_hint(args, run_dir)}"
+        else:
+            hint = "training had not started."
+        print(f"loom train: stopped at once by {what}; {hint}", file=sys.stderr)
         return _signal_status(what)
-    except (NonFiniteLossError, CheckpointError, FileNotFoundError, FileWriteError) as error:
+    except (
+        NonFiniteLossError,
+        CheckpointError,
+        FileNotFoundError,
+        FileWriteError,
+        MetricsLogError,
+    ) as error:
         print(f"loom train: error: {error}", file=sys.stderr)
         return 1
     finally:

@@ -852,3 +852,40 @@ def test_a_run_dir_that_is_a_file_and_a_damaged_config_to_resume_are_one_line(tm
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"loom train: error: --resume {run}: {run / 'config.yaml'} is not UTF-8")
     assert err.rstrip().endswith("(loom train JOB --resume RUN_DIR).")
+
+
+@pytest.mark.parametrize("when", ["before training", "in training"])
+def test_a_signal_that_stops_at_once_is_one_line_with_what_resumes(
+    tmp_path, capsys, monkeypatch, when
+):
+    """A third signal (or Ctrl-C before training) is a KeyboardInterrupt: one line, the
+    signal's status, and the resume command only where a run started (before, a Ctrl-C
+    before the run directory was chosen raised UnboundLocalError)."""
+    import loom.runs.train
+
+    def interrupted(job, run_dir, *, resume=False, on_start=None):
+        if when == "in training":
+            on_start()
+        raise KeyboardInterrupt("SIGTERM, the third signal")
+
+    monkeypatch.setattr(loom.runs.train, "train_job", interrupted)
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "model: {name: mlp}\n"
+        "data: {train: {name: synthetic, batch_size: 16}}\n"
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "trainer: {max_duration: 1ep, device: cpu}\n"
+    )
+    status, _, err = run_loom(capsys, "train", job)
+    assert status == 128 + signal.SIGTERM
+    if when == "in training":
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        assert err == (
+            "loom train: stopped at once by SIGTERM, the third signal; the latest checkpoint "
+            f"written stands.\nresume with: loom train --resume runs/{run_dir.name}\n"
+        )
+    else:
+        stopped = "loom train: stopped at once by SIGTERM, the third signal"
+        assert err == f"{stopped}; training had not started.\n"
+        assert list((tmp_path / "runs").iterdir()) == []

@@ -5,7 +5,7 @@ label-noise memorisation."""
 from loom.callbacks.checkpoint import Checkpoint, latest_checkpoint
 from loom.callbacks.early_stopping import EarlyStopping
 from loom.callbacks.loggers import CSVLogger, RecordLogger
-from loom.callbacks.metrics_logger import MetricsLogger
+from loom.callbacks.metrics_logger import MetricsLogError, MetricsLogger
 from loom.callbacks.mlflow_logger import MLflowLogger
 from loom.callbacks.monitors import LearningRates, MaxTime, Throughput
 from loom.callbacks.noise_memorization import NoiseMemorization
@@ -19,6 +19,7 @@ __all__ = [
     "LearningRates",
     "MLflowLogger",
     "MaxTime",
+    "MetricsLogError",
     "MetricsLogger",
     "NoiseMemorization",
     "ProgressBar",

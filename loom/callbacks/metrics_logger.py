@@ -11,9 +11,13 @@ from typing import Any, TextIO
 from loom.callbacks.training_time import TrainingTime
 from loom.trainer import Callback, FileWriteError, State, write_atomically
 
-__all__ = ["MetricsLogger", "logged_before_the_checkpoint"]
+__all__ = ["MetricsLogError", "MetricsLogger", "logged_before_the_checkpoint"]
 
 _COLUMN_WIDTH = 10
+
+
+class MetricsLogError(ValueError):
+    """A metrics log to resume is damaged other than by a kill: the message names the line."""
 
 
 class MetricsLogger(Callback):
@@ -171,7 +175,7 @@ def _read_log(path: Path) -> list[tuple[str, dict[str, Any]]]:
     kill mid-append) is left out; any other is an error naming the line.
 
     Raises:
-        ValueError: A line other than the last is not a JSON record with a ``batch``.
+        MetricsLogError: A line other than the last is not a JSON record with a ``batch``.
     """
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     found = []
@@ -183,7 +187,7 @@ def _read_log(path: Path) -> list[tuple[str, dict[str, Any]]]:
         except ValueError:
             if number == len(lines):
                 break  # cut short by a kill: the resumed run logs it again
-            raise ValueError(
+            raise MetricsLogError(
                 f"{path} line {number} is not a metrics record ({line[:60]!r}); repair or "
                 "delete that line, then resume."
             ) from None

@@ -58,12 +58,16 @@ def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
         try:
             chosen[0] = _create_run_dir(job_name, Path(parent))
         except OSError as error:
-            where = Path(parent) / f"{job_name}-..."
-            chosen[0] = FileWriteError(error.errno, error.strerror or str(error), str(where))
+            chosen[0] = FileWriteError.of(error, Path(parent) / f"{job_name}-...")
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(chosen, src=0)  # the error too: every rank stops on it
     if isinstance(chosen[0], FileWriteError):
         raise chosen[0]
+    if chosen[0] is None:  # a rank but 0, with no process group to hear rank 0's name from
+        raise RuntimeError(
+            "new_run_dir on a rank other than 0 needs the process group started first "
+            "(join_torchrun_job): rank 0 names the run directory for every rank."
+        )
     return chosen[0]
 
 

@@ -50,12 +50,12 @@ from loom.trainer.metrics import (
 from loom.trainer.predict import PREDICTION_OUTPUTS
 from loom.trainer.runtime import (
     PRECISIONS,
-    TrainingInterrupted,
     is_main_process,
     resolve_device,
     seed_everything,
     use_deterministic_algorithms,
 )
+from loom.trainer.signals import TrainingInterrupted
 from loom.trainer.state import Duration, State, Timestamp, TimeUnit
 from loom.trainer.trainer import Trainer
 

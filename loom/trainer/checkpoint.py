@@ -27,7 +27,6 @@ from loom.trainer.events import Plugin, describe_plugin
 from loom.trainer.files import write_atomically
 from loom.trainer.metrics import check_losses_are_finite
 from loom.trainer.rank_states import (
-    differs_between_ranks,
     gather_rank_states,
     rank_states_problem,
     rank_view,
@@ -246,7 +245,8 @@ def restore_checkpoint(
         model.load_state_dict(checkpoint["model"])
         return
     _check_ranks_fit(state, checkpoint, path)
-    checkpoint = rank_view(checkpoint, state.rank)  # this rank's own generators, plugins, losses
+    if checkpoint.get("world_size") == state.world_size:  # else every rank takes rank 0's
+        checkpoint = rank_view(checkpoint, state.rank)  # its own generators, plugins, losses
     _check_run_fits(state, checkpoint, path)
     _restore_plugins(_plugin_pairs(state, checkpoint), path)
     # Nothing below can refuse the checkpoint: all of it was checked above.
@@ -384,30 +384,24 @@ def _check_model_fits(model: nn.Module, weights: Any, path: Any) -> None:
 
 
 def _check_ranks_fit(state: State, checkpoint: dict[str, Any], path: Any) -> None:
-    """A checkpoint whose ranks hold states of their own resumes only with as many
-    ranks; one taken mid-epoch, only with as many ranks too (each rank's share of the
-    epoch's data depends on their number)."""
+    """A checkpoint of another number of processes resumes only from an epoch's end:
+    each rank's share of an epoch's data depends on their number. There every rank
+    takes rank 0's states (the run goes on, as another run: its batches are others)."""
     problem = rank_states_problem(checkpoint)
     if problem is not None:
         raise CheckpointError(f"checkpoint {str(path)!r} has a malformed 'ranks' entry: {problem}.")
     saved = checkpoint.get("world_size")
-    if saved is None or saved == state.world_size:  # one written before loom saved the count
-        return
-    own = differs_between_ranks(checkpoint)
     clock = checkpoint.get("timestamp")
-    mid_epoch = isinstance(clock, Mapping) and clock.get("batch_in_epoch")
-    if own or mid_epoch:
-        why = (
-            f"its ranks hold states of their own ({', '.join(own)})"
-            if own
-            else f"it was taken after batch {clock['batch_in_epoch']} of an epoch, whose "
-            "shares of the data depend on the number of processes"
-        )
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} was written by {saved} processes and this run has "
-            f"{state.world_size}: {why}. Resume with {saved} processes (torchrun "
-            f"--nproc_per_node {saved}), or load its weights alone."
-        )
+    position = clock.get("batch_in_epoch") if isinstance(clock, Mapping) else None
+    if saved is None or saved == state.world_size or not position:
+        return
+    raise CheckpointError(
+        f"checkpoint {str(path)!r} was written by {saved} processes and this run has "
+        f"{state.world_size}: it was taken after batch {position} of an epoch, and each "
+        f"rank's share of an epoch's data depends on the number of processes. Resume with "
+        f"{saved} (torchrun --nproc_per_node {saved}), from a checkpoint of an epoch's end, "
+        "or load its weights alone."
+    )
 
 
 def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None:

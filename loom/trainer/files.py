@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,18 @@ _TEMPORARY = ".{name}.{token}.tmp"
 """The name of a file being written, beside the file it becomes (hidden, never matched
 by the names a run's files are looked up by)."""
 
+_STALE = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+"""The names :data:`_TEMPORARY` makes (``token_hex(4)``: 8 hex digits), and no other."""
+
 
 class FileWriteError(OSError):
     """A file could not be written (a full disk, a read-only folder): the message names
     the file and the reason, in one line."""
+
+    @classmethod
+    def of(cls, error: OSError, path: str | os.PathLike[str]) -> FileWriteError:
+        """``error``, raised writing ``path``, as one that names ``path``."""
+        return cls(error.errno, error.strerror or str(error), str(path))
 
     def __str__(self) -> str:
         reason = self.strerror or "unknown error"
@@ -56,7 +65,8 @@ def write_atomically(
 
     Raises:
         FileWriteError: The folder or the file cannot be written (a full disk, a
-            read-only folder); ``path`` is left as it was.
+            read-only folder); ``path`` is left as it was, unless only the flush of the
+            folder after the rename failed (then it is the new file, maybe not on disk).
 
     Examples:
         >>> import pathlib, tempfile
@@ -86,7 +96,7 @@ def write_atomically(
         temporary = None
         _sync_folder(path.parent)
     except OSError as error:
-        raise FileWriteError(error.errno, error.strerror or str(error), str(path)) from None
+        raise FileWriteError.of(error, path) from None
     finally:
         if temporary is not None:
             with contextlib.suppress(OSError):  # a read-only disk: the first error is the one
@@ -96,7 +106,8 @@ def write_atomically(
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Deletes the temporary files that a process killed inside :func:`write_atomically`
-    left in ``folder``; returns them. Call it only where no other process writes.
+    left in ``folder`` (named ``.<file>.<8 hex digits>.tmp``; no other file); returns
+    them. Call it only where no other process writes.
 
     Examples:
         >>> import pathlib, tempfile
@@ -108,7 +119,9 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = sorted(path for path in folder.glob(".*.tmp") if not path.is_dir())
+    stale = sorted(
+        path for path in folder.glob(".*.tmp") if _STALE.fullmatch(path.name) and not path.is_dir()
+    )
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

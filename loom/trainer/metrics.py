@@ -45,8 +45,15 @@ class NonFiniteLossError(FloatingPointError):
 
 def check_losses_are_finite(state: State) -> None:
     """Raises NonFiniteLossError naming the first NaN or infinite loss not yet checked,
-    and the latest checkpoint written (``state.checkpoint_path``), from before it."""
+    and the latest checkpoint written (``state.checkpoint_path``), from before it.
+
+    Under torchrun every rank checks at the same points and raises together, naming
+    the first such batch of any rank's (one rank raising alone would leave the others
+    waiting in the next collective).
+    """
     position = state.train_losses.first_non_finite()
+    if state.world_size > 1 and is_distributed():
+        position = _first_on_any_rank(position, state.device)
     if position is not None:
         timestamp = state.timestamp
         run_batch = timestamp.batch - timestamp.batch_in_epoch + position
@@ -62,6 +69,13 @@ def check_losses_are_finite(state: State) -> None:
             f"the checkpoints already written were left as they were{latest}. Lower the "
             "learning rate, clip gradients (grad_clip_norm) or check the inputs of that batch."
         )
+
+
+def _first_on_any_rank(position: int | None, device: torch.device) -> int | None:
+    none = 2**62  # no position: later than any
+    mine = torch.tensor(-(none if position is None else position), device=device)
+    first = -int(all_reduce_max(mine).item())
+    return None if first == none else first
 
 
 class TrainLoss:

@@ -19,7 +19,6 @@ import torch.distributed as dist
 
 __all__ = [
     "PER_RANK_ENTRIES",
-    "differs_between_ranks",
     "gather_rank_states",
     "rank_states_problem",
     "rank_view",
@@ -56,7 +55,8 @@ def rank_view(checkpoint: Mapping[str, Any], rank: int) -> dict[str, Any]:
     if not ranks or rank >= len(ranks):
         return view
     for key, value in ranks[rank].items():
-        if key in _PLUGIN_LISTS:
+        if key in _PLUGIN_LISTS and len(value) == len(checkpoint[key]):
+            # None: the same as rank 0's (a list of another length holds no None).
             view[key] = [
                 entry if own is None else own
                 for entry, own in zip(checkpoint[key], value, strict=True)
@@ -80,33 +80,19 @@ def rank_states_problem(checkpoint: Mapping[str, Any]) -> str | None:
             if key in part and (
                 not isinstance(part[key], list)
                 or not isinstance(checkpoint.get(key), list)
-                or len(part[key]) != len(checkpoint[key])
+                or (len(part[key]) != len(checkpoint[key]) and None in part[key])
             ):
                 return f"rank {index}'s {key!r} is not one state per plugin"
     return None
-
-
-def differs_between_ranks(checkpoint: Mapping[str, Any]) -> list[str]:
-    """The entries some rank of ``checkpoint`` holds its own value of (plugins by name)."""
-    found: list[str] = []
-    for part in checkpoint.get("ranks") or ():
-        for key, value in part.items():
-            if key in _PLUGIN_LISTS:
-                names = [
-                    entry["name"]
-                    for entry, own in zip(checkpoint[key], value, strict=True)
-                    if own is not None
-                ]
-                found += [f"{key}: {name}" for name in names]
-            else:
-                found.append(key)
-    return sorted(set(found))
 
 
 def _differences(part: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for key, value in part.items():
         if key in _PLUGIN_LISTS:
+            if len(value) != len(reference[key]):  # a callback on some ranks only: all its own
+                kept[key] = value
+                continue
             own = [None if _equal(a, b) else a for a, b in zip(value, reference[key], strict=True)]
             if any(entry is not None for entry in own):
                 kept[key] = own
@@ -149,7 +135,9 @@ def _bits(tensor: torch.Tensor) -> torch.Tensor:
 
 def _on_cpu(value: Any) -> Any:
     """``value`` with every tensor moved to the CPU: what rank 0 unpickles must not name
-    another rank's GPU."""
+    another rank's GPU. (Not ``move_to_device``, whose copies do not wait: these are
+    pickled at once. Plugin states are plain dicts, lists and tensors, as
+    ``torch.load(weights_only=True)`` reads them.)"""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, Mapping):

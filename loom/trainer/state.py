@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loom.trainer.batch import BatchKey, get_batch_item, set_batch_item
+from loom.trainer.batch import BatchKey, get_batch_item, num_batches, set_batch_item
 from loom.trainer.metrics import TrainLoss
 from loom.trainer.positions import batch_position
 
@@ -22,6 +22,7 @@ __all__ = [
     "TimeUnit",
     "Timestamp",
     "check_dataloader",
+    "check_epoch_has_batches",
     "checked_optimizers",
     "checked_schedulers",
     "steps_on_a_metric",
@@ -194,7 +195,7 @@ class State:
         interrupt: The signal (``"SIGTERM"``, ``"SIGINT"``) that interrupted
             training, or None. Training then stops after the current batch, the
             plugins' ``fit_end`` runs (a checkpoint callback saves), and ``fit``
-            raises :class:`~loom.trainer.runtime.TrainingInterrupted`.
+            raises :class:`~loom.trainer.signals.TrainingInterrupted`.
         checkpoint_path: The latest checkpoint to resume from, or None. A plugin
             that saves checkpoints sets it as soon as the file is complete, and
             declares so (``writes = ("checkpoint_path",)``).
@@ -367,6 +368,40 @@ def check_dataloader(dataloader: Any, argument: str) -> None:
             f"{argument} must be an iterable of batches such as a torch DataLoader, "
             f"got {type(dataloader).__name__}."
         )
+
+
+def check_epoch_has_batches(loader: Any, rank: int = 0, world_size: int = 1) -> None:
+    """Refuses a DataLoader (``rank``'s of ``world_size`` under torchrun) that yields no
+    batch an epoch, naming its dataset's size, its batch size and ``drop_last``.
+
+    Anything else passes: an empty list (a Trainer that only evaluates or predicts;
+    ``fit`` refuses it), a loader with batches, one without a length (its epoch finds
+    out).
+    """
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or num_batches(loader) != 0:
+        return
+    dataset_size, samples = num_batches(dataset), num_batches(getattr(loader, "sampler", None))
+    batch, drop_last = getattr(loader, "batch_size", None), getattr(loader, "drop_last", None)
+    if samples is None or samples == dataset_size:
+        samples = dataset_size
+        held = f"its dataset has {'no' if dataset_size == 0 else dataset_size} samples"
+    else:
+        share = f", rank {rank}'s share of {world_size} ranks" if world_size > 1 else ""
+        held = (
+            f"its {type(loader.sampler).__name__} gives it {samples} of the dataset's "
+            f"{dataset_size} samples{share}"
+        )
+    if not samples:
+        why = f" (batch_size={batch}, drop_last={drop_last}); give it training data"
+    elif batch is None:  # batches from a batch_sampler of one's own
+        why = f", and its {type(loader.batch_sampler).__name__} makes no batch of them"
+    else:
+        why = (
+            f", fewer than batch_size={batch}, and drop_last={drop_last} drops that partial "
+            f"batch; use a batch_size of at most {samples}, or drop_last=False"
+        )
+    raise ValueError(f"train_dataloader yields no batches: {held}{why}.")
 
 
 def checked_optimizers(optimizers: Any, model: nn.Module) -> list[torch.optim.Optimizer]:

@@ -35,29 +35,32 @@ from loom.trainer.events import Algorithm, Callback, Engine, HookTable, add_note
 from loom.trainer.metrics import EVAL_METRICS, EvalMetrics, check_losses_are_finite
 from loom.trainer.predict import predictions
 from loom.trainer.runtime import (
-    SignalStop,
-    TrainingInterrupted,
     autocast_context,
     broadcast_buffers,
     check_cpu_threads,
     cpu_threads_for,
     distribute,
     grad_scaler_for,
-    interruption_message,
     repeated_samples,
     resolve_device,
     scaled_or_clipped_step,
     seed_everything,
-    stop_on_signals,
     use_deterministic_algorithms,
     validate_precision,
     wrap_model,
+)
+from loom.trainer.signals import (
+    SignalStop,
+    TrainingInterrupted,
+    interruption_message,
+    stop_on_signals,
 )
 from loom.trainer.state import (
     Duration,
     State,
     TimeUnit,
     check_dataloader,
+    check_epoch_has_batches,
     checked_optimizers,
     checked_schedulers,
     steps_on_a_metric,
@@ -176,7 +179,7 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         check_dataloader(train_dataloader, "train_dataloader")
-        _refuse_an_empty_epoch(train_dataloader)
+        check_epoch_has_batches(train_dataloader)
         if eval_dataloader is not None:
             check_dataloader(eval_dataloader, "eval_dataloader")
         validate_batch_key(input_key, "input_key")
@@ -227,7 +230,7 @@ class Trainer:
             train_dataloader, eval_dataloader, resolved_device, seed
         )
         if world_size > 1:  # this rank's share may hold no batch where the whole data did
-            _refuse_an_empty_epoch(train_dataloader, rank=rank, world_size=world_size)
+            check_epoch_has_batches(train_dataloader, rank=rank, world_size=world_size)
         self.state = State(
             model=model.to(resolved_device),
             optimizers=optimizers,
@@ -760,40 +763,6 @@ class Trainer:
 
     def _eval_due(self, count: int) -> bool:
         return self.state.eval_dataloader is not None and count % self.eval_interval.value == 0
-
-
-def _refuse_an_empty_epoch(loader: Any, rank: int = 0, world_size: int = 1) -> None:
-    """Refuses a DataLoader (``rank``'s of ``world_size`` under torchrun) that yields no
-    batch an epoch, naming its dataset's size, its batch size and ``drop_last``.
-
-    Anything else passes: an empty list (a Trainer that only evaluates or predicts;
-    ``fit`` refuses it), a loader with batches, one without a length (its epoch finds
-    out).
-    """
-    dataset = getattr(loader, "dataset", None)
-    if dataset is None or num_batches(loader) != 0:
-        return
-    dataset_size, samples = num_batches(dataset), num_batches(getattr(loader, "sampler", None))
-    batch, drop_last = getattr(loader, "batch_size", None), getattr(loader, "drop_last", None)
-    if samples is None or samples == dataset_size:
-        samples = dataset_size
-        held = f"its dataset has {'no' if dataset_size == 0 else dataset_size} samples"
-    else:
-        share = f", rank {rank}'s share of {world_size} ranks" if world_size > 1 else ""
-        held = (
-            f"its {type(loader.sampler).__name__} gives it {samples} of the dataset's "
-            f"{dataset_size} samples{share}"
-        )
-    if not samples:
-        why = f" (batch_size={batch}, drop_last={drop_last}); give it training data"
-    elif batch is None:  # batches from a batch_sampler of one's own
-        why = f", and its {type(loader.batch_sampler).__name__} makes no batch of them"
-    else:
-        why = (
-            f", fewer than batch_size={batch}, and drop_last={drop_last} drops that partial "
-            f"batch; use a batch_size of at most {samples}, or drop_last=False"
-        )
-    raise ValueError(f"train_dataloader yields no batches: {held}{why}.")
 
 
 def _name_of(function: Any) -> str:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from loom import Trainer
 from loom.callbacks import MaxTime
 from loom.trainer import Callback
+from loom.trainer.runtime import destroy_process_group
 
 
 class SlowStep(Callback):
@@ -36,8 +37,8 @@ def main(out: Path) -> None:
     trainer.fit()
     stopped = {"batch": trainer.state.timestamp.batch, "reason": trainer.state.stop_reason}
     (out / f"rank{trainer.state.rank}.json").write_text(json.dumps(stopped))
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    destroy_process_group()  # once the Trainer is out of scope

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loom import Trainer
-from loom.callbacks import Checkpoint, MetricsLogger
+from loom.callbacks import Checkpoint, MetricsLogError, MetricsLogger
 from loom.trainer import Callback
 
 
@@ -174,5 +174,5 @@ def test_a_last_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path, loaders,
 def test_a_damaged_line_before_the_last_is_an_error_naming_it(tmp_path, loaders, whole_log):
     _, lines, _ = whole_log
     left = "".join(f"{line}\n" for line in [lines[0], "{not json", *lines[1:3]])
-    with pytest.raises(ValueError, match=r"metrics\.jsonl line 2 is not a metrics record"):
+    with pytest.raises(MetricsLogError, match=r"metrics\.jsonl line 2 is not a metrics record"):
         resumed_log(tmp_path, loaders, whole_log, left)

@@ -39,6 +39,9 @@ def test_two_runs_started_in_the_same_second_get_a_directory_each(reference, tmp
     got = f"two runs started at once got {[p.name for p in made]} (announced {announced})"
     assert len(made) == 2, got
     assert len(set(announced)) == 2, got
+    # Both took their name in the same second (the barrier lets them go together): the
+    # second to create it took the suffix.
+    assert made[1].name == f"{made[0].name}-2", got
     for run_dir in made:
         assert (run_dir / "config.yaml").is_file(), run_dir
         compare.assert_same_run(run_dir, reference.run_dir, f"the concurrent run {run_dir.name}")

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
+from loom.trainer.runtime import destroy_process_group
 
 
 def f1_trainer() -> Trainer:
@@ -40,7 +41,6 @@ def main(out: Path) -> None:
         trainer.eval()
     except ValueError as error:
         (out / f"error{trainer.state.rank}.txt").write_text(str(error))
-    torch.distributed.destroy_process_group()
 
 
 class Count:
@@ -59,3 +59,4 @@ class Count:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    destroy_process_group()  # once the Trainer is out of scope

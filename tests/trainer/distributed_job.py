@@ -13,6 +13,7 @@ from loom import Trainer
 from loom.algorithms import EMA, SWA, OnlineLabelSmoothing
 from loom.callbacks import Checkpoint
 from loom.trainer import Callback
+from loom.trainer.runtime import destroy_process_group
 
 
 def datasets():
@@ -90,9 +91,9 @@ def main():
         },
         f"{out}/rank{rank}.pt",
     )
-    torch.distributed.destroy_process_group()
     print(f"rank {rank} of {os.environ['WORLD_SIZE']} done")
 
 
 if __name__ == "__main__":
     main()
+    destroy_process_group()  # once the Trainer is out of scope

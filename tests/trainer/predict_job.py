@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from loom import Trainer
+from loom.trainer.runtime import destroy_process_group
 
 
 def dataset():
@@ -45,8 +46,8 @@ def main():
     torch.save(
         {"world_size": trainer.state.world_size, "predicted": predicted}, f"{out}/rank{rank}.pt"
     )
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    destroy_process_group()  # once the Trainer is out of scope

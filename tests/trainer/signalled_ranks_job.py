@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from loom import Trainer
 from loom.callbacks import Checkpoint
 from loom.trainer import Callback, TrainingInterrupted
+from loom.trainer.runtime import destroy_process_group
 
 
 class SignalRankZero(Callback):
@@ -43,8 +44,8 @@ def main(out: Path) -> None:
         "checkpoint": Path(state.checkpoint_path).name,
     }
     (out / f"rank{state.rank}.json").write_text(json.dumps(stopped))
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    destroy_process_group()  # once the Trainer is out of scope

@@ -87,5 +87,8 @@ def test_stale_temporaries_of_a_killed_save_go_at_the_next_start(tmp_path):
     folder.mkdir()
     (folder / ".epoch1-batch3.pt.3f9a1c2e.tmp").write_bytes(b"half a checkpoint")
     (folder / "notes.txt").write_text("mine")
+    (folder / ".notes.txt.tmp").write_text("mine too: not a name loom gives")
     tiny_trainer(folder, max_duration="1ba").fit()
-    assert sorted(p.name for p in folder.iterdir()) == ["epoch0-batch1.pt", "notes.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".notes.txt.tmp", "epoch0-batch1.pt", "notes.txt",
+    ]  # fmt: skip

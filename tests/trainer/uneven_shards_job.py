@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from loom import Trainer
 from loom.algorithms import OnlineLabelSmoothing
+from loom.trainer.runtime import destroy_process_group
 
 SAMPLES, GLOBAL_BATCH = 121, 60
 
@@ -61,8 +62,8 @@ def main():
     run = trainer(loader)
     run.fit()
     torch.save(results(run), f"{sys.argv[1]}/rank{run.state.rank}.pt")
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    destroy_process_group()  # once the Trainer is out of scope
