@@ -73,12 +73,24 @@ class JobParts:
         load_path: str | os.PathLike[str] | None = None,
     ) -> Trainer:
         """The job's Trainer, with ``extra_callbacks`` after the job's own, resuming
-        from the checkpoint at ``load_path`` when given. The job's trackers (the
-        callbacks that read ``state.plots``) come last, wherever the job lists them:
-        after every callback whose metrics they log, and after the run recorder
-        (among ``extra_callbacks``) that draws the plots."""
+        from the checkpoint at ``load_path`` when given. Wherever the job lists them,
+        its checkpoint callbacks (those that write ``state.checkpoint_path``) come
+        after the extra callbacks that do not read it (a metrics log: no checkpoint is
+        ever ahead of the log) and before those that do (the run recorder's summary);
+        its trackers (the callbacks that read ``state.plots``) come last: after every
+        callback whose metrics they log, and after the run recorder that draws the
+        plots."""
         trackers = [callback for callback in self.callbacks if "plots" in callback.reads]
-        others = [callback for callback in self.callbacks if callback not in trackers]
+        savers = [
+            callback
+            for callback in self.callbacks
+            if "checkpoint_path" in callback.writes and callback not in trackers
+        ]
+        others = [c for c in self.callbacks if c not in trackers and c not in savers]
+        extra = list(extra_callbacks)
+        readers = [i for i, callback in enumerate(extra) if "checkpoint_path" in callback.reads]
+        at = readers[0] if readers else len(extra)
+        callbacks = [*others, *extra[:at], *savers, *extra[at:], *trackers]
         with _section("trainer"):
             try:
                 return Trainer(
@@ -88,7 +100,7 @@ class JobParts:
                     optimizers=self.optimizer,
                     schedulers=self.schedulers,
                     algorithms=self.algorithms,
-                    callbacks=[*others, *extra_callbacks, *trackers],
+                    callbacks=callbacks,
                     eval_metrics=self.eval_metrics,
                     seed=self.seed,
                     load_path=load_path,

@@ -93,9 +93,10 @@ def job_trainer(
     Those come after the job's own callbacks, in the order they read each other: the
     metrics log reads what the job's callbacks add to ``state.metrics``; the checkpoint
     callbacks (the job's, or one every epoch) come after the log, so that no checkpoint
-    is ever ahead of it; the recorder's summary reads the ``state.checkpoint_path`` that
-    they set, at ``fit_end`` too. The job's trackers come last, after the recorder that draws the
-    plots they upload (see :meth:`~loom.config.build.JobParts.trainer`).
+    is ever ahead of it, and before the recorder, whose summary reads the
+    ``state.checkpoint_path`` that they set, at ``fit_end`` too. The job's trackers
+    come last, after the recorder that draws the plots they upload. The order is
+    :meth:`~loom.config.build.JobParts.trainer`'s.
     ``trainer.schedule()`` shows it.
     """
     files = RunDirectory(run_dir)
@@ -105,12 +106,10 @@ def job_trainer(
         checkpoint_folder=files.checkpoints,
         dry_run=limit_batches is not None,  # only a dry run limits the batches
     )
-    # The checkpoints after the metrics log: a resume never starts ahead of the log.
-    checkpoints = [callback for callback in parts.callbacks if isinstance(callback, Checkpoint)]
-    parts.callbacks = [callback for callback in parts.callbacks if callback not in checkpoints]
-    if not checkpoints:
-        checkpoints = [Checkpoint(files.checkpoints, interval="1ep", keep_last=1)]
-    extra = [MetricsLogger(files.metrics), *checkpoints, RunRecorder(files, job, parts.classes)]
+    extra = [MetricsLogger(files.metrics)]
+    if not any(isinstance(callback, Checkpoint) for callback in parts.callbacks):
+        extra.append(Checkpoint(files.checkpoints, interval="1ep", keep_last=1))
+    extra.append(RunRecorder(files, job, parts.classes))
     return parts.trainer(extra, load_path=load_path)
 
 

@@ -87,3 +87,21 @@ def test_the_summary_names_the_best_checkpoints_best_first(tmp_path):
     kept = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("best-*"))
     assert sorted(Path(entry["path"]).name for entry in best) == kept
     assert all(Path(entry["path"]).is_file() for entry in best)
+
+
+def test_a_jobs_checkpoints_come_after_the_metrics_log_and_before_the_summary(tmp_path):
+    """Listed first in the job, a checkpoint callback still saves after the metrics log
+    has its record (no checkpoint is ever ahead of the log) and before the recorder
+    names it; trackers come last."""
+    job = resolve_job(
+        {
+            "model": {"name": "mlp"},
+            "data": {"train": {"name": "synthetic", "batch_size": 16}},
+            "optimizer": {"name": "sgd", "lr": 0.1},
+            "callbacks": [{"name": "checkpoint"}, {"name": "csv"}, {"name": "progress_bar"}],
+            "trainer": {"max_duration": "1ep", "device": "cpu"},
+        }
+    )
+    trainer = job_trainer(job, tmp_path / "run")
+    order = [type(callback).__name__ for callback in trainer.state.callbacks]
+    assert order == ["ProgressBar", "MetricsLogger", "Checkpoint", "RunRecorder", "CSVLogger"]
