@@ -295,6 +295,7 @@ def _train(args: argparse.Namespace) -> int:
         TrainingInterrupted,
     )
     from loom.trainer.runtime import destroy_process_group
+    from loom.trainer.signals import stopped_by
 
     if args.config is None and args.resume is None:
         raise CommandError("give the job file CONFIG, or --resume RUN_DIR to continue a run.")
@@ -348,13 +349,13 @@ def _train(args: argparse.Namespace) -> int:
         print(f"loom train: {interruption}\n{_resume_hint(args, interrupted_dir)}", file=sys.stderr)
         return interruption.exit_status
     except KeyboardInterrupt as interruption:  # a third signal: at once, no checkpoint now
-        what = str(interruption) or "SIGINT"  # Python's own, outside training: Ctrl-C
+        what, status = stopped_by(interruption)
         if started and run_dir is not None:
             hint = f"the latest checkpoint written stands.\n{_resume_hint(args, run_dir)}"
         else:
             hint = "training had not started."
         print(f"loom train: stopped at once by {what}; {hint}", file=sys.stderr)
-        return _signal_status(what)
+        return status
     except (
         NonFiniteLossError,
         CheckpointError,
@@ -390,13 +391,6 @@ def _new_run_dir(job: dict[str, Any], name: str) -> Path:
 def _resume_hint(args: argparse.Namespace, run_dir: Path) -> str:
     imports = "".join(f" --import {module}" for module in args.imports)
     return f"resume with: loom train --resume {run_dir}{imports}"  # its config.yaml: the job
-
-
-def _signal_status(description: str) -> int:
-    """128 + the number of the signal a description starts with ("SIGINT, the third ...")."""
-    name = description.partition(",")[0]
-    number = getattr(signal, name, None)
-    return 128 + int(number) if number is not None else 130
 
 
 def _train_seeds(job: dict[str, Any], parent: Path, seeds: list[int]) -> int:

@@ -862,11 +862,12 @@ def test_a_signal_that_stops_at_once_is_one_line_with_what_resumes(
     signal's status, and the resume command only where a run started (before, a Ctrl-C
     before the run directory was chosen raised UnboundLocalError)."""
     import loom.runs.train
+    from loom.trainer.signals import StoppedAtOnce
 
     def interrupted(job, run_dir, *, resume=False, on_start=None):
         if when == "in training":
             on_start()
-        raise KeyboardInterrupt("SIGTERM, the third signal")
+        raise StoppedAtOnce("SIGTERM")
 
     monkeypatch.setattr(loom.runs.train, "train_job", interrupted)
     monkeypatch.chdir(tmp_path)

@@ -147,9 +147,7 @@ class MetricsLogger(Callback):
                 file.flush()
                 os.fsync(file.fileno())  # on disk before a checkpoint that comes after it
         except OSError as error:
-            raise FileWriteError(
-                error.errno, error.strerror or str(error), str(self.path)
-            ) from None
+            raise FileWriteError.of(error, self.path) from None
 
     def _print_pending_row(self, state: State) -> None:
         row, self._pending_row = self._pending_row, None

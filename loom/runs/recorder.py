@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 import platform
@@ -74,16 +73,14 @@ def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
 def _create_run_dir(job_name: str, parent: Path) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for suffix in itertools.count(1):
-        candidate = parent / (
-            f"{job_name}-{stamp}" if suffix == 1 else f"{job_name}-{stamp}-{suffix}"
-        )
+    candidate, suffix = parent / f"{job_name}-{stamp}", 1
+    while True:
         try:
-            candidate.mkdir()
+            candidate.mkdir()  # fails if another run took the name since
+            return candidate
         except FileExistsError:
-            continue
-        return candidate
-    raise AssertionError("unreachable")
+            suffix += 1
+            candidate = parent / f"{job_name}-{stamp}-{suffix}"
 
 
 class RunRecorder(Callback):

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from loom.config.run_directory import RunDirectory, RunState, RunStatus, read_status
 from loom.trainer import State, TrainingInterrupted, write_atomically
+from loom.trainer.signals import stopped_by
 
 __all__ = ["RunState", "RunStatus", "read_status", "recording_status"]
 
@@ -39,7 +40,7 @@ def recording_status(files: RunDirectory, state: State) -> Iterator[None]:
         _write_at_the_end(files, RunState.INTERRUPTED, str(interruption))
         raise
     except KeyboardInterrupt as interruption:  # a third signal: the latest checkpoint stands
-        what = str(interruption) or "SIGINT"
+        what, _ = stopped_by(interruption)
         _write_at_the_end(files, RunState.INTERRUPTED, f"stopped at once by {what}")
         raise
     except BaseException as error:

@@ -16,7 +16,14 @@ import torch.distributed as dist
 
 from loom.trainer.state import State
 
-__all__ = ["SignalStop", "TrainingInterrupted", "interruption_message", "stop_on_signals"]
+__all__ = [
+    "SignalStop",
+    "StoppedAtOnce",
+    "TrainingInterrupted",
+    "interruption_message",
+    "stop_on_signals",
+    "stopped_by",
+]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -34,6 +41,31 @@ class TrainingInterrupted(Exception):  # noqa: N818 (named like KeyboardInterrup
         return 128 + signal.Signals[self.signal_name].value
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """``fit`` ended at once on a third signal, without the checkpoint of where it
+    stopped: the latest one written stands."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"{signal_name}, the third signal")
+        self.signal_name = signal_name
+
+    exit_status = TrainingInterrupted.exit_status
+
+
+def stopped_by(interruption: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped a run at once, and the exit status it gets: a third signal
+    (:class:`StoppedAtOnce`), or Python's own ``KeyboardInterrupt`` of a Ctrl-C outside
+    ``fit``.
+
+    Examples:
+        >>> stopped_by(StoppedAtOnce("SIGTERM")), stopped_by(KeyboardInterrupt())
+        (('SIGTERM, the third signal', 143), ('SIGINT', 130))
+    """
+    if isinstance(interruption, StoppedAtOnce):
+        return str(interruption), interruption.exit_status
+    return "SIGINT", 128 + signal.SIGINT.value
+
+
 class SignalStop:
     """How a run stops on SIGTERM and SIGINT: what :func:`stop_on_signals` yields.
 
@@ -41,7 +73,7 @@ class SignalStop:
     evaluation in progress, if one is): ``state.interrupt`` names it, and the
     checkpoint callback saves where training stopped. A second one while the run
     stops changes nothing: the interruption checkpoint is written first. A third stops
-    at once (``KeyboardInterrupt``), without it: the latest checkpoint written stands.
+    at once (:class:`StoppedAtOnce`), without it: the latest checkpoint written stands.
     Once training is over (:meth:`finishing`: the final evaluation and files), a
     signal is noted and the run finishes as it would have.
 
@@ -77,7 +109,7 @@ class SignalStop:
         state, name = self.state, signal.Signals(number).name
         self.received += 1
         if self.received >= self._FORCE_AFTER:
-            raise KeyboardInterrupt(f"{name}, the {_ordinal(self.received)} signal")
+            raise StoppedAtOnce(name)
         if state.interrupt is not None:
             self._note(f"{name} received again: saving the checkpoint first")
         elif self._finishing:
@@ -137,10 +169,6 @@ def _cpu_group() -> Any:
         _CPU_GROUPS.clear()  # groups of an earlier, destroyed process group
         _CPU_GROUPS[default] = dist.new_group(backend="gloo")
     return _CPU_GROUPS[default]
-
-
-def _ordinal(number: int) -> str:
-    return {1: "first", 2: "second", 3: "third"}.get(number, f"{number}th")
 
 
 @contextlib.contextmanager

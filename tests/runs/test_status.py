@@ -15,6 +15,7 @@ from loom.config.job import resolve_job
 from loom.runs import RunDirectory, find_runs, train_job
 from loom.runs.status import RunState, read_status, recording_status
 from loom.trainer import TrainingInterrupted
+from loom.trainer.signals import StoppedAtOnce
 
 SMALL = {
     "model": {"name": "mlp", "hidden_sizes": [8]},
@@ -59,7 +60,7 @@ def test_an_interruption_and_a_signal_that_stops_at_once_are_interrupted(tmp_pat
         end_inside_recording(files, interruption)
     assert str(read_status(files)) == "interrupted: training stopped on SIGTERM after epoch 1"
     with pytest.raises(KeyboardInterrupt):
-        end_inside_recording(files, KeyboardInterrupt("SIGTERM, the third signal"))
+        end_inside_recording(files, StoppedAtOnce("SIGTERM"))
     assert str(read_status(files)) == "interrupted: stopped at once by SIGTERM, the third signal"
     with pytest.raises(KeyboardInterrupt):
         end_inside_recording(files, KeyboardInterrupt())  # Python's own, for Ctrl-C
