@@ -31,6 +31,7 @@ from loom.trainer.checkpoint import (
     restore_checkpoint,
     resumed_epoch_batches,
 )
+from loom.trainer.compiling import compile_model, compile_options
 from loom.trainer.events import Algorithm, Callback, Engine, HookTable, add_note, fire
 from loom.trainer.metrics import EVAL_METRICS, EvalMetrics, check_losses_are_finite
 from loom.trainer.predict import predictions
@@ -119,6 +120,11 @@ class Trainer:
         finite_check_interval: Checks the training losses for NaN or infinity every
             this many batches (one device read for all), at epoch ends and before
             every checkpoint; None: only the latter two.
+        compile: ``torch.compile`` the model, in place, once the plugins' ``init``
+            and the DDP wrap are done: True for torch's defaults, or a mapping of its
+            options (``{"mode": "max-autotune"}``, ``{"backend": "aot_eager"}``),
+            checked here. Checkpoints keep the model's own keys. See
+            :mod:`loom.trainer.compiling`.
 
     Raises:
         TypeError, ValueError: An argument is of the wrong type or value; the
@@ -174,6 +180,7 @@ class Trainer:
         load_path: str | os.PathLike[str] | None = None,
         load_weights_only: bool = False,
         finite_check_interval: int | None = 100,
+        compile: bool | Mapping[str, Any] = False,
     ):
         # Every argument is checked before anything is seeded, moved or joined.
         if not isinstance(model, nn.Module):
@@ -207,6 +214,7 @@ class Trainer:
                 "or batches ('500ba')."
             )
         check_cpu_threads(cpu_threads)
+        compiling = compile_options(compile)
         max_duration = Duration.parse(max_duration, name="max_duration")
         resolved_device = resolve_device(device)
         precision = validate_precision(precision, resolved_device)
@@ -274,6 +282,8 @@ class Trainer:
         fire(engine.hooks.init, self.state)
         if world_size > 1:  # after init, which may change the model (surgery, its layout)
             self.state.model = wrap_model(self.state.model, resolved_device)
+        if compiling is not None:  # after the wrap: the module inside DDP is compiled
+            compile_model(self.state.model, compiling)
         if load_path is not None:
             self.load_checkpoint(load_path, weights_only=load_weights_only)
 

@@ -117,3 +117,25 @@ def test_yaml_booleans_spelled_yes_and_no_are_booleans_and_a_string_says_to_quot
     resolved = resolve_job(job)
     assert resolved["data"]["train"]["shuffle"] is False
     assert resolved["optimizer"]["nesterov"] is True
+
+
+def test_a_job_compiles_its_model_with_the_options_it_names():
+    from loom.config.build import build_job
+
+    job = resolve_job(
+        {
+            "model": {"name": "mlp", "hidden_sizes": [8]},
+            "data": {"train": {"name": "synthetic", "num_samples": 32, "shape": [4]}},
+            "optimizer": {"name": "sgd", "lr": 0.1},
+            "trainer": {"max_duration": "2ba", "device": "cpu", "compile": {"backend": "eager"}},
+        }
+    )
+    assert job["trainer"]["compile"] == {"backend": "eager"}
+    trainer = build_job(job).trainer()
+    assert trainer.state.model._compiled_call_impl is not None
+    trainer.fit()
+    job["trainer"]["compile"] = {"backend": "eagr"}
+    with pytest.raises(
+        ConfigError, match=r"^trainer: compile.backend: 'eagr' .*did you mean 'eager'"
+    ):
+        build_job(job).trainer()
