@@ -9,8 +9,8 @@ inside DistributedDataParallel is the one compiled, so DDP's reducer sees the
 gradients of one compiled backward (a wrapped ``torch.compile(DDP(model))`` breaks its
 graph in DDP's own forward in the torch loom installs, and compiles nothing).
 
-Algorithms that edit the batch stay eager: they run between the compiled forward and
-the loss, and change the batch's values, not its shapes or dtypes, so they cost no
+Algorithms that edit the batch stay eager, in their hooks around the compiled forward;
+they change the inputs' values, not their shapes or dtypes, so they cost no
 recompilation per batch (a test counts the graphs).
 
 Examples:
