@@ -77,6 +77,8 @@ def test_inductor_on_the_cpu_matches_eager():
 
 
 def test_algorithms_that_edit_the_batch_cost_a_bounded_number_of_graphs():
+    # Dynamo keeps the graphs of a code object across runs: each count starts afresh.
+    torch._dynamo.reset()
     backend = CountingBackend()
     trainer = make_trainer(
         max_duration="5ep",  # 25 batches, each epoch's last one smaller, 5 evaluations
@@ -88,11 +90,12 @@ def test_algorithms_that_edit_the_batch_cost_a_bounded_number_of_graphs():
     # Training and evaluation, each at the full and the last, smaller batch size: a
     # handful of graphs, not one per batch.
     assert 2 <= after_one_run <= 12
+    torch._dynamo.reset()
     with_smoothing = CountingBackend()
     make_trainer(
         max_duration="5ep", compile={"backend": with_smoothing}, algorithms=[LabelSmoothing(0.1)]
     ).fit()
-    assert 1 <= with_smoothing.graphs <= 8  # graphs of the same code may be reused
+    assert 2 <= with_smoothing.graphs <= 8
 
 
 def test_a_compiled_model_checkpoints_its_own_keys_and_loads_back_both_ways(tmp_path):
