@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from loom import Callback, Trainer
 from loom.algorithms import LabelSmoothing, MixUp, OnlineLabelSmoothing
 from loom.trainer.checkpoint import capture_checkpoint, save_checkpoint
-from loom.trainer.compiling import compile_options
+from loom.trainer.compiling import compile_model, compile_options
 
 
 class CountingBackend:
@@ -131,3 +131,24 @@ def test_options_torch_does_not_know_are_refused_before_anything_is_built(compil
         compile_options(compile)
     with pytest.raises(error, match=named.replace("(", r"\(").replace("?", r"\?")):
         make_trainer(compile=compile)
+
+
+def test_under_ddp_the_module_inside_is_compiled_and_trains_as_eager(one_process_group):
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch._dynamo.reset()
+    backend = CountingBackend()
+    inputs = torch.randn(16, 6)
+    results = []
+    for options in (None, {"backend": backend}):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        wrapped = DistributedDataParallel(model)
+        if options is not None:
+            compile_model(wrapped, options)
+        wrapped(inputs).square().mean().backward()
+        results.append([parameter.grad for parameter in model.parameters()])
+    assert backend.graphs >= 1  # the module inside DDP ran compiled
+    assert not any("_orig_mod" in key for key in wrapped.state_dict())
+    for eager, compiled in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
