@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from loom.config.job import METRIC_KEY, WRAP
-from loom.config.loaders import eval_loader, train_loader
+from loom.config.job import LOADER_KEY, METRIC_KEY, WRAP
+from loom.config.loaders import LOADER_FACTS, LOADERS
 from loom.config.registries import (
     ALGORITHMS,
     CALLBACKS,
@@ -43,7 +43,7 @@ from loom.trainer import (
     seed_everything,
 )
 from loom.trainer.checkpoint import capture_rng_states, restore_rng_states
-from loom.trainer.runtime import shard_train_loader, torchrun_world_size
+from loom.trainer.runtime import resolve_device, shard_train_loader, torchrun_world_size
 from loom.trainer.state import steps_on_a_metric
 
 __all__ = ["JobParts", "build_job"]
@@ -157,7 +157,11 @@ def build_job(
     data = job["data"]
     # The facts come from the dataset itself: a wrapper may change what a sample looks
     # like (as_dict), not what the model and algorithms must know of the data.
-    train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_loader))
+    train_factory, eval_factory = (
+        LOADERS[split][data[split][LOADER_KEY]] if data[split] else None for split in LOADERS
+    )
+    loading = _what_loaders_take(job, (train_factory, eval_factory))
+    train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_factory))
     if num_batches(train_set) == 0:  # its length (None for a stream)
         raise ConfigError(
             f"data.train ({data['train']['name']}): the dataset has no samples, so training "
@@ -165,14 +169,14 @@ def build_job(
         )
     facts = _dataset_facts(train_set)
     train_set = _wrapped(train_set, data["train"], "data.train")
-    train = _loader(train_loader, train_set, data["train"], limit_batches)
+    train = _loader(train_factory, train_set, data["train"], limit_batches, loading)
     _check_training_batches(train)
     _check_batch_keys(train, job["trainer"])
     evaluation = None
     if data["eval"] is not None:
-        eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_loader))
+        eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_factory))
         eval_set = _wrapped(eval_set, data["eval"], "data.eval")
-        evaluation = _loader(eval_loader, eval_set, data["eval"], limit_batches)
+        evaluation = _loader(eval_factory, eval_set, data["eval"], limit_batches, loading)
     run_dir = None if checkpoint_folder is None else Path(checkpoint_folder).parent
     # What a callback leaves out that the run fills in: where its files go, the job.
     where = {
@@ -352,22 +356,46 @@ def _wrapped(dataset: Any, spec: Mapping[str, Any], path: str) -> Any:
     return dataset
 
 
-def _loader(factory: Any, dataset: Any, spec: Mapping[str, Any], limit: int | None) -> Any:
-    arguments = {k: v for k, v in spec.items() if k in _loader_keys(factory)}
+def _loader(
+    factory: Any,
+    dataset: Any,
+    spec: Mapping[str, Any],
+    limit: int | None,
+    facts: Mapping[str, Any],
+) -> Any:
+    keys = _loader_keys(factory)
+    arguments = {k: v for k, v in spec.items() if k in keys}
     if limit is not None:
-        # The first `limit` batches' worth of samples: still a plain DataLoader, so a
-        # dry run under torchrun shards it like the real run.
+        # The first `limit` batches' worth of samples: still a loader loom can shard, so
+        # a dry run under torchrun shards it like the real run.
         dataset = Subset(dataset, range(min(len(dataset), limit * arguments["batch_size"])))
-    return factory(dataset, **arguments)
+    wanted = _signature(factory)
+    return factory(dataset, **arguments, **{k: v for k, v in facts.items() if k in wanted})
+
+
+def _what_loaders_take(job: Mapping[str, Any], factories: Iterable[Any]) -> dict[str, Any]:
+    """The run's facts the loaders take: a memory loader holds the data on the run's
+    device and crops and flips the ``input_key`` item."""
+    wanted = {name for factory in factories if factory for name in _signature(factory)}
+    facts: dict[str, Any] = {"input_key": job["trainer"]["input_key"]}
+    if "device" in wanted:
+        with _section("trainer.device"):
+            facts["device"] = resolve_device(job["trainer"]["device"])
+    return facts
+
+
+def _signature(factory: Any) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(factory).parameters
 
 
 def _loader_keys(factory: Any) -> frozenset[str]:
-    return frozenset(parameter.name for parameter in parameters_of(factory, skip={"dataset"}))
+    """The keys of a data section that are ``factory``'s."""
+    return frozenset(parameter.name for parameter in parameters_of(factory, skip=LOADER_FACTS))
 
 
 def _not_dataset_keys(factory: Any) -> frozenset[str]:
     """The keys of a data section that are not the dataset's own arguments."""
-    return _loader_keys(factory) | {WRAP}
+    return _loader_keys(factory) | {LOADER_KEY, WRAP}
 
 
 def _dataset_facts(dataset: Any) -> dict[str, Any]:

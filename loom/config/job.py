@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from loom.config.loaders import eval_loader, train_loader
+from loom.config.loaders import LOADER_FACTS, LOADERS
 from loom.config.registries import (
     ALGORITHMS,
     CALLBACKS,
@@ -29,6 +29,8 @@ from loom.config.schema import (
 from loom.trainer import EVAL_METRICS, Trainer
 
 __all__ = [
+    "DEFAULT_LOADER",
+    "LOADER_KEY",
     "METRIC_KEY",
     "SECTIONS",
     "TRAINER_ARGUMENTS_BUILT_BY_JOBS",
@@ -75,7 +77,15 @@ METRIC_KEY = "key"
 """The key of an ``eval_metrics`` entry that names what it is recorded as (``eval/<key>``)."""
 
 _REQUIRED_SECTIONS = ("model", "data", "optimizer", "trainer")
-_LOADERS = {"train": train_loader, "eval": eval_loader}
+LOADER_KEY = "loader"
+"""The key of a data section that names its loader: ``dataloader`` (the default) or
+``memory`` (see :mod:`loom.config.loaders`)."""
+
+DEFAULT_LOADER = "dataloader"
+
+# Dataset options that draw anew for every sample read: a memory loader reads each
+# sample once, so it would freeze one draw for the whole run.
+_PER_SAMPLE_RANDOM = ("random_resized_crop",)
 
 
 def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,12 +192,12 @@ def _eval_metrics(specs: Any) -> list[dict[str, Any]]:
 def _data(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"data: expected a mapping with 'train' and 'eval', got {spec!r}.")
-    _refuse_unknown_keys(spec, _LOADERS, "data.", "data has train and eval")
+    _refuse_unknown_keys(spec, LOADERS, "data.", "data has train and eval")
     if spec.get("train") is None:
         raise ConfigError("data.train: missing; name the training dataset, e.g. {name: digits}.")
     resolved = {
-        split: None if spec.get(split) is None else _dataset(spec[split], f"data.{split}", loader)
-        for split, loader in _LOADERS.items()
+        split: None if spec.get(split) is None else _dataset(spec[split], f"data.{split}", loaders)
+        for split, loaders in LOADERS.items()
     }
     for index, wrapper in enumerate((resolved["eval"] or {}).get(WRAP, [])):
         if getattr(WRAPPERS.get(wrapper["name"]), "training_only", False):
@@ -198,39 +208,93 @@ def _data(spec: Any) -> dict[str, Any]:
     return resolved
 
 
-def _dataset(spec: Any, path: str, loader: Any) -> dict[str, Any]:
-    """A dataset's arguments and its loader's, side by side in one mapping."""
+def _dataset(spec: Any, path: str, loaders: Mapping[str, Any]) -> dict[str, Any]:
+    """A dataset's arguments and its loader's, side by side in one mapping. An option
+    both take (a memory loader's batched ``random_crop_padding``) is the loader's."""
     name = _name(spec, DATASETS, path)
     dataset = DATASETS.get(name)
-    loader_keys = {parameter.name for parameter in parameters_of(loader, skip={"dataset"})}
+    kind = _loader_kind(spec, path, loaders)
+    loader = loaders[kind]
+    loader_keys = {parameter.name for parameter in parameters_of(loader, skip=LOADER_FACTS)}
     dataset_keys = {parameter.name for parameter in DATASETS.parameters(name)}
-    arguments = {key: value for key, value in spec.items() if key not in ("name", WRAP)}
+    arguments = {k: v for k, v in spec.items() if k not in ("name", LOADER_KEY, WRAP)}
+    arguments = _without_other_loaders_defaults(
+        arguments, path, kind, loaders, loader_keys | dataset_keys
+    )
     _refuse_unknown_keys(
         arguments,
         loader_keys | dataset_keys,
         f"{path}.",
-        f"dataset {name!r} takes {', '.join(dataset_keys) or 'no arguments'}, "
-        f"its loader takes {', '.join(sorted(loader_keys))}, and {WRAP} lists wrappers",
+        f"dataset {name!r} takes {', '.join(sorted(dataset_keys)) or 'no arguments'}, "
+        f"its loader ({kind}) takes {', '.join(sorted(loader_keys))}, {LOADER_KEY} chooses "
+        f"{' or '.join(loaders)}, and {WRAP} lists wrappers",
     )
+    if kind != DEFAULT_LOADER:
+        for key in _PER_SAMPLE_RANDOM:
+            if arguments.get(key):
+                raise ConfigError(
+                    f"{path}.{key}: the {kind} loader reads each sample once, so this "
+                    "random transform would be drawn once for the whole run; use "
+                    f"{LOADER_KEY}: {DEFAULT_LOADER}, or leave {key} out."
+                )
     loading = resolve_arguments(
-        loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip={"dataset"}
+        loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip=LOADER_FACTS
     )
     _check_loading(loading, path)
+    own = {k: v for k, v in arguments.items() if k in dataset_keys and k not in loader_keys}
     return {
         "name": name,
-        **resolve_arguments(
-            dataset, {k: v for k, v in arguments.items() if k in dataset_keys}, path
-        ),
+        LOADER_KEY: kind,
+        **{k: v for k, v in resolve_arguments(dataset, own, path).items() if k not in loading},
         **loading,
         WRAP: _components(spec.get(WRAP), WRAPPERS, f"{path}.{WRAP}"),
     }
+
+
+def _without_other_loaders_defaults(
+    arguments: Mapping[str, Any],
+    path: str,
+    kind: str,
+    loaders: Mapping[str, Any],
+    known: Collection[str],
+) -> dict[str, Any]:
+    """``arguments`` less the keys of another loader left at their defaults, as a resolved
+    job of that loader holds them: so ``data.train.loader=memory`` over a run's
+    ``config.yaml`` switches loaders. Another loader's key set to anything else would be
+    silently unused, and is refused."""
+    kept = dict(arguments)
+    for other, factory in loaders.items():
+        if other == kind:
+            continue
+        for parameter in parameters_of(factory, skip=LOADER_FACTS):
+            name = parameter.name
+            if name not in kept or name in known:
+                continue
+            if kept[name] != parameter.default:
+                raise ConfigError(
+                    f"{path}.{name}: {kept[name]!r} is for the {other} loader, but this "
+                    f"section's {LOADER_KEY} is {kind}, which has no {name}; leave it out or "
+                    f"set {LOADER_KEY}: {other}."
+                )
+            del kept[name]
+    return kept
+
+
+def _loader_kind(spec: Mapping[str, Any], path: str, loaders: Mapping[str, Any]) -> str:
+    kind = spec.get(LOADER_KEY, DEFAULT_LOADER)
+    if kind not in loaders:
+        raise ConfigError(
+            f"{path}.{LOADER_KEY}: {kind!r} is not a loader; expected "
+            f"{' or '.join(repr(name) for name in loaders)}."
+        )
+    return kind
 
 
 def _check_loading(arguments: Mapping[str, Any], path: str) -> None:
     """The loader's counts, checked here rather than by torch at the first batch."""
     if arguments["batch_size"] < 1:
         raise ConfigError(f"{path}.batch_size: {arguments['batch_size']} must be at least 1.")
-    if arguments["num_workers"] < 0:
+    if arguments.get("num_workers", 0) < 0:
         raise ConfigError(f"{path}.num_workers: {arguments['num_workers']} must be 0 or more.")
 
 

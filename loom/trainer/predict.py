@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
 from loom.trainer.batch import batch_size, describe_item, get_batch_item, move_to_device
 from loom.trainer.checkpoint import evaluated_model
@@ -29,6 +29,7 @@ from loom.trainer.runtime import (
     autocast_context,
     broadcast_buffers,
     shard_eval_loader,
+    takes_a_sampler,
 )
 from loom.trainer.state import State, check_dataloader
 
@@ -50,9 +51,10 @@ def predictions(
     one CPU tensor.
 
     The rows are in the dataset's order for a torch DataLoader over a dataset with a
-    length that samples with ``shuffle=False``, ``shuffle=True`` (read in order for
-    this) or a ``DistributedSampler``; any other iterable's rows (a list of batches,
-    a sampler of one's own) are in the order it yields them, in one process. Under
+    length, or a :class:`~loom.data.memory_loader.MemoryLoader`, that samples with
+    ``shuffle=False``, ``shuffle=True`` (read in order for this) or a
+    ``DistributedSampler``; any other iterable's rows (a list of batches, a sampler of
+    one's own) are in the order it yields them, in one process. Under
     torchrun every rank must call this, and each gets every row.
 
     Raises:
@@ -108,7 +110,7 @@ def _in_order(
         real = len(range(rank, len(sampler.dataset), world_size))
         return dataloader, len(sampler), list(sampler)[:real]
     in_dataset_order = isinstance(sampler, SequentialSampler | RandomSampler | EvalShardSampler)
-    if isinstance(dataloader, DataLoader) and dataloader.batch_size and in_dataset_order:
+    if takes_a_sampler(dataloader) and dataloader.batch_size and in_dataset_order:
         _refuse_drop_last(dataloader, False)
         if world_size == 1 and isinstance(sampler, SequentialSampler):
             return dataloader, len(sampler), None  # in order already
@@ -124,8 +126,9 @@ def _in_order(
     if world_size > 1:
         raise TypeError(
             f"{_ARGUMENT}: under torchrun each process predicts its own share of the data "
-            f"and loom gathers them in order: pass a torch DataLoader with shuffle=False "
-            f"(loom shards it) or a DistributedSampler, not a {type(dataloader).__name__}"
+            "and loom gathers them in order: pass a torch DataLoader or a MemoryLoader with "
+            "shuffle=False (loom shards it) or a DistributedSampler, not a "
+            f"{type(dataloader).__name__}"
             + (f" sampling with {type(sampler).__name__}." if sampler is not None else ".")
         )
     return dataloader, None, None
@@ -133,7 +136,7 @@ def _in_order(
 
 def _refuse_drop_last(loader: Any, sampler_drops: bool) -> None:
     if loader.drop_last or sampler_drops:
-        where = "its DistributedSampler" if sampler_drops else "the DataLoader"
+        where = "its DistributedSampler" if sampler_drops else f"the {type(loader).__name__}"
         raise ValueError(
             f"{_ARGUMENT}: {where} has drop_last=True, so the last samples would get no "
             "prediction; pass drop_last=False."

@@ -48,6 +48,7 @@ __all__ = [
     "seed_everything",
     "shard_eval_loader",
     "shard_train_loader",
+    "takes_a_sampler",
     "torchrun_world_size",
     "use_deterministic_algorithms",
     "validate_precision",
@@ -412,12 +413,19 @@ def shard_eval_loader(
     return _rebuild(loader, EvalShardSampler(len(loader.dataset), rank, world_size))
 
 
+def takes_a_sampler(loader: Any) -> bool:
+    """Whether loom can give ``loader`` another sampler: a torch DataLoader (rebuilt with
+    it), or a loader with a ``with_sampler(sampler)`` method that returns itself reading
+    in that order (:class:`~loom.data.memory_loader.MemoryLoader`)."""
+    return isinstance(loader, DataLoader) or callable(getattr(loader, "with_sampler", None))
+
+
 def _sampler_of(loader: Any, argument: str) -> Sampler:
-    if not isinstance(loader, DataLoader):
+    if not takes_a_sampler(loader):
         raise TypeError(
             f"{argument} is a {type(loader).__name__}; under torchrun each process must read "
-            "its own share of the data: pass a torch DataLoader (loom shards it) or give it "
-            "a DistributedSampler yourself."
+            "its own share of the data: pass a torch DataLoader or a MemoryLoader (loom "
+            "shards them) or give it a DistributedSampler yourself."
         )
     if loader.batch_size is None or not isinstance(
         loader.sampler, RandomSampler | SequentialSampler | DistributedSampler | EvalShardSampler
@@ -429,7 +437,9 @@ def _sampler_of(loader: Any, argument: str) -> Sampler:
     return loader.sampler
 
 
-def _rebuild(loader: DataLoader, sampler: Sampler) -> DataLoader:
+def _rebuild(loader: Any, sampler: Sampler) -> Any:
+    if not isinstance(loader, DataLoader):
+        return loader.with_sampler(sampler)
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,

@@ -10,6 +10,7 @@ from loom.config.build import build_job
 from loom.config.job import resolve_job
 from loom.config.schema import ConfigError
 from loom.data import synthetic
+from loom.data.memory_loader import MemoryLoader
 
 JOB = {
     "seed": 0,
@@ -237,3 +238,39 @@ def test_an_empty_training_dataset_is_named_before_its_first_sample_is_read(monk
         r"no batch; check its arguments",
     ):
         build()
+
+
+def memory_job(**train):
+    data = copy.deepcopy(JOB["data"])
+    data["train"].update(loader="memory", **train)
+    data["eval"]["loader"] = "memory"
+    return {**copy.deepcopy(JOB), "data": data}
+
+
+def test_a_memory_loader_holds_the_data_on_the_run_s_device_and_trains_as_the_dataloader():
+    parts = build_job(resolve_job(memory_job()))
+    assert isinstance(parts.train_loader, MemoryLoader)
+    assert isinstance(parts.eval_loader, MemoryLoader)
+    assert parts.train_loader.device == torch.device("cpu")
+    assert (parts.train_loader.batch_size, len(parts.train_loader)) == (16, 3)
+    trainer = parts.trainer()
+    metrics = trainer.fit()
+    reference = build().trainer()
+    assert metrics == reference.fit()
+    for key, value in reference.state.model.state_dict().items():
+        assert torch.equal(trainer.state.model.state_dict()[key], value), key
+
+
+def test_a_memory_loader_crops_and_flips_the_input_key_item():
+    job = memory_job(random_crop_padding=1, horizontal_flip=True)
+    job["data"]["train"]["wrap"] = [{"name": "as_dict", "keys": ["pixels", "label"]}]
+    job["data"]["eval"]["wrap"] = [{"name": "as_dict", "keys": ["pixels", "label"]}]
+    job["trainer"].update(input_key="pixels", target_key="label")
+    loader = build_job(resolve_job(job)).train_loader
+    assert (loader.input_key, loader.random_crop_padding, loader.horizontal_flip) == (
+        "pixels",
+        1,
+        True,
+    )
+    batch = next(iter(loader))
+    assert batch["pixels"].shape == (16, 2, 4, 4)

@@ -53,8 +53,10 @@ def test_defaults_are_filled_and_dataset_facts_left_to_the_builder():
         (
             with_("data.train.batchsize", 32),
             r"^data\.train\.batchsize: unknown key "
-            r"\(did you mean 'batch_size'\?\); dataset 'synthetic' takes .*its loader takes "
-            r"batch_size, drop_last, num_workers, shuffle, and wrap lists wrappers\.$",
+            r"\(did you mean 'batch_size'\?\); dataset 'synthetic' takes noise, num_classes, "
+            r"num_samples, seed, shape, split, its loader \(dataloader\) takes batch_size, "
+            r"drop_last, num_workers, shuffle, loader chooses dataloader or memory, and wrap "
+            r"lists wrappers\.$",
         ),
         (
             with_("algorithms", [{"name": "label_smoothing", "smoothing": 0.1, "smoothin": 0.2}]),
@@ -77,6 +79,35 @@ def test_defaults_are_filled_and_dataset_facts_left_to_the_builder():
         ({k: v for k, v in MINIMAL.items() if k != "optimizer"}, r"^optimizer: missing section"),
         (with_("data.train", None), r"^data\.train: missing"),
         (with_("data.test", {"name": "digits"}), r"^data\.test: unknown key"),
+        (
+            with_("data.train.loader", "fast"),
+            r"^data\.train\.loader: 'fast' is not a loader; expected 'dataloader' or 'memory'\.$",
+        ),
+        (
+            with_("data.train", {"name": "synthetic", "loader": "memory", "num_workers": 2}),
+            r"^data\.train\.num_workers: 2 is for the dataloader loader, but this section's "
+            r"loader is memory, which has no num_workers; leave it out or set loader: "
+            r"dataloader\.$",
+        ),
+        (
+            with_("data.train", {"name": "digits", "random_crop_padding": 1}),
+            r"^data\.train\.random_crop_padding: 1 is for the memory loader, but this section's "
+            r"loader is dataloader, which has no random_crop_padding; leave it out or set "
+            r"loader: memory\.$",
+        ),
+        (
+            with_(
+                "data.train",
+                {
+                    "name": "image_folder",
+                    "root": "x",
+                    "loader": "memory",
+                    "random_resized_crop": True,
+                },
+            ),
+            r"^data\.train\.random_resized_crop: the memory loader reads each sample once, so "
+            r"this random transform would be drawn once for the whole run; use loader: dataloader",
+        ),
         (with_("model", "mlp"), r"^model: expected a mapping such as \{name: "),
         (with_("model", {"width": 3}), r"^model\.name: missing; one of cifar_resnet, mlp"),
         (with_("algorithms", {"name": "label_smoothing"}), r"^algorithms: expected a list of"),
@@ -139,3 +170,27 @@ def test_a_job_compiles_its_model_with_the_options_it_names():
         ConfigError, match=r"^trainer: compile.backend: 'eagr' .*did you mean 'eager'"
     ):
         build_job(job).trainer()
+
+
+def test_a_memory_loader_takes_the_dataset_s_own_augmentation_options():
+    """Cropped and flipped batched on the device, not once per sample by the dataset."""
+    train = {"name": "image_folder", "root": "x", "loader": "memory", "horizontal_flip": True}
+    data = resolve_job(with_("data.train", train))["data"]["train"]
+    assert data["loader"] == "memory"
+    assert data["horizontal_flip"] is True
+    assert data["random_crop_padding"] == 0
+    assert "num_workers" not in data
+    assert resolve_job(MINIMAL)["data"]["train"]["loader"] == "dataloader"
+
+
+def test_one_override_switches_a_resolved_job_s_loader():
+    """Another loader's keys at their defaults, as a resolved job holds them, are dropped."""
+    resolved = resolve_job(with_("data.train", {"name": "digits", "batch_size": 32}))
+    memory = copy.deepcopy(resolved)
+    memory["data"]["train"]["loader"] = "memory"
+    train = resolve_job(memory)["data"]["train"]
+    assert (train["loader"], train["batch_size"]) == ("memory", 32)
+    assert "num_workers" not in train
+    back = copy.deepcopy(resolve_job(memory))
+    back["data"]["train"]["loader"] = "dataloader"
+    assert resolve_job(back) == resolved
