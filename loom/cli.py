@@ -1,4 +1,4 @@
-"""The ``loom`` command: train, validate, list, compare, predict, events."""
+"""The ``loom`` command: train, validate, list, compare, predict, export, events."""
 
 from __future__ import annotations
 
@@ -233,6 +233,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_import_argument(predict)
     predict.set_defaults(run=_predict)
+
+    export = commands.add_parser(
+        "export",
+        help="export a run's model as ONNX, an exported program or TorchScript",
+        description="Build the model of the run in RUN_DIR from its config.yaml, load only "
+        "the weights from the file --checkpoint names (the run's result: an EMA's average "
+        "when the run had one), export it in eval mode with a dynamic batch dimension, "
+        "check its outputs against PyTorch's on a batch of the job's evaluation data with "
+        "the format's runtime, and write it once they agree.",
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument(
+        "--format",
+        required=True,
+        # Checked by loom.runs.export, which owns the formats (importing it here would
+        # slow every command by the job builder's imports).
+        metavar="onnx|exported_program|torchscript",
+        help="onnx (model.onnx, checked with onnxruntime; needs loom[export]), "
+        "exported_program (torch.export, .pt2) or torchscript (torch.jit.trace)",
+    )
+    export.add_argument(
+        "--checkpoint",
+        default="final",
+        metavar="final|last|best|PATH",
+        help="the weights, as loom predict takes them: final, the run's model.pt "
+        "(default); last, its latest checkpoint; best, the best checkpoint its "
+        "summary.json lists; or the path of a checkpoint or weights file",
+    )
+    export.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="the file, ending in the format's suffix (.onnx, .pt2, .torchscript); "
+        "default RUN_DIR/export/model-<checkpoint>.<suffix>",
+    )
+    _add_import_argument(export)
+    export.set_defaults(run=_export)
 
     events = commands.add_parser(
         "events", help="print the training loop with every event at its place"
@@ -681,6 +718,38 @@ def _predict(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     finally:
         destroy_process_group()  # under torchrun; nothing otherwise
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from loom.config import ConfigError
+    from loom.runs import RunDirectory
+    from loom.runs.export import ExportError, check_output, default_output, export_run
+    from loom.runs.predict import PredictionError, predict_job, weights_file
+    from loom.trainer import CheckpointError, FileWriteError
+
+    _import_modules(args.imports)
+    try:
+        # The output first: a mistake there should not wait for the export.
+        output = check_output(
+            args.output or default_output(args.run_dir, args.format, args.checkpoint),
+            args.format,
+        )
+        job = predict_job(args.run_dir)
+        weights = weights_file(args.run_dir, job, args.checkpoint)
+        exported = export_run(job, weights, args.format, output)
+    except ConfigError as error:
+        raise CommandError(f"{RunDirectory(args.run_dir).config}: {error}") from None
+    except (ExportError, PredictionError, CheckpointError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
+    except FileWriteError as error:
+        raise CommandError(f"{error}; give --output FILE in a writable folder.") from None
+    print(
+        f"exported {weights} as {args.format}: {exported.path}\n"
+        f"checked against PyTorch on {exported.samples} samples of data.{exported.split} "
+        f"(traced with {exported.traced_samples}): max abs difference "
+        f"{exported.max_abs_difference:.3g}"
+    )
     return 0
 
 

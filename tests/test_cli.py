@@ -57,7 +57,9 @@ def run_loom(capsys, *arguments):
     return status, output.out, output.err
 
 
-@pytest.mark.parametrize("command", ["train", "validate", "list", "compare", "predict", "events"])
+@pytest.mark.parametrize(
+    "command", ["train", "validate", "list", "compare", "predict", "export", "events"]
+)
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

@@ -118,6 +118,7 @@ def test_every_method_card_says_what_composes_with_what_as_the_effects_do():
 
 def test_the_configuration_reference_covers_every_section_name_and_key():
     from loom.config.job import SECTIONS, TRAINER_ARGUMENTS_BUILT_BY_JOBS
+    from loom.config.loaders import LOADER_FACTS, LOADERS
     from loom.config.reference import components_markdown, parameters_table
     from loom.config.schema import parameters_of
 
@@ -128,6 +129,10 @@ def test_the_configuration_reference_covers_every_section_name_and_key():
     assert generated == components_markdown(), "regenerate with: loom list --markdown"
     trainer_keys = parameters_of(loom.Trainer, skip=TRAINER_ARGUMENTS_BUILT_BY_JOBS)
     assert parameters_table(trainer_keys) in reference
+    for split, loaders in LOADERS.items():
+        for kind, factory in loaders.items():
+            keys = parameters_of(factory, skip=LOADER_FACTS)
+            assert parameters_table(keys) in reference, f"data.{split} with loader: {kind}"
 
 
 def test_the_readme_starts_with_the_main_job_and_the_tests():

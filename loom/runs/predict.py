@@ -51,18 +51,20 @@ from loom.config.job import resolve_job
 from loom.config.job_file import apply_overrides, read_job_file
 from loom.config.loaders import eval_loader
 from loom.config.run_directory import RUN_WEIGHTS, RunDirectory, RunFileError
-from loom.trainer import load_model_weights, write_atomically
+from loom.trainer import Trainer, load_model_weights, write_atomically
 
 __all__ = [
     "OUTPUT_FORMATS",
     "PREDICTABLE_SECTIONS",
     "SPLITS",
     "PredictionError",
+    "PredictionParts",
     "RunPredictions",
     "check_output",
     "default_output",
     "predict_job",
     "predict_run",
+    "prediction_parts",
     "weights_file",
     "write_predictions",
 ]
@@ -153,21 +155,34 @@ def weights_file(run_dir: str | os.PathLike[str], job: Mapping[str, Any], choice
         raise PredictionError(str(error)) from None
 
 
-def predict_run(
-    job: Mapping[str, Any], weights: str | os.PathLike[str], *, split: str = "eval"
-) -> RunPredictions:
-    """The outputs of ``job``'s model, with the weights alone from ``weights``, on the
-    job's ``split`` data in the dataset's order.
+@dataclass
+class PredictionParts:
+    """What predicting a job's split needs, built.
 
-    The model, data, device, precision and batch keys are the job's; its algorithms,
-    callbacks, schedule and ``eval_metrics`` are left out (nothing trains or evaluates).
+    Attributes:
+        trainer: The job's Trainer: its model (with the weights it was built with),
+            device, precision and batch keys.
+        loader: The split's data in the dataset's order, every sample once.
+        classes: The training data's class names, when it has them.
+    """
+
+    trainer: Trainer
+    loader: Any
+    classes: list[str] | None
+
+
+def prediction_parts(
+    job: Mapping[str, Any], split: str = "eval", *, with_algorithms: bool = False
+) -> PredictionParts:
+    """The parts of ``job`` that predicting its ``split`` data needs: its model, data,
+    device, precision and batch keys; its callbacks, schedule and ``eval_metrics`` are
+    left out, and its algorithms too unless ``with_algorithms`` (for the states a
+    checkpoint holds of them, such as an average of the weights).
 
     Raises:
-        PredictionError: The job has no such data, or its model's outputs are not
-            ``(samples, classes)``.
+        PredictionError: ``split`` is not one of :data:`SPLITS`, or the job has no such
+            data.
         ConfigError: The job cannot be built.
-        FileNotFoundError, CheckpointError: ``weights`` is missing, cannot be read, or
-            does not fit the model.
     """
     if split not in SPLITS:
         raise PredictionError(f"split={split!r} is not one of {', '.join(SPLITS)}.")
@@ -178,7 +193,7 @@ def predict_run(
             f"data, or name the data with overrides, e.g. data.{split}.name=digits "
             f"data.{split}.split=test."
         )
-    # Only what predicting needs is built: no plugin (a logger would open its files), no
+    # Only what predicting needs is built: no callback (a logger would open its files), no
     # schedule, no added evaluation metric (torchmetrics need not be installed to predict),
     # and the evaluation data only when it is what is predicted.
     parts = build_job(
@@ -186,7 +201,7 @@ def predict_run(
             **job,
             "data": {"train": data["train"], "eval": data["eval"] if split == "eval" else None},
             "scheduler": None,
-            "algorithms": [],
+            "algorithms": job["algorithms"] if with_algorithms else [],
             "callbacks": [],
             "eval_metrics": [],
         }
@@ -196,11 +211,31 @@ def predict_run(
     else:  # the training data in order, every sample once (no shuffle, no drop_last)
         spec = data["train"]
         loader = eval_loader(
-            parts.train_loader.dataset, spec["batch_size"], num_workers=spec["num_workers"]
+            parts.train_loader.dataset, spec["batch_size"], num_workers=spec.get("num_workers", 0)
         )
-    trainer = parts.trainer()
-    load_model_weights(trainer.state.model, weights)
-    logits = trainer.predict(loader)
+    return PredictionParts(parts.trainer(), loader, parts.classes)
+
+
+def predict_run(
+    job: Mapping[str, Any], weights: str | os.PathLike[str], *, split: str = "eval"
+) -> RunPredictions:
+    """The outputs of ``job``'s model, with the weights alone from ``weights``, on the
+    job's ``split`` data in the dataset's order.
+
+    The model, data, device, precision and batch keys are the job's; its algorithms,
+    callbacks, schedule and ``eval_metrics`` are left out (nothing trains or evaluates):
+    see :func:`prediction_parts`.
+
+    Raises:
+        PredictionError: The job has no such data, or its model's outputs are not
+            ``(samples, classes)``.
+        ConfigError: The job cannot be built.
+        FileNotFoundError, CheckpointError: ``weights`` is missing, cannot be read, or
+            does not fit the model.
+    """
+    parts = prediction_parts(job, split)
+    load_model_weights(parts.trainer.state.model, weights)
+    logits = parts.trainer.predict(parts.loader)
     if logits.dim() != 2:
         raise PredictionError(
             f"the model's outputs are {tuple(logits.shape)}, not (samples, classes): loom "

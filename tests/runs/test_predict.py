@@ -147,6 +147,16 @@ def test_the_training_data_and_overrides_of_the_data(run, capsys, tmp_path):
     torch.testing.assert_close(logits, outputs_with(run / "model.pt", num_samples=9))
 
 
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_a_memory_loader_predicts_as_the_dataloader(run, capsys, tmp_path, split):
+    output = tmp_path / "memory.pt"
+    memory = f"data.{split}.loader=memory"
+    assert predict(capsys, run, "--split", split, "--output", output, memory)[0] == 0
+    logits = torch.load(output, weights_only=True)["logits"]
+    data = ("train", 40) if split == "train" else ("test", 14)
+    torch.testing.assert_close(logits, outputs_with(run / "model.pt", *data))
+
+
 def test_a_run_without_a_best_checkpoint_names_the_setting_that_keeps_them(plain_run, capsys):
     status, out, err = predict(capsys, plain_run, "--checkpoint", "best")
     assert (status, out) == (2, "")
