@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from loom.config.registries import (
 from loom.config.registry import Registry
 from loom.config.schema import ConfigError, parameters_of
 from loom.config.teacher import TEACHER, WEIGHTS, find_teacher
+from loom.optim.implementation import fastest_step
 from loom.trainer import (
     EVAL_METRICS,
     Algorithm,
@@ -160,7 +161,10 @@ def build_job(
     train_factory, eval_factory = (
         LOADERS[split][data[split][LOADER_KEY]] if data[split] else None for split in LOADERS
     )
-    loading = _what_loaders_take(job, (train_factory, eval_factory))
+    with _section("trainer.device"):
+        device = resolve_device(job["trainer"]["device"])
+    # What a memory loader needs of the run: where to hold the data, which item to augment.
+    loading = {"device": device, "input_key": job["trainer"]["input_key"]}
     train_set = _build(DATASETS, data["train"], "data.train", drop=_not_dataset_keys(train_factory))
     if num_batches(train_set) == 0:  # its length (None for a stream)
         raise ConfigError(
@@ -190,7 +194,10 @@ def build_job(
 
     _check_against_the_data(job, facts)
     model = _build(MODELS, job["model"], "model", facts=facts)
-    optimizer = _build(OPTIMIZERS, job["optimizer"], "optimizer", positional=model.parameters())
+    parameters = list(model.parameters())
+    optimizer_class = OPTIMIZERS.get(job["optimizer"]["name"], "optimizer.name")
+    optimizer_spec = fastest_step(optimizer_class, job["optimizer"], parameters, device)
+    optimizer = _build(OPTIMIZERS, optimizer_spec, "optimizer", positional=parameters)
     schedulers = []
     if job["scheduler"] is not None:
         timing = {
@@ -371,17 +378,6 @@ def _loader(
         dataset = Subset(dataset, range(min(len(dataset), limit * arguments["batch_size"])))
     wanted = _signature(factory)
     return factory(dataset, **arguments, **{k: v for k, v in facts.items() if k in wanted})
-
-
-def _what_loaders_take(job: Mapping[str, Any], factories: Iterable[Any]) -> dict[str, Any]:
-    """The run's facts the loaders take: a memory loader holds the data on the run's
-    device and crops and flips the ``input_key`` item."""
-    wanted = {name for factory in factories if factory for name in _signature(factory)}
-    facts: dict[str, Any] = {"input_key": job["trainer"]["input_key"]}
-    if "device" in wanted:
-        with _section("trainer.device"):
-            facts["device"] = resolve_device(job["trainer"]["device"])
-    return facts
 
 
 def _signature(factory: Any) -> Mapping[str, inspect.Parameter]:
