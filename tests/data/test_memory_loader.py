@@ -207,6 +207,21 @@ def test_an_augmented_run_resumed_mid_epoch_ends_bitwise_as_the_uninterrupted(im
         assert torch.equal(resumed.state.model.state_dict()[key], value), key
 
 
+@pytest.mark.gpu
+def test_on_cuda_it_holds_the_data_there_and_batches_as_on_the_cpu(images):
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    on_cpu = epochs(MemoryLoader(images, 64, shuffle=True))
+    torch.manual_seed(0)
+    on_cuda = epochs(MemoryLoader(images, 64, shuffle=True, device=cuda))
+    assert on_cuda[0][0].device.type == "cuda"
+    assert_same_batches([[t.cpu() for t in batch] for batch in on_cuda], on_cpu)
+    augmented = MemoryLoader(images, 64, device=cuda, random_crop_padding=1, horizontal_flip=True)
+    (inputs, targets), *_ = augmented
+    assert (inputs.device.type, inputs.shape) == ("cuda", (64, 1, 8, 8))
+    assert torch.equal(targets.cpu(), images.targets[:64])
+
+
 SCRIPT = Path(__file__).with_name("memory_loader_job.py")
 
 

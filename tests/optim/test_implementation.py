@@ -26,6 +26,25 @@ def test_left_to_loom_the_cpu_step_is_fused(optimizer):
     }
 
 
+@pytest.mark.gpu
+def test_on_cuda_the_step_is_fused_and_trains_as_the_loop():
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    fused_model = torch.nn.Linear(8, 3).to(cuda)
+    loop_model = copy.deepcopy(fused_model)
+    chosen = fastest_step(torch.optim.AdamW, {"lr": 0.01}, fused_model.parameters(), cuda)
+    assert chosen == {"lr": 0.01, "fused": True}
+    fused = torch.optim.AdamW(fused_model.parameters(), **chosen)
+    loop = torch.optim.AdamW(loop_model.parameters(), lr=0.01, foreach=False)
+    inputs = torch.randn(16, 8, device=cuda)
+    for model, optimizer in ((fused_model, fused), (loop_model, loop)):
+        for _ in range(20):
+            optimizer.zero_grad()
+            model(inputs).square().mean().backward()
+            optimizer.step()
+    torch.testing.assert_close(fused_model.weight, loop_model.weight, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("optimizer", "arguments", "parameters", "device"),
     [

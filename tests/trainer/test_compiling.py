@@ -46,7 +46,7 @@ def make_trainer(seed=0, num_samples=90, **kwargs):
         DataLoader(TensorDataset(inputs, targets), batch_size=45),
         max_duration=kwargs.pop("max_duration", "20ba"),
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        device="cpu",
+        device=kwargs.pop("device", "cpu"),
         seed=seed,
         **kwargs,
     )
@@ -74,6 +74,15 @@ def test_inductor_on_the_cpu_matches_eager():
     compiled.fit()
     for a, b in zip(eager.state.model.parameters(), compiled.state.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_inductor_on_cuda_matches_eager_over_20_steps():
+    eager_record, compiled_record = LossRecord(), LossRecord()
+    make_trainer(device="cuda", callbacks=[eager_record]).fit()
+    make_trainer(device="cuda", compile=True, callbacks=[compiled_record]).fit()
+    pairs = zip(eager_record.losses, compiled_record.losses, strict=True)
+    assert max(abs(a - b) for a, b in pairs) <= 1e-5
 
 
 def test_algorithms_that_edit_the_batch_cost_a_bounded_number_of_graphs():
