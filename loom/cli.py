@@ -608,11 +608,12 @@ def _validate(args: argparse.Namespace) -> int:
         # Built, not trained: the data's sizes and class counts against the job's. (A
         # checkpoint callback's folder is only named, never made, by building it.)
         folder = Path(tempfile.gettempdir()) / "loom-validate" / "checkpoints"
-        parts = build_job(job, checkpoint_folder=folder)
-        # The trainer section's values as the Trainer checks them, on this machine's CPU
-        # in fp32: the job's device and precision may be those of the machine it runs on.
+        # Built and checked on this machine's CPU in fp32: the job's device and precision
+        # may be those of the machine it runs on (its name is checked all the same).
         parse_device(job["trainer"]["device"])
-        parts.trainer_arguments.update(device="cpu", precision="fp32")
+        here = {**job, "trainer": {**job["trainer"], "device": "cpu"}}
+        parts = build_job(here, checkpoint_folder=folder)
+        parts.trainer_arguments.update(precision="fp32")
         trainer = parts.trainer()
     except ConfigError as error:
         raise CommandError(f"{where}: {error}") from None
