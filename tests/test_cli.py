@@ -661,16 +661,6 @@ def test_review_mends_of_resume_and_validate(tmp_path, capsys):
     assert status == 0, err
 
 
-def test_a_new_argument_of_a_component_is_no_difference_but_a_new_component_is():
-    from loom.cli import _differences
-
-    saved = {"optimizer": {"name": "adam", "lr": 0.1}, "callbacks": []}
-    newer_torch = {"optimizer": {"name": "adam", "lr": 0.1, "decoupled": False}, "callbacks": []}
-    assert _differences(saved, newer_torch) == []
-    added = {**saved, "callbacks": [{"name": "progress_bar"}]}
-    assert _differences(saved, added) == ["callbacks.0.name"]
-
-
 LONG_SMALL_JOB = (
     "model: {name: mlp, hidden_sizes: [8]}\n"
     "data: {train: {name: synthetic, num_samples: 256, shape: [4], batch_size: 16}}\n"
