@@ -141,6 +141,13 @@ def _parser() -> argparse.ArgumentParser:
         "(compare them with loom compare RUN_DIR)",
     )
     train.add_argument(
+        "--autoresume",
+        action="store_true",
+        help="with --run-dir DIR: continue the run of this job in DIR if it holds one, "
+        "else start it there; the same command, run again after any stop (a torchrun "
+        "restart, a requeue), goes on with the run",
+    )
+    train.add_argument(
         "--resume",
         type=Path,
         metavar="RUN_DIR",
@@ -336,6 +343,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.config is None and args.resume is None:
         raise CommandError("give the job file CONFIG, or --resume RUN_DIR to continue a run.")
+    _check_autoresume_arguments(args)
     job = _resumed_job(args) if args.resume is not None else _resolved_job(args)
     source = args.config if args.config is not None else RunDirectory(args.resume).config
     if args.print_config:
@@ -359,6 +367,12 @@ def _train(args: argparse.Namespace) -> int:
         if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
             raise CommandError(f"--run-dir {args.run_dir}: it is a file; give a directory.")
         created = None
+        resume_from = None
+        if args.autoresume:
+            decision = _autoresume(job, args.run_dir)
+            if decision.action == "finished":
+                return 0
+            resume_from = decision.checkpoint
         if args.resume is None and args.run_dir is None:
             created = run_dir = _new_run_dir(job, args.config.stem)
         else:
@@ -374,7 +388,13 @@ def _train(args: argparse.Namespace) -> int:
             if args.seeds is not None:
                 started = True  # each seed announces its own
                 return _train_seeds(job, run_dir, args.seeds)
-            metrics = train_job(job, run_dir, resume=args.resume is not None, on_start=announce)
+            metrics = train_job(
+                job,
+                run_dir,
+                resume=args.resume is not None,
+                checkpoint=resume_from,
+                on_start=announce,
+            )
         finally:
             if created is not None and not started and is_main_process():
                 with contextlib.suppress(OSError):  # only if still empty
@@ -410,10 +430,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_run_dir(job: dict[str, Any], name: str) -> Path:
-    """A new run directory, ``runs/<name>-<timestamp>``, created: under torchrun the
-    process group starts first, so that rank 0 names it for every rank."""
-    from loom.runs import new_run_dir
+def _check_autoresume_arguments(args: argparse.Namespace) -> None:
+    if not args.autoresume:
+        return
+    if args.run_dir is None:
+        raise CommandError(
+            "--autoresume needs --run-dir DIR: the directory a rerun of the same command "
+            "finds the run in again."
+        )
+    for given, option in ((args.resume, "--resume"), (args.seeds, "--seeds")):
+        if given is not None:
+            raise CommandError(f"give --autoresume or {option}, not both.")
+    if args.dry_run is not None:
+        raise CommandError("--dry-run writes no run to resume: give it without --autoresume.")
+
+
+def _autoresume(job: dict[str, Any], run_dir: Path) -> Any:
+    """Rank 0's decision for every rank: start, resume from a checkpoint, or nothing."""
+    from loom.runs.autoresume import AutoresumeError, decide
+    from loom.trainer.runtime import decided_by_rank_zero
+
+    _join_torchrun_job(job)
+    try:
+        decision = decided_by_rank_zero(lambda: decide(run_dir, job), "--autoresume")
+    except AutoresumeError as error:
+        raise CommandError(str(error)) from None
+    if is_main_process():
+        print(f"autoresume: {decision.found}")
+    return decision
+
+
+def _join_torchrun_job(job: dict[str, Any]) -> None:
+    """Under torchrun, this process's part of the process group, started now: rank 0
+    then decides for every rank. Alone, nothing."""
     from loom.trainer.runtime import join_torchrun_job, resolve_device, torchrun_world_size
 
     if torchrun_world_size() > 1:
@@ -422,6 +471,14 @@ def _new_run_dir(job: dict[str, Any], name: str) -> Path:
         except ValueError as error:
             raise CommandError(f"trainer.device: {error}") from None
         join_torchrun_job(device)
+
+
+def _new_run_dir(job: dict[str, Any], name: str) -> Path:
+    """A new run directory, ``runs/<name>-<timestamp>``, created: under torchrun the
+    process group starts first, so that rank 0 names it for every rank."""
+    from loom.runs import new_run_dir
+
+    _join_torchrun_job(job)
     return new_run_dir(name)
 
 
@@ -466,18 +523,22 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-RESUMABLE_CHANGES = ("trainer.max_duration",)
-"""What a resumed run may change from the job it started as: how long it trains."""
-
-
 def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
     """The job of the run in ``--resume RUN_DIR``: its own ``config.yaml``, with the
     overrides given (or a job file given instead, which must be that job). Only
-    :data:`RESUMABLE_CHANGES` may differ; every other change is refused, naming each
-    key with both values, so that a resumed run is the run that was started.
+    :data:`~loom.config.job_changes.RESUMABLE_CHANGES` may differ; every other change is
+    refused, naming each key with both values, so that a resumed run is the run that was
+    started.
     """
     from loom.config import ConfigError
     from loom.config.job import resolve_job
+    from loom.config.job_changes import (
+        RESUMABLE_CHANGES,
+        describe_differences,
+        job_differences,
+        length_change_refused,
+        unresumable,
+    )
     from loom.config.job_file import apply_overrides, read_job_file
     from loom.runs import RunDirectory
     from loom.runs.status import RunState, read_status
@@ -521,29 +582,20 @@ def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
     except ConfigError as error:
         source = args.config or saved_path
         raise CommandError(f"{source}{_overrides_note(args.overrides)}: {error}") from None
-    changed = [key for key in _differences(saved, wanted) if key not in RESUMABLE_CHANGES]
+    changed = unresumable(job_differences(saved, wanted))
     if changed:
         given = "the overrides change" if args.config is None else f"{args.config} changes"
         raise CommandError(
-            f"--resume {args.resume}: {given} {_listed(changed, saved, wanted)} of the "
-            f"job the run started as ({saved_path}); a resumed run may change only "
+            f"--resume {args.resume}: {given} {describe_differences(changed, saved, wanted)} "
+            f"of the job the run started as ({saved_path}); a resumed run may change only "
             f"{', '.join(RESUMABLE_CHANGES)}. Leave the job file out (loom train --resume "
             "RUN_DIR resumes the run's own job), or start a new run for another job."
         )
-    from loom.optim.schedules import SHAPED_BY_RUN_LENGTH
-
-    schedule = saved["scheduler"]
-    if (
-        schedule is not None
-        and schedule["name"] in SHAPED_BY_RUN_LENGTH
-        and _differences(saved["trainer"], wanted["trainer"])
-    ):
+    refused = length_change_refused(saved, wanted)
+    if refused is not None:
         raise CommandError(
-            f"--resume {args.resume}: trainer.max_duration "
-            f"({saved['trainer']['max_duration']} in the run, "
-            f"{wanted['trainer']['max_duration']} now) cannot change: the {schedule['name']} "
-            "schedule is shaped by the run's length, which its checkpoint holds. Resume "
-            "with the run's own duration, or start a new run."
+            f"--resume {args.resume}: {refused}. Resume with the run's own duration, or "
+            "start a new run."
         )
     return wanted  # the run's job, but for what a resumed run may change
 
@@ -551,50 +603,6 @@ def _resumed_job(args: argparse.Namespace) -> dict[str, Any]:
 def _is_override(text: str) -> bool:
     """Whether a positional argument is ``KEY.PATH=VALUE`` rather than a job file."""
     return "=" in text and not Path(text).exists()
-
-
-def _differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
-    """The dotted keys whose values differ between two resolved jobs, sorted.
-
-    An argument that one side's component has and the other's lacks (a newer torch's
-    optimizer argument, say, filled with its default) is no difference; a component
-    one side lacks altogether (a callback added) is.
-    """
-    first_flat, second_flat = _flatten(first), _flatten(second)
-
-    def new_argument(key: str, other: dict[str, str]) -> bool:
-        parent = key.rpartition(".")[0]
-        return bool(parent) and any(name.startswith(f"{parent}.") for name in other)
-
-    found = []
-    for key in set(first_flat) | set(second_flat):
-        if key in first_flat and key in second_flat:
-            if first_flat[key] != second_flat[key]:
-                found.append(key)
-        elif not new_argument(key, second_flat if key in first_flat else first_flat):
-            found.append(key)
-    return sorted(found)
-
-
-def _listed(keys: list[str], before: dict[str, Any], after: dict[str, Any]) -> str:
-    """Each key with its two values: ``optimizer.lr (0.05 in the run, 0.5 now)``."""
-    old, new = _flatten(before), _flatten(after)
-    return ", ".join(
-        f"{key} ({old.get(key, 'absent')} in the run, {new.get(key, 'absent')} now)" for key in keys
-    )
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = ((str(index), item) for index, item in enumerate(value))
-    else:
-        return {prefix: repr(value)}
-    flat: dict[str, str] = {}
-    for key, item in items:
-        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def _validate(args: argparse.Namespace) -> int:

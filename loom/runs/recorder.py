@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 import loom
 from loom.callbacks.training_time import TrainingTime
@@ -25,10 +24,10 @@ from loom.trainer import (
     FileWriteError,
     State,
     exported_weights,
-    is_main_process,
     remove_stale_temporaries,
     write_atomically,
 )
+from loom.trainer.runtime import decided_by_rank_zero
 
 __all__ = ["RunRecorder", "new_run_dir"]
 
@@ -52,22 +51,14 @@ def new_run_dir(job_name: str, parent: str | os.PathLike[str] = "runs") -> Path:
         >>> second.name == f"{first.name}-2", second.is_dir()
         (True, True)
     """
-    chosen: list[Any] = [None]
-    if is_main_process():
+
+    def create() -> Path:
         try:
-            chosen[0] = _create_run_dir(job_name, Path(parent))
+            return _create_run_dir(job_name, Path(parent))
         except OSError as error:
-            chosen[0] = FileWriteError.of(error, Path(parent) / f"{job_name}-...")
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast_object_list(chosen, src=0)  # the error too: every rank stops on it
-    if isinstance(chosen[0], FileWriteError):
-        raise chosen[0]
-    if chosen[0] is None:  # a rank but 0, with no process group to hear rank 0's name from
-        raise RuntimeError(
-            "new_run_dir on a rank other than 0 needs the process group started first "
-            "(join_torchrun_job): rank 0 names the run directory for every rank."
-        )
-    return chosen[0]
+            raise FileWriteError.of(error, Path(parent) / f"{job_name}-...") from None
+
+    return decided_by_rank_zero(create, "the run directory")
 
 
 def _create_run_dir(job_name: str, parent: Path) -> Path:

@@ -24,6 +24,7 @@ def train_job(
     run_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Builds and trains ``job`` (a resolved job), filling ``run_dir``.
@@ -38,6 +39,8 @@ def train_job(
         job: A resolved job.
         run_dir: The run directory.
         resume: Continue the run in ``run_dir`` from its latest checkpoint.
+        checkpoint: Continue the run in ``run_dir`` from this checkpoint (one that
+            every rank was told, rather than each rank's look at the latest).
         on_start: Called once the job is built, just before training starts (and so
             before the run directory is filled): a job that cannot be built never
             calls it.
@@ -49,8 +52,8 @@ def train_job(
         ConfigError: ``resume`` and ``run_dir`` holds no checkpoint.
     """
     files = RunDirectory(run_dir)
-    load_path = None
-    if resume:
+    load_path = None if checkpoint is None else Path(checkpoint)
+    if resume and load_path is None:
         load_path = files.latest_checkpoint(job)
         if load_path is None:
             folders = ", ".join(map(str, files.checkpoint_folders(job)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "broadcast_buffers",
     "check_cpu_threads",
     "cpu_threads_for",
+    "decided_by_rank_zero",
     "destroy_process_group",
     "distribute",
     "grad_scaler_for",
@@ -269,6 +271,39 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def decided_by_rank_zero(decide: Callable[[], Any], what: str) -> Any:
+    """What ``decide()`` returns on rank 0, on every rank; or the exception it raised,
+    raised on every rank. Alone, ``decide()``. For the decisions a run must take once for
+    all its processes (its run directory, whether it resumes): a file system read or a
+    clock at each rank could answer each its own way.
+
+    Raises:
+        RuntimeError: A rank other than 0, before the process group started (it has no
+            way to hear rank 0's answer); the message names ``what`` was decided.
+
+    Examples:
+        >>> decided_by_rank_zero(lambda: "runs/digits-1", "the run directory")
+        'runs/digits-1'
+    """
+    answer: list[Any] = [None]
+    if is_main_process():
+        try:
+            answer[0] = ("value", decide())
+        except Exception as error:  # every rank raises it
+            answer[0] = ("error", error)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(answer, src=0)
+    if answer[0] is None:
+        raise RuntimeError(
+            f"{what} is rank 0's to decide: on another rank the process group must be "
+            "started first (join_torchrun_job)."
+        )
+    kind, value = answer[0]
+    if kind == "error":
+        raise value
+    return value
+
+
 def join_torchrun_job(device: torch.device) -> tuple[int, int]:
     """Starts this process's part of the process group, once; returns (rank, world size).
 
@@ -287,7 +322,15 @@ def join_torchrun_job(device: torch.device) -> tuple[int, int]:
     if device.type == "cuda":
         torch.cuda.set_device(device)  # this rank's GPU, before NCCL touches any
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=_TIMEOUT)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=_TIMEOUT))
+    # torchrun's restarts may hand the new processes the store of the ones they replace,
+    # whose addresses a process group would then try to connect to (gloo: "Connection
+    # refused", or a hang): each attempt keeps its keys apart.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"loom/attempt{attempt}", store)
+    dist.init_process_group(
+        backend, store=store, rank=rank, world_size=world_size, timeout=_TIMEOUT
+    )
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -50,6 +50,15 @@ def job(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torchrun_reference(job, tmp_path_factory) -> Path:
+    """The job run once under a 2-process torchrun, uninterrupted."""
+    run_dir = tmp_path_factory.mktemp("torchrun-reference") / "run"
+    result = runs.train(job, run_dir, torchrun=True)
+    assert result.returncode == 0, runs.tail(result)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def reference(job, tmp_path_factory) -> Reference:
     """The job run once, without a fault: what every interrupted run must end as."""
     folder = tmp_path_factory.mktemp("reference")

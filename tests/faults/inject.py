@@ -11,8 +11,10 @@ environment variables (see :mod:`tests.faults.runs`, which writes them):
   reference run does, from which a test picks the point to fail at.
 - ``LOOM_FAULT``: a JSON list of faults, each ``{"kind", "n", "moment", "action"}``
   and optionally ``"rank"`` (default 0), ``"after"`` (count ``n`` from when the fault
-  at that index fired), ``"repeat"``, ``"path"``: at the ``n``-th event of ``kind``, at
-  ``moment``, do ``action``.
+  at that index fired), ``"repeat"``, ``"path"``, ``"attempt"`` (default 0: torchrun's
+  ``TORCHELASTIC_RESTART_COUNT`` when it is due, so that a restarted job runs free),
+  ``"matching"`` (a regular expression: only events on a path it matches, relative to
+  the root, count): at the ``n``-th event of ``kind``, at ``moment``, do ``action``.
 - ``LOOM_FAULT_BARRIER``: ``FOLDER:COUNT``: wait, at import, until COUNT processes have
   arrived, then go on together at the start of the next wall-clock second.
 
@@ -41,6 +43,7 @@ import builtins
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +79,7 @@ class Injector:
         self.trace = trace
         self.root = os.path.abspath(root) if root else None
         self.rank = int(os.environ.get("RANK", "0"))
+        self.attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
         self.counts: dict[str, int] = {}
 
     def concerns(self, path: Any) -> bool:
@@ -96,6 +100,11 @@ class Injector:
     def event(self, kind: str, moment: str, path: Any = None) -> None:
         if moment == "before":
             self.counts[kind] = self.counts.get(kind, 0) + 1
+            relative = self.relative(path) or ""
+            for fault in self.faults:
+                if "matching" in fault and re.fullmatch(fault["matching"], relative):
+                    key = self._count_key(fault, kind)
+                    self.counts[key] = self.counts.get(key, 0) + 1
             if self.trace and self.rank == 0:
                 line = {"kind": kind, "n": self.counts[kind], "path": self.relative(path)}
                 with _real_open(self.trace, "a", encoding="utf-8") as file:
@@ -116,14 +125,20 @@ class Injector:
     def _due(self, fault: dict[str, Any], kind: str, moment: str) -> bool:
         if fault["kind"] != kind or fault["moment"] != moment:
             return False
-        if fault.get("rank", 0) != self.rank:
+        if fault.get("rank", 0) != self.rank or fault.get("attempt", 0) != self.attempt:
             return False
+        key = self._count_key(fault, kind)
         start = 0
         if "after" in fault:
             if fault["after"] not in self.fired:
                 return False
-            start = self.fired[fault["after"]].get(kind, 0)
-        return self.counts.get(kind, 0) - start == fault["n"]
+            start = self.fired[fault["after"]].get(key, 0)
+        return self.counts.get(key, 0) - start == fault["n"]
+
+    @staticmethod
+    def _count_key(fault: dict[str, Any], kind: str) -> str:
+        """What ``fault`` counts: events of its kind, or those on the paths it matches."""
+        return f"{kind} matching {fault['matching']}" if "matching" in fault else kind
 
     def _act(self, fault: dict[str, Any], kind: str, path: Any) -> None:
         action = fault["action"]

@@ -48,6 +48,7 @@ trainer: {max_duration: 3ep, device: cpu, cpu_threads: 1}
 4 batches (twice: the model and its EMA) after each."""
 
 BATCHES_PER_EPOCH = 8
+BATCHES_PER_RANK_EPOCH = BATCHES_PER_EPOCH // 2  # under a 2-process torchrun
 
 INJECT = "tests.faults.inject"
 TIMEOUT = 120  # seconds, for one process; a run takes a few
@@ -57,9 +58,13 @@ _CHECKPOINT_NAME = re.compile(r"(best-)?epoch\d+-batch\d+\.pt")
 _INTERVAL_NAME = re.compile(r"epoch\d+-batch\d+\.pt")
 
 
-def loom_command(*arguments: Any, torchrun: bool = False) -> list[str]:
-    """``python -m loom ARGUMENTS`` (under a 2-process torchrun if asked)."""
-    start = [*TWO_PROCESS_TORCHRUN, "-m", "loom"] if torchrun else [sys.executable, "-m", "loom"]
+def loom_command(*arguments: Any, torchrun: bool = False, restarts: int = 0) -> list[str]:
+    """``python -m loom ARGUMENTS`` (under a 2-process torchrun if asked, which restarts
+    the job up to ``restarts`` times when a process fails)."""
+    if torchrun:
+        start = [*TWO_PROCESS_TORCHRUN, "--max-restarts", str(restarts), "-m", "loom"]
+    else:
+        start = [sys.executable, "-m", "loom"]
     return [*start, *map(str, arguments)]
 
 

@@ -13,17 +13,6 @@ from tests.faults import compare, runs
 
 pytestmark = pytest.mark.slow
 
-BATCHES_PER_RANK_EPOCH = runs.BATCHES_PER_EPOCH // 2
-
-
-@pytest.fixture(scope="module")
-def torchrun_reference(job, tmp_path_factory):
-    """The job run once under a 2-process torchrun, uninterrupted."""
-    run_dir = tmp_path_factory.mktemp("torchrun-reference") / "run"
-    result = runs.train(job, run_dir, torchrun=True)
-    assert result.returncode == 0, runs.tail(result)
-    return run_dir
-
 
 def test_sigterm_to_torchrun_mid_epoch_then_resume_under_torchrun_is_exact(
     job, torchrun_reference, tmp_path, seed, why
@@ -35,10 +24,10 @@ def test_sigterm_to_torchrun_mid_epoch_then_resume_under_torchrun_is_exact(
     RUN_DIR``, its weights, its final checkpoints (all entries, every rank's included),
     metrics.jsonl and the other files equal the uninterrupted 2-process run's, bitwise
     but for seconds."""
-    batches = 3 * BATCHES_PER_RANK_EPOCH
+    batches = 3 * runs.BATCHES_PER_RANK_EPOCH
     # the batch, or the next one (the ranks may agree on stopping a batch later), in
     # the middle of an epoch: the ranks' own partial statistics are in the checkpoint
-    mid_epoch = [n for n in range(1, batches) if n % BATCHES_PER_RANK_EPOCH not in (0, 3)]
+    mid_epoch = [n for n in range(1, batches) if n % runs.BATCHES_PER_RANK_EPOCH not in (0, 3)]
     batch = random.Random(f"{seed}-torchrun").choice(mid_epoch)
     fault = {
         "kind": "train_forward",
