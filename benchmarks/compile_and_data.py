@@ -5,7 +5,7 @@
   ``model.compile()``-d model (inductor), loom's Trainer eager and loom's Trainer with
   ``compile=True``. Each run trains ``WARMUP`` steps untimed (compiling happens there),
   then the timed steps; the four run in turn, ``--repeats`` times, and each time is
-  divided by the plain eager loop's of the same round; medians reported.
+  divided by the mean of its baseline's runs just before and after it; medians.
 - ``optimizer``: one ``optimizer.step()`` of SGD (momentum), Adam and AdamW on each
   model's parameters, as torch's loop, ``foreach`` and ``fused``; ratio to the loop.
 - ``loader``: an epoch of the digits training set (1437 samples, batches of 64) through
@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -66,7 +67,7 @@ def small_cnn() -> nn.Module:
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
     # name: (model, one input's shape, timed steps)
     "tiny MLP": (tiny_mlp, (64,), 1000),
-    "small CNN": (small_cnn, (1, 8, 8), 300),
+    "small CNN": (small_cnn, (1, 8, 8), 150),
 }
 
 
@@ -172,10 +173,14 @@ def compare_compiled_loss(repeats: int) -> None:
 def compare_compiled(
     name: str, make: Callable[[], nn.Module], data: list, steps: int, repeats: int
 ) -> None:
+    """One chain, plain eager, loom eager, plain compiled, loom compiled, ..., ending
+    with the two plain loops again: each time is divided by the mean of its baseline's
+    just before and just after it, which cancels the machine's drift (as
+    trainer_overhead.py does)."""
     variants = {
         "plain eager": lambda: plain_loop(make(), data, steps),
-        "plain compiled": lambda: plain_loop(compiled(make()), data, steps),
         "loom eager": lambda: loom_loop(make(), data, steps, compile=False),
+        "plain compiled": lambda: plain_loop(compiled(make()), data, steps),
         "loom compile=True": lambda: loom_loop(make(), data, steps, compile=True),
     }
     for run in variants.values():
@@ -184,18 +189,24 @@ def compare_compiled(
     for _ in range(repeats):
         for variant, run in variants.items():
             times[variant].append(run() / steps)
+    for baseline in ("plain eager", "plain compiled"):
+        times[baseline].append(variants[baseline]() / steps)
+
+    def against(variant: str, baseline: str) -> float:
+        pairs = itertools.pairwise(times[baseline])
+        neighbours = [(before + after) / 2 for before, after in pairs]
+        return statistics.median(t / b for t, b in zip(times[variant], neighbours, strict=False))
+
     print(f"\n{name} (batch {BATCH}, {steps} timed steps, {repeats} rounds)")
     for variant, seconds in times.items():
-        ratios = [s / p for s, p in zip(seconds, times["plain eager"], strict=True)]
-        print(
-            f"  {variant:18s} {statistics.median(seconds) * 1e6:8.1f} us/step  "
-            f"{statistics.median(ratios):.3f}x plain eager"
-        )
-    versus = [
-        loom / plain
-        for loom, plain in zip(times["loom compile=True"], times["plain compiled"], strict=True)
-    ]
-    print(f"  loom compile=True / plain compiled: {statistics.median(versus):.3f}x")
+        print(f"  {variant:18s} {statistics.median(seconds) * 1e6:8.1f} us/step")
+    for variant, baseline in [
+        ("loom eager", "plain eager"),
+        ("plain compiled", "plain eager"),
+        ("loom compile=True", "plain eager"),
+        ("loom compile=True", "plain compiled"),
+    ]:
+        print(f"  {variant} / {baseline}: {against(variant, baseline):.3f}")
 
 
 # optimizer
