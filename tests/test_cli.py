@@ -856,7 +856,7 @@ def test_a_signal_that_stops_at_once_is_one_line_with_what_resumes(
     import loom.runs.train
     from loom.trainer.signals import StoppedAtOnce
 
-    def interrupted(job, run_dir, *, resume=False, on_start=None):
+    def interrupted(job, run_dir, *, resume=False, checkpoint=None, on_start=None):
         if when == "in training":
             on_start()
         raise StoppedAtOnce("SIGTERM")

@@ -93,9 +93,9 @@ class MemoryLoader:
         self.random_crop_padding = random_crop_padding
         self.horizontal_flip = horizontal_flip
         self.fill = fill
-        self.sampler = sampler or (
-            RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        )
+        if sampler is None:  # not `sampler or`: an empty shard's sampler is falsy
+            sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        self.sampler = sampler
         self.collate_fn = default_collate  # how the held tensors were made from samples
         self._held = _held_on(dataset, self.device)
         if self.augments:
