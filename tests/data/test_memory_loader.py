@@ -73,6 +73,14 @@ def test_a_sampler_decides_the_order_as_in_a_dataloader(images):
     assert_same_batches(got, expected)
 
 
+def test_an_empty_shard_s_sampler_is_kept(images):
+    one = LabelledTensors(images.inputs[:1], images.targets[:1], images.classes)
+    empty = DistributedSampler(one, num_replicas=2, rank=1, shuffle=False, drop_last=True)
+    loader = MemoryLoader(one, 8, shuffle=True, sampler=empty)
+    assert loader.sampler is empty
+    assert (len(loader), list(loader)) == (0, [])
+
+
 def test_a_batch_is_its_own_copy(images):
     loader = MemoryLoader(images, batch_size=8)
     first = next(iter(loader))
