@@ -618,15 +618,16 @@ def _validate(args: argparse.Namespace) -> int:
         folder = Path(tempfile.gettempdir()) / "loom-validate" / "checkpoints"
         # Built and checked on this machine's CPU in fp32: the job's device and precision
         # may be those of the machine it runs on (its name is checked all the same).
-        parse_device(job["trainer"]["device"])
+        try:
+            parse_device(job["trainer"]["device"])
+        except ValueError as error:
+            raise CommandError(f"{where}: trainer.device: {error}") from None
         here = {**job, "trainer": {**job["trainer"], "device": "cpu"}}
         parts = build_job(here, checkpoint_folder=folder)
         parts.trainer_arguments.update(precision="fp32")
         trainer = parts.trainer()
     except ConfigError as error:
         raise CommandError(f"{where}: {error}") from None
-    except ValueError as error:  # the device's name
-        raise CommandError(f"{where}: trainer.device: {error}") from None
     print(f"{args.config}: valid job{_overrides_note(args.overrides)}.")
     for line in trainer.engine.effects_schedule():
         print(line)

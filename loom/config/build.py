@@ -158,9 +158,8 @@ def build_job(
     data = job["data"]
     # The facts come from the dataset itself: a wrapper may change what a sample looks
     # like (as_dict), not what the model and algorithms must know of the data.
-    train_factory, eval_factory = (
-        LOADERS[split][data[split][LOADER_KEY]] if data[split] else None for split in LOADERS
-    )
+    train_factory = LOADERS["train"][data["train"][LOADER_KEY]]
+    eval_factory = LOADERS["eval"][data["eval"][LOADER_KEY]] if data["eval"] else None
     with _section("trainer.device"):
         device = resolve_device(job["trainer"]["device"])
     # What a memory loader needs of the run: where to hold the data, which item to augment.
@@ -173,14 +172,16 @@ def build_job(
         )
     facts = _dataset_facts(train_set)
     train_set = _wrapped(train_set, data["train"], "data.train")
-    train = _loader(train_factory, train_set, data["train"], limit_batches, loading)
+    with _section(f"data.train (loader: {data['train'][LOADER_KEY]})"):
+        train = _loader(train_factory, train_set, data["train"], limit_batches, loading)
     _check_training_batches(train)
     _check_batch_keys(train, job["trainer"])
     evaluation = None
     if data["eval"] is not None:
         eval_set = _build(DATASETS, data["eval"], "data.eval", drop=_not_dataset_keys(eval_factory))
         eval_set = _wrapped(eval_set, data["eval"], "data.eval")
-        evaluation = _loader(eval_factory, eval_set, data["eval"], limit_batches, loading)
+        with _section(f"data.eval (loader: {data['eval'][LOADER_KEY]})"):
+            evaluation = _loader(eval_factory, eval_set, data["eval"], limit_batches, loading)
     run_dir = None if checkpoint_folder is None else Path(checkpoint_folder).parent
     # What a callback leaves out that the run fills in: where its files go, the job.
     where = {

@@ -201,7 +201,7 @@ def _item(batch: Any, key: int | str) -> torch.Tensor:
         return batch[key]
     except (KeyError, IndexError, TypeError):
         held = list(batch) if isinstance(batch, Mapping) else f"{len(batch)} items"
-        raise KeyError(
+        raise ValueError(
             f"input_key={key!r}: the samples hold no such item (they have {held}); the crops "
             "and flips change the images there."
         ) from None

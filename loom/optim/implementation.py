@@ -14,16 +14,19 @@ what it set.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["FUSED_DEVICES", "fastest_step"]
+__all__ = ["FUSED_DEVICES", "FUSED_OPTIMIZERS", "fastest_step"]
 
 FUSED_DEVICES = frozenset({"cpu", "cuda"})
 """The device types whose fused SGD, Adam and AdamW steps loom chooses by default."""
+
+FUSED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+"""The optimizers whose fused step loom chooses: those measured, with a fused kernel on
+every device of :data:`FUSED_DEVICES` (torch's Adagrad, say, has one on the CPU only)."""
 
 
 def fastest_step(
@@ -33,10 +36,11 @@ def fastest_step(
     device: torch.device,
 ) -> dict[str, Any]:
     """``arguments`` for ``optimizer`` with ``fused=True`` where the fused step is the
-    fastest correct choice: the optimizer takes ``fused``, ``arguments`` leave both
-    ``fused`` and ``foreach`` unset (None), nothing asks for a differentiable step, the
-    run is on a device of :data:`FUSED_DEVICES`, and every parameter is a float tensor
-    (torch's fused kernels take no other). Otherwise ``arguments`` as they are.
+    fastest correct choice: the optimizer is one of :data:`FUSED_OPTIMIZERS` (or a
+    subclass), ``arguments`` leave both ``fused`` and ``foreach`` unset (None), nothing
+    asks for a differentiable step, the run is on a device of :data:`FUSED_DEVICES`, and
+    every parameter is a float tensor (torch's fused kernels take no other). Otherwise
+    ``arguments`` as they are.
 
     Examples:
         >>> weights = [torch.nn.Parameter(torch.zeros(3))]
@@ -47,8 +51,7 @@ def fastest_step(
         {'lr': 0.1, 'foreach': False}
     """
     chosen = dict(arguments)
-    takes = inspect.signature(optimizer).parameters
-    if "fused" not in takes or device.type not in FUSED_DEVICES:
+    if not _is_one_of(optimizer, FUSED_OPTIMIZERS) or device.type not in FUSED_DEVICES:
         return chosen
     if chosen.get("fused") is not None or chosen.get("foreach") is not None:
         return chosen
@@ -58,3 +61,7 @@ def fastest_step(
         return chosen
     chosen["fused"] = True
     return chosen
+
+
+def _is_one_of(optimizer: Any, classes: tuple[type, ...]) -> bool:
+    return isinstance(optimizer, type) and issubclass(optimizer, classes)

@@ -5,7 +5,9 @@ arguments"), a cluster's requeue or a person need.
 Rank 0 looks at ``DIR`` and decides for every rank (:func:`decide`): start the job there
 (``DIR`` is new or empty, or holds a run of this job that saved no checkpoint before it
 stopped), resume it from its latest checkpoint, or nothing (the run finished). ``DIR``
-holding a run of another job is refused, naming each difference, as is one still running.
+holding a run of another job is refused, naming each difference, as is one still running
+(unless the process recorded as running it was an earlier incarnation of this launch:
+the same torchrun run at an earlier attempt, the same SLURM job before a requeue).
 
 Examples:
     >>> import tempfile
@@ -23,6 +25,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from loom.config.job_changes import (
 from loom.config.job_file import read_job_file
 from loom.config.run_directory import RunDirectory, RunState, read_status
 from loom.config.schema import ConfigError
+from loom.runs.status import launch_of_this_process
 
 __all__ = ["AutoresumeError", "Decision", "decide"]
 
@@ -85,7 +89,7 @@ def decide(run_dir: str | os.PathLike[str], job: dict[str, Any]) -> Decision:
     saved = _saved_job(files)
     _check_same_job(files.path, saved, job)
     status = read_status(files)
-    if status is not None and status.state is RunState.RUNNING and not _restarted_by_torchrun():
+    if status is not None and status.state is RunState.RUNNING and not _earlier_incarnation(files):
         raise AutoresumeError(
             f"--run-dir {path}: its run is still running ({status.detail}); stop it "
             "(SIGTERM saves a checkpoint), then run this again."
@@ -129,8 +133,21 @@ def _saved_job(files: RunDirectory) -> dict[str, Any]:
         ) from None
 
 
-def _restarted_by_torchrun() -> bool:
-    """Whether torchrun restarted this job's processes: the run its rank 0 recorded as
-    running is theirs, and ended with them (a status on another host cannot be looked
-    at from here)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+def _earlier_incarnation(files: RunDirectory) -> bool:
+    """Whether the process recorded as running the run was an earlier incarnation of
+    this launch: the same torchrun run at an earlier attempt, or the same SLURM job
+    before a requeue. It ended with its launch (and wherever it ran, it cannot be looked
+    at from here); another launch's run is still someone else's."""
+    try:
+        recorded = json.loads(files.status.read_text(encoding="utf-8")).get("launch") or {}
+    except (OSError, ValueError):
+        return False
+    now = launch_of_this_process()
+    for job, count in (
+        ("torchelastic_run_id", "torchelastic_attempt"),
+        ("slurm_job_id", "slurm_restart_count"),
+    ):
+        same_launch = job in now and recorded.get(job) == now[job]
+        if same_launch and int(recorded.get(count, 0)) < int(now.get(count, 0)):
+            return True
+    return False

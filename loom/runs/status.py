@@ -20,7 +20,31 @@ from loom.config.run_directory import RunDirectory, RunState, RunStatus, read_st
 from loom.trainer import State, TrainingInterrupted, write_atomically
 from loom.trainer.signals import stopped_by
 
-__all__ = ["RunState", "RunStatus", "read_status", "recording_status"]
+__all__ = [
+    "LAUNCH_VARIABLES",
+    "RunState",
+    "RunStatus",
+    "launch_of_this_process",
+    "read_status",
+    "recording_status",
+]
+
+LAUNCH_VARIABLES = {
+    "torchelastic_run_id": "TORCHELASTIC_RUN_ID",
+    "torchelastic_attempt": "TORCHELASTIC_RESTART_COUNT",
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_restart_count": "SLURM_RESTART_COUNT",
+}
+"""What ``status.json`` records of the launch a run's process belongs to: torchrun's run
+and attempt, SLURM's job and requeue count, where set. A later incarnation of the same
+launch (a torchrun restart, a requeue) knows a run recorded as running by an earlier one
+is its own, wherever that one ran."""
+
+
+def launch_of_this_process() -> dict[str, str]:
+    """The :data:`LAUNCH_VARIABLES` this process was started with."""
+    return {key: os.environ[name] for key, name in LAUNCH_VARIABLES.items() if name in os.environ}
+
 
 _DETAIL_LIMIT = 500  # characters of an error kept: the first line says what went wrong
 
@@ -57,6 +81,9 @@ def _write(files: RunDirectory, state: RunState, detail: str) -> None:
         "host": socket.gethostname(),
         "time": datetime.now().isoformat(timespec="seconds"),
     }
+    launch = launch_of_this_process()
+    if launch:
+        record["launch"] = launch
     write_atomically(files.status, json.dumps(record, indent=2))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -292,6 +293,16 @@ def decided_by_rank_zero(decide: Callable[[], Any], what: str) -> Any:
         except Exception as error:  # every rank raises it
             answer[0] = ("error", error)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_rank() == 0:
+            try:
+                pickle.dumps(answer[0])
+            except Exception as error:  # what cannot travel would leave the others waiting
+                kind, value = answer[0]
+                what = f"{type(value).__name__}: {value}" if kind == "error" else repr(value)
+                answer[0] = (
+                    "error",
+                    RuntimeError(f"{what} (cannot be sent to every rank: {error})"),
+                )
         dist.broadcast_object_list(answer, src=0)
     if answer[0] is None:
         raise RuntimeError(
@@ -325,9 +336,13 @@ def join_torchrun_job(device: torch.device) -> tuple[int, int]:
     store, rank, world_size = next(dist.rendezvous("env://", timeout=_TIMEOUT))
     # torchrun's restarts may hand the new processes the store of the ones they replace,
     # whose addresses a process group would then try to connect to (gloo: "Connection
-    # refused", or a hang): each attempt keeps its keys apart.
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.PrefixStore(f"loom/attempt{attempt}", store)
+    # refused", or a hang): each attempt keeps its keys apart. Only where one agent
+    # started every rank (one node): agents count their restarts each their own way (a
+    # node whose workers were healthy restarts them without counting), so across
+    # nodes the counts may differ and ranks would wait under different prefixes.
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "0")) == world_size:
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"loom/attempt{attempt}", store)
     dist.init_process_group(
         backend, store=store, rank=rank, world_size=world_size, timeout=_TIMEOUT
     )

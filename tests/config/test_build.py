@@ -272,5 +272,15 @@ def test_a_memory_loader_crops_and_flips_the_input_key_item():
         1,
         True,
     )
-    batch = next(iter(loader))
-    assert batch["pixels"].shape == (16, 2, 4, 4)
+    as_built = memory_job()
+    as_built["data"] = job["data"] | {"train": {**job["data"]["train"], "random_crop_padding": 0}}
+    as_built["data"]["train"]["horizontal_flip"] = False
+    as_built["trainer"] = job["trainer"]
+    plain = build_job(resolve_job(as_built)).train_loader
+    torch.manual_seed(0)
+    augmented = next(iter(loader))
+    torch.manual_seed(0)
+    unchanged = next(iter(plain))
+    assert augmented["pixels"].shape == unchanged["pixels"].shape == (16, 2, 4, 4)
+    assert torch.equal(augmented["label"], unchanged["label"])  # the same samples
+    assert not torch.equal(augmented["pixels"], unchanged["pixels"])  # cropped, flipped

@@ -173,7 +173,7 @@ def empty():
         ),
         (
             lambda: MemoryLoader(AsDict(digits(), ["x", "y"]), input_key="i", horizontal_flip=True),
-            KeyError,
+            ValueError,
             r"input_key='i': the samples hold no such item \(they have \['x', 'y'\]\)",
         ),
     ],

@@ -54,8 +54,17 @@ def test_on_cuda_the_step_is_fused_and_trains_as_the_loop():
         (torch.optim.Adam, {}, [torch.zeros(3, dtype=torch.int64)], CPU),
         (torch.optim.Adam, {}, weights(), torch.device("meta")),
         (torch.optim.RMSprop, {}, weights(), CPU),  # no fused step in torch
+        (torch.optim.Adagrad, {}, weights(), CPU),  # a fused step on the CPU only: not chosen
     ],
-    ids=["foreach set", "fused set", "differentiable", "integer", "other device", "no fused"],
+    ids=[
+        "foreach set",
+        "fused set",
+        "differentiable",
+        "integer",
+        "other device",
+        "no fused",
+        "not measured",
+    ],
 )
 def test_otherwise_the_arguments_stay_as_they_are(optimizer, arguments, parameters, device):
     assert fastest_step(optimizer, arguments, parameters, device) == arguments
