@@ -284,3 +284,15 @@ def test_a_memory_loader_crops_and_flips_the_input_key_item():
     assert augmented["pixels"].shape == unchanged["pixels"].shape == (16, 2, 4, 4)
     assert torch.equal(augmented["label"], unchanged["label"])  # the same samples
     assert not torch.equal(augmented["pixels"], unchanged["pixels"])  # cropped, flipped
+
+
+def test_a_memory_loader_s_refusal_names_its_data_section():
+    job = memory_job(horizontal_flip=True)
+    job["data"]["train"]["wrap"] = [{"name": "as_dict", "keys": ["pixels", "label"]}]
+    job["trainer"].update(input_key="image", target_key="label")
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.train \(loader: memory\): input_key='image': the samples hold no such "
+        r"item \(they have \['pixels', 'label'\]\)",
+    ):
+        build_job(resolve_job(job))

@@ -145,3 +145,54 @@ def test_arguments_that_do_not_go_with_autoresume(job, capsys, arguments, messag
     status, _, err = train(capsys, job, "--autoresume", *arguments)
     assert status == 2
     assert re.search(message, err), err
+
+
+def running_elsewhere(run_dir, job, launch):
+    run_dir.mkdir()
+    shutil.copy(job, run_dir / "config.yaml")
+    record = {"state": "running", "detail": "training", "pid": 1, "host": "another-host"}
+    (run_dir / "status.json").write_text(json.dumps({**record, "launch": launch}))
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now"),
+    [
+        (
+            {"torchelastic_run_id": "job-7", "torchelastic_attempt": "0"},
+            {"TORCHELASTIC_RUN_ID": "job-7", "TORCHELASTIC_RESTART_COUNT": "1"},
+        ),
+        (
+            {"slurm_job_id": "4242", "slurm_restart_count": "0"},
+            {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "1"},
+        ),
+    ],
+    ids=["torchrun restart", "slurm requeue"],
+)
+def test_a_run_left_running_by_an_earlier_incarnation_of_this_launch_is_its_own(
+    job, tmp_path, monkeypatch, recorded, now
+):
+    for name, value in now.items():
+        monkeypatch.setenv(name, value)
+    run_dir = tmp_path / "run"
+    running_elsewhere(run_dir, job, recorded)
+    assert decide(run_dir, resolve_job(read_job_file(job))).action == "start"
+
+
+def test_another_launch_s_running_run_is_refused_even_on_a_restart(job, tmp_path, monkeypatch):
+    """Before, any torchrun restart skipped the check: a start refused for a live run,
+    retried by torchrun, resumed that run beside it."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "mine")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    run_dir = tmp_path / "run"
+    running_elsewhere(run_dir, job, {"torchelastic_run_id": "theirs", "torchelastic_attempt": "0"})
+    with pytest.raises(AutoresumeError, match=r"its run is still running \(process 1 on another"):
+        decide(run_dir, resolve_job(read_job_file(job)))
+
+
+def test_status_json_records_the_launch(job, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    run_dir = tmp_path / "run"
+    assert train(capsys, job, "--run-dir", run_dir, "--autoresume")[0] == 0
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["launch"]["slurm_job_id"] == "4242"

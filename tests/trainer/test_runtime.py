@@ -429,3 +429,27 @@ def test_a_job_trains_with_the_threads_it_says_and_an_explicit_omp_num_threads_s
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert json.loads((run_dir / "summary.json").read_text())["cpu_threads"] == threads
+
+
+def test_what_rank_zero_cannot_send_every_rank_is_sent_as_an_error(monkeypatch):
+    """Before, an answer that cannot be pickled raised on rank 0 alone, in the broadcast,
+    and left the other ranks waiting for it."""
+    import pickle
+
+    import torch.distributed as dist
+
+    from loom.trainer.runtime import decided_by_rank_zero
+
+    sent = []
+
+    def broadcast(objects, src):  # what gloo would do: pickle them to the other ranks
+        sent.append(pickle.loads(pickle.dumps(objects)))
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+    with pytest.raises(RuntimeError, match=r"cannot be sent to every rank"):
+        decided_by_rank_zero(lambda: lambda: None, "a decision")
+    (kind, _), *_ = sent[0]
+    assert kind == "error"
