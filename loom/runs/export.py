@@ -66,9 +66,9 @@ from loom.config.run_directory import RUN_WEIGHTS, RunDirectory
 from loom.runs.predict import prediction_parts
 from loom.trainer import (
     CheckpointError,
-    State,
     exported_weights,
     get_batch_item,
+    load_algorithm_states,
     load_checkpoint,
     load_model_weights,
     unwrap_model,
@@ -199,7 +199,7 @@ def model_to_export(job: Mapping[str, Any], weights: str | os.PathLike[str]) -> 
     state = parts.trainer.state
     load_model_weights(state.model, weights)  # every check of the file and its fit
     if checkpoint is not None:
-        _load_algorithm_states(state, checkpoint, Path(weights))
+        load_algorithm_states(state, checkpoint, Path(weights))
     model = unwrap_model(state.model)
     model.load_state_dict(exported_weights(state))
     batch = next(iter(parts.loader), None)
@@ -220,25 +220,6 @@ def _checkpoint_or_none(path: Path) -> dict[str, Any] | None:
     except (CheckpointError, FileNotFoundError):
         return None
     return saved if "format" in saved else None
-
-
-def _load_algorithm_states(state: State, checkpoint: dict[str, Any], path: Path) -> None:
-    """Each of the job's algorithms takes its state from the checkpoint (an average of
-    the weights), by position, as a resumed run's do."""
-    saved = checkpoint.get("algorithms")
-    entries = saved if isinstance(saved, list) else []
-    names = [entry.get("name") if isinstance(entry, Mapping) else None for entry in entries]
-    have = [type(algorithm).__name__ for algorithm in state.algorithms]
-    if names != have:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} was written with algorithms {names}, the run's job "
-            f"has {have}: it is another job's."
-        )
-    for algorithm, entry in zip(state.algorithms, entries, strict=True):
-        try:
-            algorithm.load_state_dict(entry["state"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {str(path)!r}: {error}") from None
 
 
 def export_model(model: nn.Module, inputs: torch.Tensor, format: str) -> bytes:

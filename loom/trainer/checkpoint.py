@@ -39,6 +39,7 @@ __all__ = [
     "capture_rng_states",
     "evaluated_model",
     "exported_weights",
+    "load_algorithm_states",
     "load_checkpoint",
     "load_model_weights",
     "model_state_dict",
@@ -570,6 +571,32 @@ def _optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: Any) -> str | N
                     f"optimizer's is {tuple(mine.shape)}"
                 )
     return None
+
+
+def load_algorithm_states(state: State, checkpoint: Mapping[str, Any], path: Any) -> None:
+    """The run's algorithms take their states from ``checkpoint`` (as
+    :func:`load_checkpoint` read it from ``path``), by position, as a resumed run's do,
+    and nothing else of it: for what reads an algorithm's state without resuming (an
+    average of the weights, to export). If one refuses, each gets its own back.
+
+    Raises:
+        CheckpointError: The checkpoint was written with other algorithms, or one of
+            them refused its state; the run is left as it was.
+    """
+    entries = checkpoint.get("algorithms")
+    entries = entries if isinstance(entries, list) else []
+    saved = [entry.get("name") if isinstance(entry, Mapping) else None for entry in entries]
+    have = [type(algorithm).__name__ for algorithm in state.algorithms]
+    if saved != have or not all("state" in entry for entry in entries):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was written with algorithms {saved}, this run has "
+            f"{have}: it is another job's."
+        )
+    pairs: list[tuple[Plugin, Any]] = [
+        (algorithm, entry["state"])
+        for algorithm, entry in zip(state.algorithms, entries, strict=True)
+    ]
+    _restore_plugins(pairs, path)
 
 
 def _plugin_pairs(state: State, checkpoint: dict[str, Any]) -> list[tuple[Plugin, Any]]:

@@ -26,6 +26,7 @@ from loom.trainer import (
     CheckpointError,
     NonFiniteLossError,
     TrainingInterrupted,
+    load_algorithm_states,
     load_checkpoint,
 )
 from tests.conftest import SignalAt, tiny_trainer
@@ -574,3 +575,37 @@ def test_a_submodule_called_module_is_not_taken_for_a_wrapper(tmp_path):
         optimizers=torch.optim.SGD(model.parameters(), lr=0.0),
     )  # fmt: skip
     assert torch.allclose(trainer.predict([(inputs,)]), model(inputs))  # the model's forward
+
+
+def ema_trainer(folder=None, algorithms=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    return Trainer(
+        model,
+        batches,
+        max_duration="2ep",
+        device="cpu",
+        optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
+        algorithms=algorithms if algorithms is not None else [EMA(decay=0.5)],
+        callbacks=[Checkpoint(folder, interval="1ep")] if folder else [],
+    )
+
+
+def test_an_algorithm_s_state_loads_alone_from_a_checkpoint(tmp_path):
+    trained = ema_trainer(tmp_path)
+    trained.fit()
+    path = latest_checkpoint(tmp_path)
+    fresh = ema_trainer()
+    load_algorithm_states(fresh.state, load_checkpoint(path), path)
+    averaged = fresh.state.algorithms[0].model.state_dict()
+    for key, value in trained.state.algorithms[0].model.state_dict().items():
+        assert torch.equal(averaged[key], value), key
+    assert fresh.state.timestamp.batch == 0  # nothing else of the checkpoint
+    other = ema_trainer(algorithms=[LabelSmoothing(0.1)])
+    with pytest.raises(
+        CheckpointError,
+        match=r"was written with algorithms \['EMA'\], this run has \['LabelSmoothing'\]: it is "
+        r"another job's",
+    ):
+        load_algorithm_states(other.state, load_checkpoint(path), path)
