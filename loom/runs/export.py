@@ -2,16 +2,9 @@
 file, a ``torch.export`` program or TorchScript, checked against PyTorch before it is
 written. What ``loom export`` does.
 
-The model is built as ``loom predict`` builds it (:func:`~loom.runs.predict.prediction_parts`),
-on the CPU in fp32, in eval mode, and its weights are read with
-``torch.load(weights_only=True)`` from the file ``--checkpoint`` names
-(:func:`~loom.runs.predict.weights_file`). They are the run's result, as its ``model.pt``
-holds it: a run whose algorithm replaces the result (EMA, SWA with ``export=True``) wrote
-the average there, so ``final`` is the average; a checkpoint holds the trained weights
-and the algorithms' states apart, so the job's algorithms are built, take their states
-from it, and the weights are those the run would have made its result then
-(:func:`~loom.trainer.exported_weights`: EMA's average; SWA's is only the result once
-training ends, so a checkpoint gives the trained weights).
+The model is built as ``loom predict`` builds it, with the run's result from the file
+``--checkpoint`` names (:func:`~loom.runs.predict.with_run_result`: an EMA's average
+from ``model.pt`` or a checkpoint alike), on the CPU in fp32, in eval mode.
 
 The exported model takes a batch of any size (its first dimension is dynamic): it is
 traced with a batch of one size and checked with another, a batch of the job's
@@ -63,14 +56,9 @@ import torch
 from torch import nn
 
 from loom.config.run_directory import RUN_WEIGHTS, RunDirectory
-from loom.runs.predict import prediction_parts
+from loom.runs.predict import with_run_result
 from loom.trainer import (
-    CheckpointError,
-    exported_weights,
     get_batch_item,
-    load_algorithm_states,
-    load_checkpoint,
-    load_model_weights,
     unwrap_model,
     write_atomically,
 )
@@ -193,15 +181,9 @@ def model_to_export(job: Mapping[str, Any], weights: str | os.PathLike[str]) -> 
     on_cpu = {"device": "cpu", "precision": "fp32", "compile": False}
     job = {**job, "trainer": {**job["trainer"], **on_cpu}}
     split = "eval" if job["data"]["eval"] is not None else "train"
-    checkpoint = _checkpoint_or_none(Path(weights))
-    # The algorithms only for a checkpoint's states: a weights file is the result already.
-    parts = prediction_parts(job, split, with_algorithms=checkpoint is not None)
+    parts = with_run_result(job, weights, split)
     state = parts.trainer.state
-    load_model_weights(state.model, weights)  # every check of the file and its fit
-    if checkpoint is not None:
-        load_algorithm_states(state, checkpoint, Path(weights))
     model = unwrap_model(state.model)
-    model.load_state_dict(exported_weights(state))
     batch = next(iter(parts.loader), None)
     inputs = None if batch is None else get_batch_item(batch, state.input_key)
     if not isinstance(inputs, torch.Tensor):
@@ -210,16 +192,6 @@ def model_to_export(job: Mapping[str, Any], weights: str | os.PathLike[str]) -> 
             f"{state.input_key!r}; loom export exports a model of one tensor input."
         )
     return ModelToExport(model.eval(), inputs, split, Path(weights))
-
-
-def _checkpoint_or_none(path: Path) -> dict[str, Any] | None:
-    """The loom checkpoint in ``path``, or None for a file of weights alone (or one that
-    cannot be read, which :func:`load_model_weights` then names)."""
-    try:
-        saved = load_checkpoint(path)
-    except (CheckpointError, FileNotFoundError):
-        return None
-    return saved if "format" in saved else None
 
 
 def export_model(model: nn.Module, inputs: torch.Tensor, format: str) -> bytes:

@@ -1,8 +1,10 @@
 """Predicting with a run: its job's model, weights from one of its files, a split of its
 job's data, and the predictions written to a file. What ``loom predict`` does.
 
-The model is built from the run's ``config.yaml`` and takes its weights alone from the
-file chosen (read with ``torch.load(weights_only=True)``): ``final``, the run's
+The model is built from the run's ``config.yaml`` and takes the run's result from the
+file chosen (:func:`with_run_result`; read with ``torch.load(weights_only=True)``; a
+checkpoint's algorithms states too, so that an EMA's average is predicted from a
+checkpoint as from ``model.pt``): ``final``, the run's
 ``model.pt`` (refused while the run is running or once it failed: its ``model.pt`` is
 from before); ``last``, its latest interval checkpoint; ``best``, the first of
 ``summary.json``'s ``best_checkpoints``; or the path of a checkpoint or weights file.
@@ -51,7 +53,16 @@ from loom.config.job import resolve_job
 from loom.config.job_file import apply_overrides, read_job_file
 from loom.config.loaders import eval_loader
 from loom.config.run_directory import RUN_WEIGHTS, RunDirectory, RunFileError
-from loom.trainer import Trainer, load_model_weights, write_atomically
+from loom.trainer import (
+    CheckpointError,
+    Trainer,
+    exported_weights,
+    load_algorithm_states,
+    load_checkpoint,
+    load_model_weights,
+    unwrap_model,
+    write_atomically,
+)
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -66,6 +77,7 @@ __all__ = [
     "predict_run",
     "prediction_parts",
     "weights_file",
+    "with_run_result",
     "write_predictions",
 ]
 
@@ -216,15 +228,51 @@ def prediction_parts(
     return PredictionParts(parts.trainer(), loader, parts.classes)
 
 
+def with_run_result(
+    job: Mapping[str, Any], weights: str | os.PathLike[str], split: str = "eval"
+) -> PredictionParts:
+    """:func:`prediction_parts` whose model holds the run's result from ``weights``, as
+    the run's ``model.pt`` holds it: a weights file as it is (the final weights, an
+    EMA's average when the run kept one); a checkpoint's trained weights, and the job's
+    algorithms their states from it, then the weights those make the result (an EMA's
+    average; SWA's is the result only once training ends), so that ``last`` after the
+    final epoch is ``final``. Weights are read with ``torch.load(weights_only=True)``.
+
+    Raises:
+        PredictionError, ConfigError: as :func:`prediction_parts`.
+        FileNotFoundError, CheckpointError: ``weights`` is missing, cannot be read, or
+            does not fit the model or the job's algorithms.
+    """
+    checkpoint = _checkpoint_or_none(Path(weights))
+    # The algorithms only for a checkpoint's states: a weights file is the result already.
+    parts = prediction_parts(job, split, with_algorithms=checkpoint is not None)
+    state = parts.trainer.state
+    load_model_weights(state.model, weights)  # every check of the file and its fit
+    if checkpoint is not None:
+        load_algorithm_states(state, checkpoint, Path(weights))
+        unwrap_model(state.model).load_state_dict(exported_weights(state))
+    return parts
+
+
+def _checkpoint_or_none(path: Path) -> dict[str, Any] | None:
+    """The loom checkpoint in ``path``, or None for a file of weights alone (or one that
+    cannot be read, which :func:`load_model_weights` then names)."""
+    try:
+        saved = load_checkpoint(path)
+    except (CheckpointError, FileNotFoundError):
+        return None
+    return saved if "format" in saved else None
+
+
 def predict_run(
     job: Mapping[str, Any], weights: str | os.PathLike[str], *, split: str = "eval"
 ) -> RunPredictions:
-    """The outputs of ``job``'s model, with the weights alone from ``weights``, on the
-    job's ``split`` data in the dataset's order.
+    """The outputs of ``job``'s model, with the run's result from ``weights`` (see
+    :func:`with_run_result`), on the job's ``split`` data in the dataset's order.
 
-    The model, data, device, precision and batch keys are the job's; its algorithms,
-    callbacks, schedule and ``eval_metrics`` are left out (nothing trains or evaluates):
-    see :func:`prediction_parts`.
+    The model, data, device, precision and batch keys are the job's; its callbacks,
+    schedule and ``eval_metrics`` are left out (nothing trains or evaluates): see
+    :func:`prediction_parts`.
 
     Raises:
         PredictionError: The job has no such data, or its model's outputs are not
@@ -233,8 +281,7 @@ def predict_run(
         FileNotFoundError, CheckpointError: ``weights`` is missing, cannot be read, or
             does not fit the model.
     """
-    parts = prediction_parts(job, split)
-    load_model_weights(parts.trainer.state.model, weights)
+    parts = with_run_result(job, weights, split)
     logits = parts.trainer.predict(parts.loader)
     if logits.dim() != 2:
         raise PredictionError(

@@ -291,3 +291,18 @@ def test_a_csv_without_class_names_numbers_the_classes(tmp_path):
         "0,1,0.731059,0.268941,0.731059",
         "1,0,0.880797,0.880797,0.119203",
     ]
+
+
+def test_an_ema_run_s_checkpoint_predicts_with_its_average_as_model_pt_does(tmp_path, capsys):
+    """Before, a checkpoint gave its trained weights, model.pt the average: the same run
+    predicted two ways."""
+    run_dir = tmp_path / "ema"
+    job = {**JOB, "algorithms": [{"name": "ema", "decay": 0.5}], "callbacks": []}
+    train_job(resolve_job(job), run_dir)
+    outputs = {}
+    for choice in ("final", "last"):
+        output = tmp_path / f"{choice}.pt"
+        status, _, err = predict(capsys, run_dir, "--checkpoint", choice, "--output", output)
+        assert status == 0, err
+        outputs[choice] = torch.load(output, weights_only=True)["logits"]
+    assert torch.equal(outputs["last"], outputs["final"])
