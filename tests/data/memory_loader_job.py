@@ -31,7 +31,7 @@ def run(train_loader, eval_loader, predict_loader):
         model,
         train_loader,
         eval_loader,
-        max_duration="2ep",
+        max_duration="1ep",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1),
         callbacks=[first],
         device="cpu",

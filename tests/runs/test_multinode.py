@@ -17,7 +17,7 @@ from tests.faults import runs
 pytestmark = pytest.mark.slow
 
 DIGITS = Path(__file__).resolve().parents[2] / "configs" / "digits.yaml"
-SHORT = ["trainer.max_duration=2ep", "callbacks=[]"]
+SHORT = ["trainer.max_duration=1ep", "callbacks=[]"]
 TIMEOUT = 240
 
 
