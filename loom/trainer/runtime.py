@@ -298,10 +298,10 @@ def decided_by_rank_zero(decide: Callable[[], Any], what: str) -> Any:
                 pickle.dumps(answer[0])
             except Exception as error:  # what cannot travel would leave the others waiting
                 kind, value = answer[0]
-                what = f"{type(value).__name__}: {value}" if kind == "error" else repr(value)
+                shown = f"{type(value).__name__}: {value}" if kind == "error" else repr(value)
                 answer[0] = (
                     "error",
-                    RuntimeError(f"{what} (cannot be sent to every rank: {error})"),
+                    RuntimeError(f"{what}: {shown} (cannot be sent to every rank: {error})"),
                 )
         dist.broadcast_object_list(answer, src=0)
     if answer[0] is None:
