@@ -247,7 +247,9 @@ def build_job(
         },
         classes=facts["classes"],
         seed=job["seed"],
-        trainer_arguments=dict(job["trainer"]),
+        # The device resolved once, here: the loaders hold their data and the optimizer
+        # chose its step on it, so the Trainer takes it too rather than the job's name.
+        trainer_arguments={**job["trainer"], "device": device},
     )
 
 
@@ -377,12 +379,8 @@ def _loader(
         # The first `limit` batches' worth of samples: still a loader loom can shard, so
         # a dry run under torchrun shards it like the real run.
         dataset = Subset(dataset, range(min(len(dataset), limit * arguments["batch_size"])))
-    wanted = _signature(factory)
+    wanted = inspect.signature(factory).parameters
     return factory(dataset, **arguments, **{k: v for k, v in facts.items() if k in wanted})
-
-
-def _signature(factory: Any) -> Mapping[str, inspect.Parameter]:
-    return inspect.signature(factory).parameters
 
 
 def _loader_keys(factory: Any) -> frozenset[str]:

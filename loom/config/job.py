@@ -83,9 +83,9 @@ LOADER_KEY = "loader"
 
 DEFAULT_LOADER = "dataloader"
 
-# Dataset options that draw anew for every sample read: a memory loader reads each
-# sample once, so it would freeze one draw for the whole run.
-_PER_SAMPLE_RANDOM = ("random_resized_crop",)
+# Dataset options that draw anew for every sample read (when truthy): a memory loader
+# reads each sample once, so left to the dataset they would freeze one draw for the run.
+_PER_SAMPLE_RANDOM = ("random_crop_padding", "horizontal_flip", "random_resized_crop")
 
 
 def resolve_job(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,19 +229,19 @@ def _dataset(spec: Any, path: str, loaders: Mapping[str, Any]) -> dict[str, Any]
         f"its loader ({kind}) takes {', '.join(sorted(loader_keys))}, {LOADER_KEY} chooses "
         f"{' or '.join(loaders)}, and {WRAP} lists wrappers",
     )
-    if kind != DEFAULT_LOADER:
-        for key in _PER_SAMPLE_RANDOM:
-            if arguments.get(key):
-                raise ConfigError(
-                    f"{path}.{key}: the {kind} loader reads each sample once, so this "
-                    "random transform would be drawn once for the whole run; use "
-                    f"{LOADER_KEY}: {DEFAULT_LOADER}, or leave {key} out."
-                )
     loading = resolve_arguments(
         loader, {k: v for k, v in arguments.items() if k in loader_keys}, path, skip=LOADER_FACTS
     )
     _check_loading(loading, path)
     own = {k: v for k, v in arguments.items() if k in dataset_keys and k not in loader_keys}
+    if kind != DEFAULT_LOADER:  # what the loader does not take stays the dataset's: once
+        for key in _PER_SAMPLE_RANDOM:
+            if own.get(key):
+                raise ConfigError(
+                    f"{path}.{key}: the {kind} loader reads each sample once, so this "
+                    "random transform would be drawn once for the whole run; use "
+                    f"{LOADER_KEY}: {DEFAULT_LOADER}, or leave {key} out."
+                )
     return {
         "name": name,
         LOADER_KEY: kind,

@@ -108,6 +108,14 @@ def test_defaults_are_filled_and_dataset_facts_left_to_the_builder():
             r"^data\.train\.random_resized_crop: the memory loader reads each sample once, so "
             r"this random transform would be drawn once for the whole run; use loader: dataloader",
         ),
+        (
+            with_(
+                "data.eval",
+                {"name": "image_folder", "root": "x", "loader": "memory", "horizontal_flip": True},
+            ),
+            r"^data\.eval\.horizontal_flip: the memory loader reads each sample once, so this "
+            r"random transform would be drawn once for the whole run",
+        ),
         (with_("model", "mlp"), r"^model: expected a mapping such as \{name: "),
         (with_("model", {"width": 3}), r"^model\.name: missing; one of cifar_resnet, mlp"),
         (with_("algorithms", {"name": "label_smoothing"}), r"^algorithms: expected a list of"),
