@@ -113,6 +113,14 @@ class TrainLoss:
 
         Under torchrun, the mean over every rank's samples (every rank must call it).
         """
+        mean = self.mean()
+        self._checked, self._unchecked, self._samples = [], None, []
+        return mean
+
+    def mean(self) -> float | None:
+        """The mean since the last :meth:`compute`, which goes on counting: that of an
+        epoch cut short, whose later batches a resumed run adds (as :meth:`compute`,
+        every rank must call it)."""
         losses = self._all()
         if losses is None:
             return None
@@ -120,7 +128,6 @@ class TrainLoss:
         # A batch that counts nothing is left out, not multiplied: 0 * inf would be NaN.
         weighted = torch.where(samples > 0, losses.float() * samples, 0.0)
         totals = all_reduce_sum(torch.stack([weighted.sum(), samples.sum()])).tolist()
-        self._checked, self._unchecked, self._samples = [], None, []
         return totals[0] / totals[1] if totals[1] > 0 else None
 
     def first_non_finite(self) -> int | None:

@@ -346,7 +346,9 @@ class Trainer:
             # its plateau schedule as the longer run would have.
             self._evaluate(state.eval_dataloader, by_the_loop="final")
         check_losses_are_finite(state)
-        partial_epoch_loss = state.train_losses.compute()
+        # Kept, not reset: the final checkpoint holds them, and a run extended from it
+        # adds the epoch's later batches to them, as the longer run did.
+        partial_epoch_loss = state.train_losses.mean()
         if partial_epoch_loss is not None:
             state.metrics["train/loss"] = partial_epoch_loss
 

@@ -609,3 +609,25 @@ def test_an_algorithm_s_state_loads_alone_from_a_checkpoint(tmp_path):
         r"another job's",
     ):
         load_algorithm_states(other.state, load_checkpoint(path), path)
+
+
+def test_a_run_stopped_mid_epoch_and_extended_ends_as_the_longer_run(tmp_path):
+    """Before, the stopped run's final checkpoint (after its final evaluation) held the
+    epoch's losses emptied by its final mean, and the extended run's train/loss left
+    out that epoch's first batches."""
+
+    def run(folder, max_duration, load_path=None):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        data = TensorDataset(torch.randn(24, 4), torch.arange(24) % 2)
+        trainer = Trainer(
+            model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=24),
+            max_duration=max_duration, device="cpu", seed=0,
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+            callbacks=[Checkpoint(folder, interval="1ba")], load_path=load_path,
+        )  # fmt: skip
+        return trainer.fit()
+
+    longer = run(tmp_path / "longer", "2ep")
+    run(tmp_path / "shorter", "4ba")  # 1 batch into epoch 2, then its final evaluation
+    assert run(tmp_path / "shorter", "2ep", latest_checkpoint(tmp_path / "shorter")) == longer
