@@ -1,4 +1,4 @@
-"""Writing files so that a reader, or a crash, never sees half of one."""
+"""Writing files and folders so that a reader, or a crash, never sees half of one."""
 
 from __future__ import annotations
 
@@ -7,11 +7,18 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-__all__ = ["FileWriteError", "remove_stale_temporaries", "write_atomically"]
+__all__ = [
+    "FileWriteError",
+    "publish_folder",
+    "remove_stale_temporaries",
+    "temporary_folder",
+    "write_atomically",
+]
 
 _TEMPORARY = ".{name}.{token}.tmp"
 """The name of a file being written, beside the file it becomes (hidden, never matched
@@ -105,9 +112,10 @@ def write_atomically(
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Deletes the temporary files that a process killed inside :func:`write_atomically`
-    left in ``folder`` (named ``.<file>.<8 hex digits>.tmp``; no other file); returns
-    them. Call it only where no other process writes.
+    """Deletes the temporary files and folders that a process killed inside
+    :func:`write_atomically` or while filling a :func:`temporary_folder` left in
+    ``folder`` (named ``.<name>.<8 hex digits>.tmp``; nothing else); returns them. Call
+    it only where no other process writes.
 
     Examples:
         >>> import pathlib, tempfile
@@ -119,12 +127,67 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = sorted(
-        path for path in folder.glob(".*.tmp") if _STALE.fullmatch(path.name) and not path.is_dir()
-    )
+    stale = sorted(path for path in folder.glob(".*.tmp") if _STALE.fullmatch(path.name))
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)  # a folder being written: a sharded save
+        else:
+            path.unlink(missing_ok=True)
     return stale
+
+
+def temporary_folder(path: str | os.PathLike[str]) -> Path:
+    """A new, empty, hidden folder beside ``path``, to fill and then
+    :func:`publish_folder` as ``path``: readers never see a folder half written, and a
+    process killed while filling it leaves a temporary that
+    :func:`remove_stale_temporaries` clears.
+
+    Raises:
+        FileWriteError: The folder cannot be created (a full disk, a read-only folder).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            temporary = path.with_name(
+                _TEMPORARY.format(name=path.name, token=secrets.token_hex(4))
+            )
+            try:
+                temporary.mkdir()  # exclusive, as O_EXCL is for a file
+                return temporary
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise FileWriteError.of(error, path) from None
+
+
+def publish_folder(temporary: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Renames the filled ``temporary`` (from :func:`temporary_folder`) to ``path``, its
+    files and then its parent flushed to disk first. A folder already at ``path`` (the
+    same checkpoint, written again by a resumed run) is replaced: it is moved aside,
+    and deleted once the new one is in place.
+
+    Raises:
+        FileWriteError: A flush or the rename failed; ``path`` is left as it was.
+    """
+    temporary, path = Path(temporary), Path(path)
+    try:
+        for file in temporary.iterdir():
+            if file.is_file():
+                _sync_file(file)
+        _sync_folder(temporary)
+        replaced = None
+        if path.is_dir():
+            replaced = temporary_folder(path)
+            replaced.rmdir()
+            os.replace(path, replaced)
+        os.replace(temporary, path)
+        _sync_folder(path.parent)
+    except OSError as error:
+        raise FileWriteError.of(error, path) from None
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+    return path
 
 
 def _create_temporary(path: Path) -> tuple[Path, int]:
@@ -136,6 +199,14 @@ def _create_temporary(path: Path) -> tuple[Path, int]:
             return temporary, os.open(temporary, flags, 0o666)
         except FileExistsError:
             continue
+
+
+def _sync_file(file: Path) -> None:
+    descriptor = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _sync_folder(folder: Path) -> None:

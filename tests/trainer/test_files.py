@@ -12,9 +12,11 @@ from loom.trainer import (
     capture_checkpoint,
     files,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
     write_atomically,
 )
+from loom.trainer.files import publish_folder, temporary_folder
 from tests.conftest import tiny_trainer
 
 
@@ -92,3 +94,28 @@ def test_stale_temporaries_of_a_killed_save_go_at_the_next_start(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [
         ".notes.txt.tmp", "epoch0-batch1.pt", "notes.txt",
     ]  # fmt: skip
+
+
+def test_a_folder_is_published_whole_and_replaces_the_one_at_its_name(tmp_path):
+    target = tmp_path / "checkpoints" / "epoch1-batch4"
+    temporary = temporary_folder(target)
+    assert temporary.parent == target.parent
+    assert temporary.name.startswith(".epoch1-batch4.")
+    assert temporary.name.endswith(".tmp")
+    (temporary / "run.pt").write_bytes(b"first")
+    assert publish_folder(temporary, target) == target
+    again = temporary_folder(target)  # a resumed run writing the same checkpoint again
+    (again / "run.pt").write_bytes(b"second")
+    publish_folder(again, target)
+    assert (target / "run.pt").read_bytes() == b"second"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["epoch1-batch4"]
+
+
+def test_a_folder_a_killed_sharded_save_left_goes_at_the_next_start(tmp_path):
+    folder = tmp_path / "checkpoints"
+    half = folder / ".epoch1-batch4.3f9a1c2e.tmp"
+    half.mkdir(parents=True)
+    (half / "__0_0.distcp").write_bytes(b"half a shard")
+    (folder / "mine").mkdir()
+    assert remove_stale_temporaries(folder) == [half]
+    assert sorted(path.name for path in folder.iterdir()) == ["mine"]
