@@ -32,6 +32,11 @@ class WeightAveraging(Algorithm):
     # A subclass's name for its metrics: eval/<name>/accuracy.
     metrics_name = ""
 
+    sharding_refusal = (
+        "it keeps a whole copy of the weights on every rank, averaged from the trained "
+        "ones, which FSDP splits across the ranks."
+    )
+
     def __init__(self) -> None:
         self.averaged: AveragedModel | None = None
 

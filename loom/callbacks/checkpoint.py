@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,20 +13,23 @@ from loom.trainer import (
     Duration,
     State,
     TimeUnit,
-    capture_checkpoint,
+    checkpoint_path,
     remove_stale_temporaries,
-    save_checkpoint,
+    write_checkpoint,
 )
 
 __all__ = ["Checkpoint", "latest_checkpoint"]
 
-_NAME = re.compile(r"epoch(\d+)-batch(\d+)\.pt")
+_NAME = re.compile(r"epoch(\d+)-batch(\d+)(?:\.pt)?")
+"""An interval checkpoint's name: a file, or a sharded run's folder (no suffix)."""
+_BEST = re.compile(r"best-epoch\d+-batch\d+(?:\.pt)?")
 
 
 class Checkpoint(Callback):
     """Saves ``<folder>/epoch<E>-batch<B>.pt`` every ``interval``, at the end of training,
     and when a signal interrupts it; with ``best_metric``, also the ``keep_best``
-    evaluations that scored best on it, as ``<folder>/best-epoch<E>-batch<B>.pt``.
+    evaluations that scored best on it, as ``<folder>/best-epoch<E>-batch<B>.pt``. A
+    sharded run (``strategy="fsdp"``) saves folders of the same names without ``.pt``.
 
     Each interval and final save sets ``state.checkpoint_path`` to the new file as soon
     as it is complete, and each best one ``state.best_checkpoints`` (best first), so
@@ -33,12 +37,13 @@ class Checkpoint(Callback):
     checkpoints of the moment, also at ``fit_end``.
 
     Each file is written to a temporary name and renamed, so a crash during a save
-    leaves the previous checkpoint whole. A checkpoint is never taken of a run
-    whose loss has become NaN or infinite. Only the main process writes; under torchrun
-    each file holds every rank's own state too (each rank resumes as itself), so every
-    rank takes part in each save. The final save at ``fit_end`` is skipped only when
-    nothing ran since the latest one, so it holds an evaluation or a plugin's decision
-    to stop that came after that one.
+    leaves the previous checkpoint whole (a folder is filled under a temporary name and
+    renamed). A checkpoint is never taken of a run whose loss has become NaN or
+    infinite. Only the main process writes a file; under torchrun it holds every
+    rank's own state too (each rank resumes as itself), so every rank takes part in
+    each save, as each writes its shards of a folder. The final save at ``fit_end`` is
+    skipped only when nothing ran since the latest one, so it holds an evaluation or a
+    plugin's decision to stop that came after that one.
     Interval checkpoints are pruned by their place in training, the furthest kept; best
     ones among themselves, and a resumed run forgets the best files its first run wrote
     after the checkpoint.
@@ -136,18 +141,19 @@ class Checkpoint(Callback):
                 f"{', '.join(sorted(state.metrics))}."
             )
         timestamp = state.timestamp
-        name = f"best-epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
+        name = checkpoint_path(
+            state, "", f"best-epoch{timestamp.epoch}-batch{timestamp.batch}"
+        ).name
         others = [(v, n) for v, n in self.best if n != name]  # an evaluation replayed
         ranked = sorted([*others, (value, name)], key=self._rank)
         if value != value or (value, name) not in ranked[: self.keep_best]:  # NaN: nowhere
             return
         self.best, dropped = ranked[: self.keep_best], ranked[self.keep_best :]
         self._publish(state)
-        checkpoint = capture_checkpoint(state)  # on every rank: each gives its own part
-        if state.is_main_process:  # the file holds the list it is in
-            save_checkpoint(checkpoint, self.folder / name)
+        write_checkpoint(state, self.folder / name)  # it holds the list it is in
+        if state.is_main_process:
             for _, old in dropped:
-                (self.folder / old).unlink(missing_ok=True)
+                _remove(self.folder / old)
 
     def fit_start(self, state: State) -> None:
         if state.is_main_process:
@@ -195,9 +201,9 @@ class Checkpoint(Callback):
         if it ranks, is deleted. (A listed file the first run deleted later is deleted
         again, as the replayed evaluation that outranks it comes.)"""
         listed = {name for _, name in self.best}
-        for path in self.folder.glob("best-epoch*-batch*.pt"):
-            if path.name not in listed:
-                path.unlink()
+        for path in self.folder.glob("best-epoch*-batch*"):
+            if _BEST.fullmatch(path.name) and path.name not in listed:
+                _remove(path)
 
     def _rank(self, entry: tuple[float, str]) -> float:
         """Best first; ``sorted`` keeps the earlier of equal values first."""
@@ -211,16 +217,21 @@ class Checkpoint(Callback):
 
     def _save(self, state: State) -> None:
         self._saved = _moment(state)
-        checkpoint = capture_checkpoint(state)  # on every rank: each gives its own part
         timestamp = state.timestamp
-        path = self.folder / f"epoch{timestamp.epoch}-batch{timestamp.batch}.pt"
-        if not state.is_main_process:
-            state.checkpoint_path = str(path)  # the file rank 0 writes, that this rank resumes from
-            return
-        state.checkpoint_path = str(save_checkpoint(checkpoint, path))
-        if self.keep_last is not None:
+        path = checkpoint_path(state, self.folder, f"epoch{timestamp.epoch}-batch{timestamp.batch}")
+        # Every rank: the checkpoint rank 0 writes (or all write), that each resumes from.
+        state.checkpoint_path = str(write_checkpoint(state, path))
+        if state.is_main_process and self.keep_last is not None:
             for _, old in _interval_checkpoints(self.folder)[: -self.keep_last]:
-                old.unlink()
+                _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Deletes a checkpoint: a file, or a sharded run's folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _moment(state: State) -> tuple[Any, ...]:

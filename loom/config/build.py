@@ -45,6 +45,7 @@ from loom.trainer import (
 )
 from loom.trainer.checkpoint import capture_rng_states, restore_rng_states
 from loom.trainer.runtime import resolve_device, shard_train_loader, torchrun_world_size
+from loom.trainer.sharding import Strategy
 from loom.trainer.state import steps_on_a_metric
 
 __all__ = ["JobParts", "build_job"]
@@ -197,7 +198,11 @@ def build_job(
     model = _build(MODELS, job["model"], "model", facts=facts)
     parameters = list(model.parameters())
     optimizer_class = OPTIMIZERS.get(job["optimizer"]["name"], "optimizer.name")
-    optimizer_spec = fastest_step(optimizer_class, job["optimizer"], parameters, device)
+    with _section("trainer.strategy"):
+        sharded = Strategy.parse(job["trainer"]["strategy"]).shards
+    optimizer_spec = fastest_step(
+        optimizer_class, job["optimizer"], parameters, device, sharded=sharded
+    )
     optimizer = _build(OPTIMIZERS, optimizer_spec, "optimizer", positional=parameters)
     schedulers = []
     if job["scheduler"] is not None:

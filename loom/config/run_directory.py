@@ -22,6 +22,7 @@ from typing import Any
 from loom.callbacks.checkpoint import latest_checkpoint
 from loom.config.job_file import read_job_file
 from loom.config.schema import ConfigError
+from loom.trainer.sharded_checkpoint import is_sharded_checkpoint
 
 __all__ = ["RUN_WEIGHTS", "RunDirectory", "RunFileError", "RunState", "RunStatus", "read_status"]
 
@@ -221,7 +222,7 @@ class RunDirectory:
         if choice == "best":
             return self._best_checkpoint(job, option)
         for candidate in (Path(choice), self.path / choice):
-            if candidate.is_file():
+            if candidate.is_file() or is_sharded_checkpoint(candidate):
                 return candidate
         raise RunFileError(
             f"{option} {choice}: no such file (nor in {self.path}); give "

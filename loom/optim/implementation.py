@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from loom.trainer.sharding import FUSED_ON_SHARDS
+
 __all__ = ["FUSED_DEVICES", "FUSED_OPTIMIZERS", "fastest_step"]
 
 FUSED_DEVICES = frozenset({"cpu", "cuda"})
@@ -34,13 +36,16 @@ def fastest_step(
     arguments: Mapping[str, Any],
     parameters: Iterable[torch.Tensor],
     device: torch.device,
+    sharded: bool = False,
 ) -> dict[str, Any]:
     """``arguments`` for ``optimizer`` with ``fused=True`` where the fused step is the
     fastest correct choice: the optimizer is one of :data:`FUSED_OPTIMIZERS` (or a
     subclass), ``arguments`` leave both ``fused`` and ``foreach`` unset (None), nothing
     asks for a differentiable step, the run is on a device of :data:`FUSED_DEVICES`, and
-    every parameter is a float tensor (torch's fused kernels take no other). Otherwise
-    ``arguments`` as they are.
+    every parameter is a float tensor (torch's fused kernels take no other), and, for a
+    model that ``strategy="fsdp"`` will shard (``sharded``), the optimizer is one whose
+    fused step runs on sharded parameters (:data:`~loom.trainer.sharding.FUSED_ON_SHARDS`).
+    Otherwise ``arguments`` as they are.
 
     Examples:
         >>> weights = [torch.nn.Parameter(torch.zeros(3))]
@@ -56,6 +61,8 @@ def fastest_step(
     if chosen.get("fused") is not None or chosen.get("foreach") is not None:
         return chosen
     if chosen.get("differentiable"):
+        return chosen
+    if sharded and not _is_one_of(optimizer, FUSED_ON_SHARDS):
         return chosen
     if not all(parameter.is_floating_point() for parameter in parameters):
         return chosen

@@ -116,11 +116,11 @@ class RunRecorder(Callback):
 
     def fit_end(self, state: State) -> None:
         self._clock.stop()
+        weights = exported_weights(state)  # on every rank: a sharded model's are gathered
         if not state.is_main_process:
             return
         files = self.files
         write_atomically(files.summary, json.dumps(self._summary(state), indent=2))
-        weights = exported_weights(state)
         write_atomically(files.model, lambda file: torch.save(weights, file))
         name = files.name
         drawn = [files.curves]

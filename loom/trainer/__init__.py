@@ -17,6 +17,7 @@ from loom.trainer.batch import (
 from loom.trainer.checkpoint import (
     CheckpointError,
     capture_checkpoint,
+    checkpoint_path,
     evaluated_model,
     exported_weights,
     load_algorithm_states,
@@ -25,6 +26,7 @@ from loom.trainer.checkpoint import (
     model_state_dict,
     save_checkpoint,
     unwrap_model,
+    write_checkpoint,
 )
 from loom.trainer.effects import CompositionError, Effect, changes, reads, restores
 from loom.trainer.events import (
@@ -56,6 +58,7 @@ from loom.trainer.runtime import (
     seed_everything,
     use_deterministic_algorithms,
 )
+from loom.trainer.sharding import STRATEGIES, Strategy
 from loom.trainer.signals import TrainingInterrupted
 from loom.trainer.state import Duration, State, Timestamp, TimeUnit
 from loom.trainer.trainer import Trainer
@@ -65,6 +68,7 @@ __all__ = [
     "EVAL_METRICS",
     "PRECISIONS",
     "PREDICTION_OUTPUTS",
+    "STRATEGIES",
     "Algorithm",
     "Artifact",
     "BatchKey",
@@ -82,6 +86,7 @@ __all__ = [
     "NonFiniteLossError",
     "Plugin",
     "State",
+    "Strategy",
     "TimeUnit",
     "Timestamp",
     "TrainLoss",
@@ -91,6 +96,7 @@ __all__ = [
     "batch_size",
     "capture_checkpoint",
     "changes",
+    "checkpoint_path",
     "composition",
     "describe_item",
     "evaluated_model",
@@ -116,4 +122,5 @@ __all__ = [
     "use_deterministic_algorithms",
     "validate_batch_key",
     "write_atomically",
+    "write_checkpoint",
 ]

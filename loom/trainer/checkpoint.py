@@ -6,10 +6,15 @@ scaler, the clock, every generator's state (now and at the start of the epoch), 
 plugin's ``state_dict()``, the epoch's losses so far, the latest metrics and
 calibration, and under torchrun each rank's own states. It loads
 with ``torch.load(weights_only=True)``: nothing in it is ever imported or run.
+
+A run whose model is sharded (``strategy="fsdp"``) checkpoints into a folder instead of
+a file, every rank writing its shards (:mod:`loom.trainer.sharded_checkpoint`); every
+function here that reads a checkpoint takes either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
@@ -31,12 +36,24 @@ from loom.trainer.rank_states import (
     rank_states_problem,
     rank_view,
 )
+from loom.trainer.sharded_checkpoint import (
+    RUN_FILE,
+    is_sharded_checkpoint,
+    load_sharded_model,
+    load_sharded_optimizers,
+    model_skeleton,
+    optimizer_skeletons,
+    save_sharded_checkpoint,
+    sharded_optimizer_mismatch,
+)
+from loom.trainer.sharding import full_model_state_dict, is_sharded
 from loom.trainer.state import State
 
 __all__ = [
     "CheckpointError",
     "capture_checkpoint",
     "capture_rng_states",
+    "checkpoint_path",
     "evaluated_model",
     "exported_weights",
     "load_algorithm_states",
@@ -48,6 +65,7 @@ __all__ = [
     "resumed_epoch_batches",
     "save_checkpoint",
     "unwrap_model",
+    "write_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -91,8 +109,15 @@ def evaluated_model(state: State) -> nn.Module:
 
 def exported_weights(state: State) -> dict[str, torch.Tensor]:
     """The run's resulting weights, on the CPU: ``state.export_model``'s when a plugin
-    set one (averaged weights), else the trained model's (see :func:`model_state_dict`)."""
+    set one (averaged weights), else the trained model's (see :func:`model_state_dict`).
+
+    The main process gets them; the others an empty dict. A sharded model's are
+    gathered from every rank: then every rank must call it."""
     model = state.model if state.export_model is None else state.export_model
+    if is_sharded(model):
+        return full_model_state_dict(model)
+    if not state.is_main_process:
+        return {}
     return {key: value.cpu() for key, value in model_state_dict(model).items()}
 
 
@@ -115,10 +140,18 @@ def capture_checkpoint(state: State) -> dict[str, Any]:
             infinite: a checkpoint of a diverged run would replace a good one.
     """
     check_losses_are_finite(state)
+    if state.strategy.shards:  # the values go to the folder's shards, the structure here
+        model = unwrap_model(state.model)
+        weights: Any = model_skeleton(model)
+        optimizers: list[Any] = optimizer_skeletons(model, state.optimizers)
+    else:
+        weights = model_state_dict(state.model)
+        optimizers = [optimizer.state_dict() for optimizer in state.optimizers]
     checkpoint = {
         "format": FORMAT_VERSION,
-        "model": model_state_dict(state.model),
-        "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
+        "sharded": state.strategy.shards,
+        "model": weights,
+        "optimizers": optimizers,
         "schedulers": [scheduler.state_dict() for scheduler in state.schedulers],
         "grad_scaler": state.grad_scaler.state_dict() if state.grad_scaler else None,
         "timestamp": state.timestamp.state_dict(),
@@ -138,18 +171,48 @@ def capture_checkpoint(state: State) -> dict[str, Any]:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Writes ``checkpoint`` to ``path`` atomically: a crash mid-save leaves the old file."""
+    """Writes ``checkpoint`` to ``path`` atomically: a crash mid-save leaves the old file.
+    (A sharded run's is a folder: :func:`write_checkpoint` writes either.)"""
     return write_atomically(path, lambda file: torch.save(checkpoint, file))
+
+
+def checkpoint_path(state: State, folder: str | os.PathLike[str], name: str) -> Path:
+    """Where the run's checkpoint called ``name`` goes in ``folder``: ``<name>.pt``, or
+    the folder ``<name>`` for a sharded run."""
+    return Path(folder) / (name if state.strategy.shards else f"{name}.pt")
+
+
+def write_checkpoint(state: State, path: str | os.PathLike[str]) -> Path:
+    """Captures the run and writes it to ``path`` (from :func:`checkpoint_path`): a file
+    that the main process writes, or a sharded run's folder, which every rank writes
+    its shards of. Under torchrun every rank must call it. Returns ``path``.
+
+    Raises:
+        NonFiniteLossError: As :func:`capture_checkpoint`.
+        FileWriteError: The file or folder cannot be written.
+    """
+    checkpoint = capture_checkpoint(state)  # on every rank: each gives its own part
+    path = Path(path)
+    if state.strategy.shards:
+        model = unwrap_model(state.model)
+        return save_sharded_checkpoint(checkpoint, model, state.optimizers, path)
+    if state.is_main_process:
+        save_checkpoint(checkpoint, path)
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Reads a checkpoint with ``weights_only=True``.
 
+    A sharded checkpoint's folder gives its ``run.pt``: the model's and optimizers'
+    entries hold the tensors' shapes (on the ``meta`` device), their values stay in the
+    shards, which :func:`restore_checkpoint` reads.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: The file is truncated, corrupt, or not a loom checkpoint.
     """
-    checkpoint = _read(Path(path))
+    checkpoint = _read(_run_file(Path(path)))
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a loom checkpoint: it holds no 'model' entry."
@@ -178,12 +241,42 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         loom.trainer.checkpoint.CheckpointError: checkpoint '...model.pt' does not fit this
         model (Linear): other shapes: weight is (3, 2) in the checkpoint, (4, 2) in the model, ...
     """
-    saved = _read(Path(path))
+    saved = _read(_run_file(Path(path)))
     is_checkpoint = isinstance(saved, dict) and "format" in saved and "model" in saved
     weights = saved["model"] if is_checkpoint else saved
     model = unwrap_model(model)
     _check_model_fits(model, weights, path)
-    model.load_state_dict(weights)
+    _load_weights(model, saved if is_checkpoint else {}, weights, path)
+
+
+def _load_weights(model: nn.Module, checkpoint: Mapping[str, Any], weights: Any, path: Any) -> None:
+    """``weights`` (checked) into ``model``: from the shards of a sharded checkpoint at
+    ``path``; into a sharded model, each rank taking its shards of the full tensors."""
+    if checkpoint.get("sharded"):
+        load_sharded_model(model, path)
+    elif is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+        )
+
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(weights)
+
+
+def _run_file(path: Path) -> Path:
+    """The file to read of the checkpoint at ``path``: itself, or a sharded folder's
+    ``run.pt``."""
+    if not is_sharded_checkpoint(path):
+        return path
+    run_file = path / RUN_FILE
+    if not run_file.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a folder without {RUN_FILE}: not a loom sharded "
+            "checkpoint, or one whose save did not complete."
+        )
+    return run_file
 
 
 def _read(path: Path) -> Any:
@@ -243,17 +336,29 @@ def restore_checkpoint(
     model = unwrap_model(state.model)
     _check_model_fits(model, checkpoint["model"], path)
     if weights_only:
-        model.load_state_dict(checkpoint["model"])
+        _load_weights(model, checkpoint, checkpoint["model"], path)
         return
+    sharded = bool(checkpoint.get("sharded"))
+    if is_sharded(model) and not sharded:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a file, written by a run whose model was not "
+            "sharded: its optimizers' states cannot be sharded. Resume it with "
+            "strategy='ddp', or load its weights alone (load_weights_only)."
+        )
     _check_ranks_fit(state, checkpoint, path)
     if checkpoint.get("world_size") == state.world_size:  # else every rank takes rank 0's
         checkpoint = rank_view(checkpoint, state.rank)  # its own generators, plugins, losses
-    _check_run_fits(state, checkpoint, path)
+    with _optimizers_kept_on_refusal(state.optimizers) if sharded else contextlib.nullcontext():
+        _check_run_fits(state, checkpoint, path)
     _restore_plugins(_plugin_pairs(state, checkpoint), path)
     # Nothing below can refuse the checkpoint: all of it was checked above.
-    model.load_state_dict(checkpoint["model"])
-    for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True):
-        optimizer.load_state_dict(saved)
+    if sharded:
+        load_sharded_model(model, path)
+        load_sharded_optimizers(model, state.optimizers, path)
+    else:
+        model.load_state_dict(checkpoint["model"])
+        for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
     for scheduler, saved in zip(state.schedulers, checkpoint["schedulers"], strict=True):
         scheduler.load_state_dict(saved)
     if state.grad_scaler is not None and checkpoint["grad_scaler"]:
@@ -428,10 +533,18 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
                 f"holds {len(checkpoint[key])} {key}, this run has {len(have)}: resume "
                 "with the job that wrote it, or load the weights alone."
             )
-    for index, (optimizer, saved) in enumerate(
-        zip(state.optimizers, checkpoint["optimizers"], strict=True)
-    ):
-        problem = _optimizer_mismatch(optimizer, saved)
+    if checkpoint.get("sharded"):
+        skeletons = optimizer_skeletons(unwrap_model(state.model), state.optimizers)
+        problems = [
+            sharded_optimizer_mismatch(have, saved)
+            for have, saved in zip(skeletons, checkpoint["optimizers"], strict=True)
+        ]
+    else:
+        problems = [
+            _optimizer_mismatch(optimizer, saved)
+            for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True)
+        ]
+    for index, (optimizer, problem) in enumerate(zip(state.optimizers, problems, strict=True)):
         if problem:
             raise refuse(
                 f"does not fit optimizers[{index}] ({type(optimizer).__name__}): {problem}."
@@ -503,6 +616,20 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
         not isinstance(samples, torch.Tensor) or samples.shape != losses.shape
     ):
         raise refuse("has a malformed 'train_losses' entry: no sample count for each loss.")
+
+
+@contextlib.contextmanager
+def _optimizers_kept_on_refusal(optimizers: list[torch.optim.Optimizer]) -> Iterator[None]:
+    """Puts back the optimizers' states if the block raises: reading a sharded
+    optimizer state's structure makes the state of one that has not stepped (DCP steps
+    it with a learning rate of 0), which a refused checkpoint must not leave behind."""
+    before = [copy.deepcopy(optimizer.state_dict()) for optimizer in optimizers]
+    try:
+        yield
+    except BaseException:
+        for optimizer, saved in zip(optimizers, before, strict=True):
+            optimizer.load_state_dict(saved)
+        raise
 
 
 def _fits(saved: Any, reference: Any) -> bool:

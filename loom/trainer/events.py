@@ -245,6 +245,11 @@ class Algorithm(Plugin):
         ...         state.loss = state.loss * self.factor
     """
 
+    sharding_refusal: str | None = None
+    """Why this algorithm cannot train a model that ``strategy="fsdp"`` shards, in a
+    sentence, or None (it can). The Trainer refuses the run with it, before anything
+    is built (see :func:`loom.trainer.sharding.check_fits_sharding`)."""
+
 
 class Callback(Plugin):
     """An observer: it reads the state to log, save or stop, and changes nothing else

@@ -26,11 +26,11 @@ from loom.trainer.checkpoint import evaluated_model
 from loom.trainer.events import add_note
 from loom.trainer.runtime import (
     EvalShardSampler,
-    autocast_context,
     broadcast_buffers,
     shard_eval_loader,
     takes_a_sampler,
 )
+from loom.trainer.sharding import even_out_forwards, forward_autocast, most_batches
 from loom.trainer.state import State, check_dataloader
 
 __all__ = ["PREDICTION_OUTPUTS", "predictions"]
@@ -147,8 +147,10 @@ def _predict_batches(
     state: State, model: nn.Module, loader: Iterable[Any], output: str
 ) -> torch.Tensor | None:
     """This process's rows, in the order the loader yields them; None if it yields none."""
-    autocast = autocast_context(state.precision, state.device)
+    autocast = forward_autocast(model, state.precision, state.device)
     rows = []
+    inputs, number = None, 0
+    most = most_batches(model, loader)  # a sharded model's ranks agree on their forwards
     with torch.no_grad():
         for number, batch in enumerate(loader, start=1):
             try:
@@ -175,6 +177,7 @@ def _predict_batches(
             _check_rows(outputs, inputs, number)
             # On the CPU batch by batch: the whole dataset's outputs may not fit the device.
             rows.append(outputs.cpu())
+        even_out_forwards(model, number, most, inputs)
     return torch.cat(rows) if rows else None
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from loom.trainer.batch import BatchKey, get_batch_item, num_batches, set_batch_item
 from loom.trainer.metrics import TrainLoss
 from loom.trainer.positions import batch_position
+from loom.trainer.sharding import Strategy
 
 __all__ = [
     "Duration",
@@ -159,6 +160,8 @@ class State:
         rank: This process's rank among ``world_size`` processes (0 of 1 when
             not distributed).
         world_size: How many processes train together.
+        strategy: How the model is spread over them: replicated (``"ddp"``) or
+            sharded (``"fsdp"``); see :mod:`loom.trainer.sharding`.
         timestamp: The training clock.
         batch: The current batch (training or evaluation), on ``device``. Read and
             replace its inputs and targets with the methods below, other items with
@@ -236,6 +239,7 @@ class State:
     target_key: BatchKey = 1
     rank: int = 0
     world_size: int = 1
+    strategy: Strategy = field(default_factory=Strategy)
     timestamp: Timestamp = field(default_factory=Timestamp)
     batch: Any = None
     repeated_samples: int = 0

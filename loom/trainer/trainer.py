@@ -36,7 +36,6 @@ from loom.trainer.events import Algorithm, Callback, Engine, HookTable, add_note
 from loom.trainer.metrics import EVAL_METRICS, EvalMetrics, check_losses_are_finite
 from loom.trainer.predict import predictions
 from loom.trainer.runtime import (
-    autocast_context,
     broadcast_buffers,
     check_cpu_threads,
     cpu_threads_for,
@@ -49,6 +48,14 @@ from loom.trainer.runtime import (
     use_deterministic_algorithms,
     validate_precision,
     wrap_model,
+)
+from loom.trainer.sharding import (
+    Strategy,
+    check_fits_sharding,
+    even_out_forwards,
+    forward_autocast,
+    most_batches,
+    shard_model,
 )
 from loom.trainer.signals import (
     SignalStop,
@@ -125,6 +132,12 @@ class Trainer:
             options (``{"mode": "max-autotune"}``, ``{"backend": "aot_eager"}``),
             checked here. Checkpoints keep the model's own keys. See
             :mod:`loom.trainer.compiling`.
+        strategy: Under torchrun, how the model is spread over the processes:
+            ``"ddp"`` (DistributedDataParallel: each rank holds all of it) or
+            ``"fsdp"`` (FSDP2's ``fully_shard``: each rank holds a share of every
+            parameter, gradient and optimizer state, and checkpoints are sharded
+            folders); or ``{"name": "fsdp", "blocks": [class names],
+            "reshard_after_forward": bool}``. See :mod:`loom.trainer.sharding`.
 
     Raises:
         TypeError, ValueError: An argument is of the wrong type or value; the
@@ -181,6 +194,7 @@ class Trainer:
         load_weights_only: bool = False,
         finite_check_interval: int | None = 100,
         compile: bool | Mapping[str, Any] = False,
+        strategy: Literal["ddp", "fsdp"] | Mapping[str, Any] = "ddp",
     ):
         # Every argument is checked before anything is seeded, moved or joined.
         if not isinstance(model, nn.Module):
@@ -218,7 +232,9 @@ class Trainer:
         max_duration = Duration.parse(max_duration, name="max_duration")
         resolved_device = resolve_device(device)
         precision = validate_precision(precision, resolved_device)
+        strategy = Strategy.parse(strategy)
         optimizers = checked_optimizers(optimizers, model)
+        check_fits_sharding(strategy, precision, algorithms, optimizers)
         added_metrics = AddedMetrics(eval_metrics)
         schedulers = checked_schedulers(
             schedulers,
@@ -253,6 +269,7 @@ class Trainer:
             grad_scaler=grad_scaler_for(precision, resolved_device),
             rank=rank,
             world_size=world_size,
+            strategy=strategy,
             algorithms=engine.algorithms,
             callbacks=engine.callbacks,
         )
@@ -263,7 +280,6 @@ class Trainer:
         self.grad_accum = grad_accum
         self.grad_clip_norm = grad_clip_norm
         self.finite_check_interval = finite_check_interval
-        self._autocast = autocast_context(precision, resolved_device)
         # A CPU run gets its batches where they are: walking them would cost a few us a step.
         self._move_batches = resolved_device.type != "cpu"
         # Stepped after every batch, or (ReduceLROnPlateau) after each scheduled evaluation.
@@ -280,8 +296,11 @@ class Trainer:
         # {batch of the epoch: samples repeated at its end}, from the sampler's padding.
         self._repeats: dict[int, int] = repeated_samples(train_dataloader)
         fire(engine.hooks.init, self.state)
-        if world_size > 1:  # after init, which may change the model (surgery, its layout)
+        if world_size > 1 and strategy.shards:  # after init, which may change the model
+            shard_model(self.state.model, strategy, precision, optimizers)
+        elif world_size > 1:
             self.state.model = wrap_model(self.state.model, resolved_device)
+        self._autocast = forward_autocast(self.state.model, precision, resolved_device)
         if compiling is not None:  # after the wrap: the module inside DDP is compiled
             compile_model(self.state.model, compiling)
         if load_path is not None:
@@ -450,6 +469,7 @@ class Trainer:
             broadcast_buffers(model)
         metrics, added = EvalMetrics(), self.eval_metrics
         added.reset()
+        inputs, most = None, most_batches(model, dataloader)  # a sharded model's ranks agree
         try:
             with torch.no_grad():
                 for self._eval_batch, batch in enumerate(dataloader):
@@ -458,7 +478,8 @@ class Trainer:
                     )
                     fire(hooks.eval_batch_start, state)
                     fire(hooks.eval_before_forward, state)
-                    state.outputs = self._forward(model, state.get_inputs())
+                    inputs = state.get_inputs()
+                    state.outputs = self._forward(model, inputs)
                     fire(hooks.eval_after_forward, state)
                     targets = state.get_targets()
                     loss = self._loss(targets)
@@ -468,6 +489,8 @@ class Trainer:
                     if added:
                         added.update(state.outputs, targets)
                     fire(hooks.eval_batch_end, state)
+                batches = 0 if self._eval_batch is None else self._eval_batch + 1
+                even_out_forwards(model, batches, most, inputs)
         finally:
             self._eval_batch = None
             model.train(was_training)

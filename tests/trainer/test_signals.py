@@ -13,8 +13,8 @@ import torch
 
 from loom import Trainer
 from loom.callbacks import Checkpoint, latest_checkpoint
-from loom.callbacks import checkpoint as checkpoint_module
 from loom.trainer import Callback, TrainingInterrupted
+from loom.trainer import checkpoint as checkpoint_module
 from tests.conftest import TWO_PROCESS_TORCHRUN, SignalAt
 
 

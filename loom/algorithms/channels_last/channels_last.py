@@ -53,6 +53,11 @@ class ChannelsLast(Algorithm):
         ChannelsLast(input_key='image')
     """
 
+    sharding_refusal = (
+        "FSDP gathers each weight into a new tensor for every forward, in the standard "
+        "(channels-first) layout, so the layout it sets would not hold."
+    )
+
     effects = (
         changes("model", at="init", how="converts to channels-last"),
         changes("inputs", at="before_forward", how="lays out channels-last"),

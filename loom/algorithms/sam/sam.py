@@ -41,6 +41,12 @@ class SAM(Algorithm):
         SAM(rho=0.1)
     """
 
+    sharding_refusal = (
+        "its climb is scaled by the norm of the whole gradient, which it computes from "
+        "each parameter's gradient as one tensor, and FSDP keeps a share of each on every "
+        "rank."
+    )
+
     effects = (
         changes(
             "optimizer_step",

@@ -1,0 +1,205 @@
+"""Sharded checkpoints: a folder per checkpoint, which every rank writes its share of
+through ``torch.distributed.checkpoint`` (DCP).
+
+A run of ``strategy="fsdp"`` checkpoints into a folder such as ``epoch2-batch20/``:
+
+- the model's weights and the optimizers' states, as DCP writes them (a
+  ``__<rank>_0.distcp`` file a rank and ``.metadata``), through
+  ``get_model_state_dict`` / ``get_optimizer_state_dict``: each rank writes the shards
+  it holds, and any number of ranks reads them back (DCP reshards: a folder written
+  by 2 ranks resumes with 1 or with 3, and loads into an unsharded model);
+- ``run.pt``, everything else a checkpoint holds (the clock, generators, plugins, each
+  rank's own states; see :mod:`loom.trainer.checkpoint`), written by rank 0, with the
+  model's and the optimizers' entries as tensors of their full shapes on the ``meta``
+  device: what a resume checks against the run before it reads a shard.
+
+The folder is filled under a hidden temporary name and renamed when complete, so a
+reader (a resume, ``latest_checkpoint``) never sees half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from loom.trainer.files import publish_folder, temporary_folder, write_atomically
+from loom.trainer.runtime import decided_by_rank_zero
+
+__all__ = [
+    "RUN_FILE",
+    "is_sharded_checkpoint",
+    "load_sharded_model",
+    "load_sharded_optimizers",
+    "model_skeleton",
+    "optimizer_skeletons",
+    "save_sharded_checkpoint",
+    "sharded_optimizer_mismatch",
+    "skeleton",
+]
+
+RUN_FILE = "run.pt"
+"""The file of a sharded checkpoint's folder that holds all but the tensors' values."""
+
+
+def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a sharded checkpoint's folder (a checkpoint file is not)."""
+    return Path(path).is_dir()
+
+
+def save_sharded_checkpoint(
+    checkpoint: dict[str, Any], model: nn.Module, optimizers: Sequence[Any], path: Path
+) -> Path:
+    """Writes ``checkpoint`` (as :func:`~loom.trainer.checkpoint.capture_checkpoint`
+    captured it on this rank) and the shards of ``model`` and ``optimizers`` to the
+    folder ``path``. Every rank calls it; rank 0's ``checkpoint`` is the one written.
+
+    Raises:
+        FileWriteError: The folder cannot be written.
+    """
+    temporary = decided_by_rank_zero(lambda: temporary_folder(path), "the checkpoint's folder")
+    shards = {"model": _model_state(model), "optimizers": _optimizer_states(model, optimizers)}
+    import torch.distributed.checkpoint as dcp
+
+    # Every rank's shards and the metadata are written when it returns, on every rank.
+    with _alone_is_meant():
+        dcp.save(shards, checkpoint_id=temporary, no_dist=not _in_a_group())
+    if _rank() == 0:
+        write_atomically(temporary / RUN_FILE, lambda file: torch.save(checkpoint, file))
+        publish_folder(temporary, path)
+    return path
+
+
+def skeleton(value: Any) -> Any:
+    """``value`` with every tensor (a DTensor too) replaced by one of its full shape and
+    dtype on the ``meta`` device, which holds no data: a state dict's structure."""
+    if isinstance(value, torch.Tensor):
+        return torch.empty(value.shape, dtype=value.dtype, device="meta")
+    if isinstance(value, Mapping):
+        return {key: skeleton(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(skeleton(item) for item in value)
+    return value
+
+
+def model_skeleton(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The structure of ``model``'s state dict under DCP's names (see :func:`skeleton`)."""
+    return skeleton(_model_state(model))
+
+
+def optimizer_skeletons(model: nn.Module, optimizers: Sequence[Any]) -> list[Any]:
+    """The structure of each optimizer's state, keyed by parameter names (see
+    :func:`skeleton`). An optimizer that has not stepped gets its state first (DCP
+    steps it once with a learning rate of 0, which leaves the weights as they are)."""
+    states = _optimizer_states(model, optimizers)
+    return [skeleton(states[str(index)]) for index in range(len(optimizers))]
+
+
+def sharded_optimizer_mismatch(have: Any, saved: Any) -> str | None:
+    """What keeps the optimizer state of structure ``saved`` (a checkpoint's) from
+    loading into one of structure ``have`` (this run's; both from
+    :func:`optimizer_skeletons`), or None."""
+    if (
+        not isinstance(saved, Mapping)
+        or not isinstance(saved.get("state"), Mapping)
+        or not isinstance(saved.get("param_groups"), list)
+        or not all(isinstance(group, Mapping) for group in saved["param_groups"])
+    ):
+        return "it is not an optimizer's state"
+    groups, saved_groups = have["param_groups"], saved["param_groups"]
+    if len(groups) != len(saved_groups):
+        return f"{len(saved_groups)} parameter groups in the checkpoint, {len(groups)} here"
+    for index, (group, saved_group) in enumerate(zip(groups, saved_groups, strict=True)):
+        if list(group["params"]) != list(saved_group.get("params", ())):
+            return f"parameter group {index} holds other parameters in the checkpoint"
+        foreign = sorted(set(saved_group) - set(group))
+        if foreign:
+            return (
+                f"its parameter group {index} has settings {', '.join(foreign)} that this "
+                "optimizer does not: it was written by another optimizer"
+            )
+    for name, entries in have["state"].items():
+        theirs = saved["state"].get(name)
+        if not isinstance(theirs, Mapping) or set(theirs) != set(entries):
+            return (
+                f"its state of {name} holds {sorted(theirs or ())}, this optimizer's "
+                f"{sorted(entries)}: it was written by another optimizer"
+            )
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor) and tuple(theirs[key].shape) != tuple(value.shape):
+                return (
+                    f"its {key!r} of {name} is {tuple(theirs[key].shape)}, this "
+                    f"optimizer's is {tuple(value.shape)}"
+                )
+    return None
+
+
+def load_sharded_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Reads the model's weights from the checkpoint folder ``path`` into ``model``,
+    sharded or not, whatever number of ranks wrote it. Under torchrun every rank calls
+    it. Checked beforehand against the folder's ``run.pt``."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    shards = {"model": _model_state(model)}
+    _read_shards(shards, path)
+    set_model_state_dict(model, shards["model"])
+
+
+def load_sharded_optimizers(
+    model: nn.Module, optimizers: Sequence[Any], path: str | os.PathLike[str]
+) -> None:
+    """Reads the optimizers' states from the checkpoint folder ``path`` (as
+    :func:`load_sharded_model` reads the model's)."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    shards = {"optimizers": _optimizer_states(model, optimizers)}
+    _read_shards(shards, path)
+    for index, optimizer in enumerate(optimizers):
+        set_optimizer_state_dict(model, optimizer, shards["optimizers"][str(index)])
+
+
+def _read_shards(shards: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    with _alone_is_meant():
+        dcp.load(shards, checkpoint_id=str(path), no_dist=not _in_a_group())
+
+
+@contextlib.contextmanager
+def _alone_is_meant() -> Iterator[None]:
+    """Without DCP's warning that it assumes one process where there is no process
+    group: that is what loom asks for then (``no_dist``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _model_state(model: nn.Module) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model)
+
+
+def _optimizer_states(model: nn.Module, optimizers: Sequence[Any]) -> dict[str, Any]:
+    """Each optimizer's state by its index as a string (DCP's keys are names)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return {
+        str(index): get_optimizer_state_dict(model, optimizer)
+        for index, optimizer in enumerate(optimizers)
+    }
+
+
+def _in_a_group() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _in_a_group() else 0
