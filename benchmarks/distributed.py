@@ -1,4 +1,5 @@
-"""loom's Trainer on one gloo process against two (torchrun), samples per second.
+"""loom's Trainer on one gloo process against two (torchrun), samples per second; and at
+two, the model sharded (``strategy="fsdp"``, FSDP2) against replicated (DDP).
 
 Two MLPs on digits-shaped inputs (64 features, 10 classes): the digits-sized one
 (64-128-10) and a wider one (64-1024-1024-10); each process trains batches of 64 with
@@ -7,6 +8,9 @@ gradients between them. Each configuration runs ``--repeats`` times, alternating
 fresh processes; the figure is the median of the samples per second that rank 0 times
 over the steps after a warm-up. On a 2-core machine two processes take both cores: the
 ratio says what the all-reduce and the second process cost there, not how loom scales.
+FSDP's step gathers each layer's weights before its forward and again before its
+backward, and reduce-scatters the gradients: more collectives than DDP's one bucketed
+all-reduce, which a model this small pays for in latency, not in bandwidth.
 
     OMP_NUM_THREADS=1 python benchmarks/distributed.py
 """
@@ -29,7 +33,7 @@ WARMUP = 30
 WIDTHS = {"digits-sized MLP (64-128-10)": [128], "wider MLP (64-1024-1024-10)": [1024, 1024]}
 
 
-def worker(out: str, hidden: list[int]) -> None:
+def worker(out: str, hidden: list[int], strategy: str) -> None:
     """One process of a run: trains ``WARMUP + STEPS`` steps, and rank 0 writes its
     samples per second over the last ``STEPS``."""
     import torch
@@ -69,6 +73,7 @@ def worker(out: str, hidden: list[int]) -> None:
         device="cpu",
         cpu_threads=1,
         seed=0,
+        strategy=strategy,
     )
     trainer.fit()
     if trainer.state.is_main_process:
@@ -78,10 +83,12 @@ def worker(out: str, hidden: list[int]) -> None:
     destroy_process_group()
 
 
-def samples_per_second(processes: int, hidden: list[int]) -> float:
+def samples_per_second(processes: int, hidden: list[int], strategy: str = "ddp") -> float:
     with tempfile.TemporaryDirectory(prefix="loom-distributed-") as folder:
         out = Path(folder) / "rate.json"
-        here = [str(Path(__file__).resolve()), "--worker", str(out), json.dumps(hidden)]
+        here = [
+            str(Path(__file__).resolve()), "--worker", str(out), json.dumps(hidden), strategy,
+        ]  # fmt: skip
         if processes == 1:
             command = [sys.executable, *here]
         else:
@@ -98,20 +105,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--worker", nargs=2, metavar=("OUT", "HIDDEN"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # OUT HIDDEN STRATEGY
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], json.loads(args.worker[1]))
+        worker(args.worker[0], json.loads(args.worker[1]), args.worker[2])
         return
     print(f"batch {BATCH} a process, {STEPS} timed steps, {args.repeats} runs each, gloo, CPU")
+    runs = {"1 process": (1, "ddp"), "2 DDP": (2, "ddp"), "2 FSDP": (2, "fsdp")}
     for name, hidden in WIDTHS.items():
-        rates: dict[int, list[float]] = {1: [], 2: []}
+        rates: dict[str, list[float]] = {run: [] for run in runs}
         for _ in range(args.repeats):
-            for processes in rates:
-                rates[processes].append(samples_per_second(processes, hidden))
-        one, two = (statistics.median(rates[n]) for n in (1, 2))
-        print(f"  {name:30s} 1 process {one:9,.0f} samples/s  2 processes {two:9,.0f}  "
-              f"{two / one:.2f}x")  # fmt: skip
+            for run, (processes, strategy) in runs.items():
+                rates[run].append(samples_per_second(processes, hidden, strategy))
+        one, ddp, fsdp = (statistics.median(rates[run]) for run in runs)
+        print(f"  {name:30s} 1 process {one:9,.0f} samples/s  2 processes {ddp:9,.0f}  "
+              f"{ddp / one:.2f}x")  # fmt: skip
+        print(f"  {'':30s} 2 processes, FSDP {fsdp:9,.0f} samples/s: step cost FSDP/DDP "
+              f"{ddp / fsdp:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
