@@ -104,7 +104,11 @@ class Strategy:
                 "{'name': 'fsdp', 'blocks': ['BasicBlock']}."
             )
         options = dict(value)
-        name = options.pop("name", None)
+        if "name" not in options:
+            raise ValueError(
+                f"strategy={dict(value)!r} has no 'name'; give 'ddp' or 'fsdp' as its name."
+            )
+        name = options.pop("name")
         if name not in STRATEGIES:
             raise ValueError(
                 f"strategy={name!r} is not a strategy; expected 'ddp' or 'fsdp', or a "
@@ -137,9 +141,10 @@ class Strategy:
 def check_fits_sharding(
     strategy: Strategy, precision: str, algorithms: Sequence[Any], optimizers: Sequence[Any]
 ) -> None:
-    """Refuses, before anything is built, what cannot train a sharded model: fp16, a
-    fused step torch does not have for sharded parameters, and each algorithm that
-    says why it cannot (its ``sharding_refusal``).
+    """Refuses, before anything is built, what cannot train a sharded model: fp16, an
+    optimizer that has stepped (its state is of the unsharded parameters), a fused step
+    torch does not have for sharded parameters, and each algorithm that says why it
+    cannot (its ``sharding_refusal``).
 
     Raises:
         ValueError: The message names the algorithm, the optimizer or the precision,
@@ -148,6 +153,12 @@ def check_fits_sharding(
     if not strategy.shards:
         return
     for index, optimizer in enumerate(optimizers):
+        if optimizer.state:
+            raise ValueError(
+                f"optimizers[{index}] ({type(optimizer).__name__}) holds state already: "
+                "strategy='fsdp' shards the parameters it was built on, and its state "
+                "would be of the unsharded ones. Give the Trainer a new optimizer."
+            )
         fused = any(group.get("fused") for group in optimizer.param_groups)
         if fused and not isinstance(optimizer, FUSED_ON_SHARDS):
             raise ValueError(
@@ -180,17 +191,10 @@ def shard_model(
 
     Raises:
         ValueError: ``strategy.blocks`` names a class no submodule has (the message
-            lists the model's classes), or an optimizer has stepped already.
+            lists the model's classes).
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    for index, optimizer in enumerate(optimizers):
-        if optimizer.state:
-            raise ValueError(
-                f"optimizers[{index}] ({type(optimizer).__name__}) holds state already: "
-                "strategy='fsdp' shards the parameters it was built on, and its state "
-                "would be of the unsharded ones. Give the Trainer a new optimizer."
-            )
     names = {id(parameter): name for name, parameter in model.named_parameters()}
 
     options: dict[str, Any] = {"reshard_after_forward": strategy.reshard_after_forward}

@@ -46,7 +46,7 @@ def test_a_strategy_is_a_name_or_a_mapping(value, expected):
     [
         ("zero3", r"strategy='zero3' is not a strategy; expected 'ddp' or 'fsdp'"),
         (3, r"strategy=3 must be 'ddp', 'fsdp' or a mapping"),
-        ({"blocks": ["Linear"]}, r"strategy=None is not a strategy"),
+        ({"blocks": ["Linear"]}, r"has no 'name'; give 'ddp' or 'fsdp'"),
         ({"name": "fsdp", "block": ["Linear"]}, r"unknown option 'block'; fsdp takes blocks"),
         ({"name": "ddp", "blocks": ["Linear"]}, r"unknown option|options of 'fsdp', not 'ddp'"),
         ({"name": "fsdp", "blocks": "Linear"}, r"strategy.blocks='Linear' must be a list"),
@@ -141,13 +141,13 @@ def test_blocks_are_named_by_class_and_a_missing_one_lists_the_model_s(one_proce
         shard_model(mlp(), Strategy("fsdp", blocks=("Sequential",)), "fp32", [])
 
 
-def test_an_optimizer_that_has_stepped_is_refused(one_process_group):
+def test_an_optimizer_that_has_stepped_is_refused():
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 4)).sum().backward()
     optimizer.step()
     with pytest.raises(ValueError, match=r"optimizers\[0\] \(SGD\) holds state already"):
-        shard_model(model, Strategy("fsdp"), "fp32", [optimizer])
+        check_fits_sharding(Strategy("fsdp"), "fp32", [], [optimizer])
 
 
 def test_bf16_under_fsdp_is_its_mixed_precision_policy(one_process_group):
