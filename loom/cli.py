@@ -463,14 +463,22 @@ def _autoresume(job: dict[str, Any], run_dir: Path) -> Any:
 def _join_torchrun_job(job: dict[str, Any]) -> None:
     """Under torchrun, this process's part of the process group, started now: rank 0
     then decides for every rank. Alone, nothing."""
-    from loom.trainer.runtime import join_torchrun_job, resolve_device, torchrun_world_size
+    from loom.trainer.runtime import (
+        TorchrunSetupError,
+        join_torchrun_job,
+        resolve_device,
+        torchrun_world_size,
+    )
 
     if torchrun_world_size() > 1:
         try:
             device = resolve_device(job["trainer"]["device"])
         except ValueError as error:
             raise CommandError(f"trainer.device: {error}") from None
-        join_torchrun_job(device)
+        try:
+            join_torchrun_job(device)
+        except TorchrunSetupError as error:
+            raise CommandError(str(error)) from None
 
 
 def _new_run_dir(job: dict[str, Any], name: str) -> Path:

@@ -882,3 +882,25 @@ def test_a_signal_that_stops_at_once_is_one_line_with_what_resumes(
         stopped = "loom train: stopped at once by SIGTERM, the third signal"
         assert err == f"{stopped}; training had not started.\n"
         assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_torchrun_worker_that_could_not_rejoin_after_a_restart_is_one_line(
+    capsys, monkeypatch, tmp_path
+):
+    """Before the process group starts, nothing written: the fix, in one line, exit 2."""
+    environment = {
+        "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1", "RANK": "0", "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1", "TORCHELASTIC_MAX_RESTARTS": "1",
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }  # fmt: skip
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    run_dir = tmp_path / "run"
+    status, _, err = run_loom(
+        capsys, "train", CONFIGS / "digits.yaml", "--run-dir", run_dir, "--autoresume"
+    )
+    assert status == 2
+    (line,) = err.splitlines()
+    assert line.startswith("loom train: error: torchrun --max-restarts 1 across nodes")
+    assert "Set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in line
+    assert not run_dir.exists()

@@ -33,10 +33,12 @@ from torch.utils.data import (
 __all__ = [
     "PRECISIONS",
     "EvalShardSampler",
+    "TorchrunSetupError",
     "autocast_context",
     "available_cpus",
     "broadcast_buffers",
     "check_cpu_threads",
+    "check_restarts_can_rejoin",
     "cpu_threads_for",
     "decided_by_rank_zero",
     "destroy_process_group",
@@ -239,6 +241,13 @@ def scaled_or_clipped_step(
 
 # torchrun
 
+
+class TorchrunSetupError(RuntimeError):
+    """The environment a process was started in cannot start its part of a torchrun job
+    (a world without this process's rank; restarts that could not rejoin); the message
+    says what to change."""
+
+
 _TIMEOUT = timedelta(minutes=10)  # a rank stuck this long in a collective ends the job
 
 
@@ -319,17 +328,19 @@ def join_torchrun_job(device: torch.device) -> tuple[int, int]:
     """Starts this process's part of the process group, once; returns (rank, world size).
 
     Raises:
-        RuntimeError: The environment names a world of several processes but not
-            this one's rank (started by something other than ``torchrun``).
+        TorchrunSetupError: The environment names a world of several processes but not
+            this one's rank (started by something other than ``torchrun``), or asks
+            for restarts it could not rejoin after (:func:`check_restarts_can_rejoin`).
     """
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise TorchrunSetupError(
             f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start "
             "distributed runs with torchrun, e.g. torchrun --nproc_per_node 2 train.py."
         )
+    check_restarts_can_rejoin()
     if device.type == "cuda":
         torch.cuda.set_device(device)  # this rank's GPU, before NCCL touches any
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -337,9 +348,8 @@ def join_torchrun_job(device: torch.device) -> tuple[int, int]:
     # torchrun's restarts may hand the new processes the store of the ones they replace,
     # whose addresses a process group would then try to connect to (gloo: "Connection
     # refused", or a hang): each attempt keeps its keys apart. Only where one agent
-    # started every rank (one node): agents count their restarts each their own way (a
-    # node whose workers were healthy restarts them without counting), so across
-    # nodes the counts may differ and ranks would wait under different prefixes.
+    # started every rank (one node): agents count their restarts each their own way, so
+    # across nodes the counts may differ (check_restarts_can_rejoin refuses that case).
     if int(os.environ.get("LOCAL_WORLD_SIZE", "0")) == world_size:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         store = dist.PrefixStore(f"loom/attempt{attempt}", store)
@@ -347,6 +357,35 @@ def join_torchrun_job(device: torch.device) -> tuple[int, int]:
         backend, store=store, rank=rank, world_size=world_size, timeout=_TIMEOUT
     )
     return dist.get_rank(), dist.get_world_size()
+
+
+def check_restarts_can_rejoin() -> None:
+    """Refuses, before the process group starts, a job of several torchrun agents (nodes)
+    that may restart (``--max-restarts`` above 0) through the store torchrun shares with
+    its workers: that store outlives a restart, with the replaced group's keys in it, and
+    the agents count their restarts each its own way (one whose workers were healthy
+    restarts them without counting), so the nodes' new workers have no count they agree
+    on to keep their keys apart, and look for each other at the old group's addresses (a
+    gloo or NCCL connection timeout). With ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` each
+    restart gets a store of its own. One agent counts for all its workers, so one node's
+    restarts are safe (:func:`join_torchrun_job` keeps each attempt's keys apart).
+
+    Raises:
+        TorchrunSetupError: Such a job; the message says what to set.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if local_world_size < world_size and restarts > 0 and shared:
+        raise TorchrunSetupError(
+            f"torchrun --max-restarts {restarts} across nodes ({world_size} processes, "
+            f"{local_world_size} on this one) with the rendezvous store shared with the "
+            "workers: after a restart the nodes' workers could not find each other (it "
+            "keeps the replaced group's addresses, and the nodes count their restarts "
+            "apart). Set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment "
+            "on every node (each restart then gets a store of its own), or --max-restarts 0."
+        )
 
 
 def destroy_process_group() -> None:

@@ -10,9 +10,10 @@ environment variables (see :mod:`tests.faults.runs`, which writes them):
 - ``LOOM_FAULT_TRACE``: a file that gets one JSON line per event, in order: what a
   reference run does, from which a test picks the point to fail at.
 - ``LOOM_FAULT``: a JSON list of faults, each ``{"kind", "n", "moment", "action"}``
-  and optionally ``"rank"`` (default 0), ``"after"`` (count ``n`` from when the fault
-  at that index fired), ``"repeat"``, ``"path"``, ``"attempt"`` (default 0: torchrun's
-  ``TORCHELASTIC_RESTART_COUNT`` when it is due, so that a restarted job runs free),
+  and optionally ``"rank"`` (default 0; ``"any"``: whichever this process is),
+  ``"after"`` (count ``n`` from when the fault at that index fired), ``"repeat"``,
+  ``"path"``, ``"attempt"`` (default 0: torchrun's ``TORCHELASTIC_RESTART_COUNT`` when
+  it is due, so that a restarted job runs free),
   ``"matching"`` (a regular expression: only events on a path it matches, relative to
   the root, count): at the ``n``-th event of ``kind``, at ``moment``, do ``action``.
 - ``LOOM_FAULT_BARRIER``: ``FOLDER:COUNT``: wait, at import, until COUNT processes have
@@ -125,7 +126,10 @@ class Injector:
     def _due(self, fault: dict[str, Any], kind: str, moment: str) -> bool:
         if fault["kind"] != kind or fault["moment"] != moment:
             return False
-        if fault.get("rank", 0) != self.rank or fault.get("attempt", 0) != self.attempt:
+        if (
+            fault.get("rank", 0) not in (self.rank, "any")
+            or fault.get("attempt", 0) != self.attempt
+        ):
             return False
         key = self._count_key(fault, kind)
         start = 0

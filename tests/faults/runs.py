@@ -12,6 +12,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -66,6 +67,13 @@ def loom_command(*arguments: Any, torchrun: bool = False, restarts: int = 0) -> 
     else:
         start = [sys.executable, "-m", "loom"]
     return [*start, *map(str, arguments)]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a rendezvous endpoint)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def fault_environment(

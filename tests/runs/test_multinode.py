@@ -5,7 +5,6 @@ node, bitwise: what docs/distributed.md shows for several machines."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -21,12 +20,6 @@ SHORT = ["trainer.max_duration=1ep", "callbacks=[]"]
 TIMEOUT = 240
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def torchrun(*options: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *options, "-m", "loom", "train"]
 
@@ -39,7 +32,7 @@ def test_two_nodes_of_one_process_train_as_two_processes_on_one_node(tmp_path):
     )
     assert result.returncode == 0, runs.tail(result)
 
-    two_nodes, endpoint = tmp_path / "two-nodes", f"127.0.0.1:{free_port()}"
+    two_nodes, endpoint = tmp_path / "two-nodes", f"127.0.0.1:{runs.free_port()}"
     rendezvous = ["--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "digits"]
     nodes = [
         runs.start(

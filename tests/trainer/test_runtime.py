@@ -19,7 +19,9 @@ from loom.functional import all_reduce_max, all_reduce_sum, is_distributed
 from loom.trainer import Algorithm, Callback, CheckpointError
 from loom.trainer.runtime import (
     EvalShardSampler,
+    TorchrunSetupError,
     available_cpus,
+    check_restarts_can_rejoin,
     cpu_threads_for,
     is_main_process,
     join_torchrun_job,
@@ -453,3 +455,39 @@ def test_what_rank_zero_cannot_send_every_rank_is_sent_as_an_error(monkeypatch):
         decided_by_rank_zero(lambda: lambda: None, "a decision")
     (kind, _), *_ = sent[0]
     assert kind == "error"
+
+
+TWO_NODE_WORKER = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1", "TORCHELASTIC_MAX_RESTARTS": "3"}
+
+
+@pytest.mark.parametrize(
+    ("environment", "refused"),
+    [
+        ({**TWO_NODE_WORKER, "TORCHELASTIC_USE_AGENT_STORE": "True"}, True),
+        ({**TWO_NODE_WORKER, "TORCHELASTIC_USE_AGENT_STORE": "False"}, False),  # not shared
+        ({**TWO_NODE_WORKER, "TORCHELASTIC_MAX_RESTARTS": "0"}, False),  # never restarts
+        (
+            {**TWO_NODE_WORKER, "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_USE_AGENT_STORE": "True"},
+            False,
+        ),
+    ],
+    ids=["nodes-restarts-shared", "own-stores", "no-restarts", "one-node"],
+)
+def test_restarts_across_nodes_through_a_shared_store_are_refused_saying_what_to_set(
+    monkeypatch, environment, refused
+):
+    """Before, their workers timed out connecting after the first restart (tested with
+    two agents in tests/faults/test_elastic.py)."""
+    for name in ("TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_MAX_RESTARTS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if not refused:
+        check_restarts_can_rejoin()
+        return
+    with pytest.raises(
+        TorchrunSetupError,
+        match=r"--max-restarts 3 across nodes \(2 processes, 1 on this one\).*"
+        r"Set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment on every node",
+    ):
+        check_restarts_can_rejoin()
