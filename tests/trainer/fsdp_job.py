@@ -5,7 +5,8 @@ python tests/trainer/fsdp_job.py OUT PHASE
 
 - ``ddp``, ``fsdp``: 3 epochs under each strategy (2 ranks); ``fsdp`` checkpoints every
   epoch and records the full weights and optimizer state at each epoch's end.
-- ``resume``: ``fsdp`` again, resumed from its first epoch's checkpoint.
+- ``resume``: ``fsdp`` again, resumed from its first epoch's checkpoint, the model
+  compiled (``aot_eager``: the same kernels as eager, so the same bits).
 - ``reshard``: that checkpoint loaded by this run's number of ranks (1 or 3): what it
   holds right after the load, then 2 more epochs.
 
@@ -130,6 +131,7 @@ def main():
         grad_clip_norm=1.0,
         strategy="ddp" if phase == "ddp" else "fsdp",
         load_path=first_epoch if phase in ("resume", "reshard") else None,
+        compile={"backend": "aot_eager"} if phase == "resume" else False,
     )
     snapshots.trainer = trainer
     record = {}

@@ -67,6 +67,7 @@ def test_fsdp_trains_what_ddp_trains(fsdp_run):
 
 
 def test_a_resumed_fsdp_run_ends_as_the_uninterrupted_one(fsdp_run):
+    """Compiled, too: the resumed run compiles its sharded model (aot_eager)."""
     names = sorted(path.name for path in (fsdp_run / "checkpoints-fsdp").iterdir())
     assert names == ["epoch1-batch4", "epoch2-batch8", "epoch3-batch12"]
     folder = fsdp_run / "checkpoints-fsdp" / "epoch1-batch4"
