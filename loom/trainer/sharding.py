@@ -32,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -224,11 +225,11 @@ def forward_autocast(model: nn.Module, precision: str, device: torch.device) -> 
 
 def is_sharded(model: nn.Module) -> bool:
     """Whether ``fully_shard`` has sharded ``model`` (its parameters are DTensors)."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # a torch built without distributed support
-        return False
-    return isinstance(model, FSDPModule)
+    # Where torch's FSDP is not imported yet, nothing has been sharded (and importing it
+    # would cost half a second, at every Trainer's start).
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    sharded = getattr(fsdp, "FSDPModule", None)
+    return sharded is not None and isinstance(model, sharded)
 
 
 def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
