@@ -229,7 +229,7 @@ class Checkpoint(Callback):
 def _remove(path: Path) -> None:
     """Deletes a checkpoint: a file, or a sharded run's folder."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)  # a reader holding a file open: pruned later
     else:
         path.unlink(missing_ok=True)
 

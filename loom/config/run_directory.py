@@ -22,7 +22,6 @@ from typing import Any
 from loom.callbacks.checkpoint import latest_checkpoint
 from loom.config.job_file import read_job_file
 from loom.config.schema import ConfigError
-from loom.trainer.sharded_checkpoint import is_sharded_checkpoint
 
 __all__ = ["RUN_WEIGHTS", "RunDirectory", "RunFileError", "RunState", "RunStatus", "read_status"]
 
@@ -222,7 +221,7 @@ class RunDirectory:
         if choice == "best":
             return self._best_checkpoint(job, option)
         for candidate in (Path(choice), self.path / choice):
-            if candidate.is_file() or is_sharded_checkpoint(candidate):
+            if candidate.exists():  # a file, or a sharded run's folder
                 return candidate
         raise RunFileError(
             f"{option} {choice}: no such file (nor in {self.path}); give "
@@ -269,10 +268,10 @@ class RunDirectory:
         recorded = Path(best[0]["path"])
         # Found by name in the run's checkpoint folders first: the summary holds the path
         # as training saw it, relative to where it ran, and the run may have moved since.
-        for folder in self.checkpoint_folders(job):
-            if (folder / recorded.name).is_file():
+        for folder in self.checkpoint_folders(job):  # a file, or a sharded run's folder
+            if (folder / recorded.name).exists():
                 return folder / recorded.name
-        if recorded.is_file():
+        if recorded.exists():
             return recorded
         raise RunFileError(
             f"{option} best: the best checkpoint summary.json lists, {recorded}, is "

@@ -108,7 +108,7 @@ def find_teacher(spec: Mapping[str, Any], path: str, models: Registry) -> Teache
 
 
 def _weights_file(value: Any, path: str) -> Path:
-    if not isinstance(value, str) or not Path(value).is_file():
+    if not isinstance(value, str) or not Path(value).exists():  # a sharded one is a folder
         raise ConfigError(
             f"{path}: no such file {value!r}; give the path of a checkpoint or of a run's model.pt."
         )

@@ -45,6 +45,7 @@ from loom.trainer.sharded_checkpoint import (
     optimizer_skeletons,
     save_sharded_checkpoint,
     sharded_optimizer_mismatch,
+    shards_problem,
 )
 from loom.trainer.sharding import full_model_state_dict, is_sharded
 from loom.trainer.state import State
@@ -111,13 +112,11 @@ def exported_weights(state: State) -> dict[str, torch.Tensor]:
     """The run's resulting weights, on the CPU: ``state.export_model``'s when a plugin
     set one (averaged weights), else the trained model's (see :func:`model_state_dict`).
 
-    The main process gets them; the others an empty dict. A sharded model's are
-    gathered from every rank: then every rank must call it."""
+    A sharded model's are gathered from every rank onto the main process (the others
+    get an empty dict): then every rank must call it."""
     model = state.model if state.export_model is None else state.export_model
     if is_sharded(model):
         return full_model_state_dict(model)
-    if not state.is_main_process:
-        return {}
     return {key: value.cpu() for key, value in model_state_dict(model).items()}
 
 
@@ -253,7 +252,9 @@ def _load_weights(model: nn.Module, checkpoint: Mapping[str, Any], weights: Any,
     """``weights`` (checked) into ``model``: from the shards of a sharded checkpoint at
     ``path``; into a sharded model, each rank taking its shards of the full tensors."""
     if checkpoint.get("sharded"):
-        load_sharded_model(model, path)
+        _check_shards(path, weights)
+        with _shards_read(path):
+            load_sharded_model(model, path)
     elif is_sharded(model):
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -263,6 +264,26 @@ def _load_weights(model: nn.Module, checkpoint: Mapping[str, Any], weights: Any,
         set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
     else:
         model.load_state_dict(weights)
+
+
+def _check_shards(path: Any, weights: Mapping[str, Any]) -> None:
+    problem = shards_problem(path, list(weights))
+    if problem:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {problem}.")
+
+
+@contextlib.contextmanager
+def _shards_read(path: Any) -> Iterator[None]:
+    """DCP's failure to read a folder (a shard damaged after the checks) as a
+    CheckpointError: DCP's own exception is no ``Exception``, and would pass every
+    handler of one."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        yield
+    except CheckpointException as error:
+        reason = " ".join(str(error).split())[:300]
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {reason}.") from None
 
 
 def _run_file(path: Path) -> Path:
@@ -348,13 +369,15 @@ def restore_checkpoint(
     _check_ranks_fit(state, checkpoint, path)
     if checkpoint.get("world_size") == state.world_size:  # else every rank takes rank 0's
         checkpoint = rank_view(checkpoint, state.rank)  # its own generators, plugins, losses
-    with _optimizers_kept_on_refusal(state.optimizers) if sharded else contextlib.nullcontext():
-        _check_run_fits(state, checkpoint, path)
+    _check_run_fits(state, checkpoint, path)
+    if sharded:
+        _check_shards(path, checkpoint["model"])
     _restore_plugins(_plugin_pairs(state, checkpoint), path)
     # Nothing below can refuse the checkpoint: all of it was checked above.
     if sharded:
-        load_sharded_model(model, path)
-        load_sharded_optimizers(model, state.optimizers, path)
+        with _shards_read(path):
+            load_sharded_model(model, path)
+            load_sharded_optimizers(model, state.optimizers, checkpoint["optimizers"], path)
     else:
         model.load_state_dict(checkpoint["model"])
         for optimizer, saved in zip(state.optimizers, checkpoint["optimizers"], strict=True):
@@ -616,20 +639,6 @@ def _check_run_fits(state: State, checkpoint: dict[str, Any], path: Any) -> None
         not isinstance(samples, torch.Tensor) or samples.shape != losses.shape
     ):
         raise refuse("has a malformed 'train_losses' entry: no sample count for each loss.")
-
-
-@contextlib.contextmanager
-def _optimizers_kept_on_refusal(optimizers: list[torch.optim.Optimizer]) -> Iterator[None]:
-    """Puts back the optimizers' states if the block raises: reading a sharded
-    optimizer state's structure makes the state of one that has not stepped (DCP steps
-    it with a learning rate of 0), which a refused checkpoint must not leave behind."""
-    before = [copy.deepcopy(optimizer.state_dict()) for optimizer in optimizers]
-    try:
-        yield
-    except BaseException:
-        for optimizer, saved in zip(optimizers, before, strict=True):
-            optimizer.load_state_dict(saved)
-        raise
 
 
 def _fits(saved: Any, reference: Any) -> bool:

@@ -27,6 +27,9 @@ by the names a run's files are looked up by)."""
 _STALE = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 """The names :data:`_TEMPORARY` makes (``token_hex(4)``: 8 hex digits), and no other."""
 
+_SET_ASIDE = ".{name}.replaced"
+"""Where :func:`publish_folder` moves the folder it replaces while it renames the new one."""
+
 
 class FileWriteError(OSError):
     """A file could not be written (a full disk, a read-only folder): the message names
@@ -127,6 +130,12 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    for aside in folder.glob(".*.replaced"):  # a kill inside publish_folder
+        original = folder / aside.name[1 : -len(".replaced")]
+        if original.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, original)
     stale = sorted(path for path in folder.glob(".*.tmp") if _STALE.fullmatch(path.name))
     for path in stale:
         if path.is_dir() and not path.is_symlink():
@@ -165,7 +174,8 @@ def publish_folder(temporary: str | os.PathLike[str], path: str | os.PathLike[st
     """Renames the filled ``temporary`` (from :func:`temporary_folder`) to ``path``, its
     files and then its parent flushed to disk first. A folder already at ``path`` (the
     same checkpoint, written again by a resumed run) is replaced: it is moved aside,
-    and deleted once the new one is in place.
+    and deleted once the new one is in place (a kill between the two renames leaves it
+    aside, and :func:`remove_stale_temporaries` puts it back).
 
     Raises:
         FileWriteError: A flush or the rename failed; ``path`` is left as it was.
@@ -178,8 +188,10 @@ def publish_folder(temporary: str | os.PathLike[str], path: str | os.PathLike[st
         _sync_folder(temporary)
         replaced = None
         if path.is_dir():
-            replaced = temporary_folder(path)
-            replaced.rmdir()
+            # Aside under a name remove_stale_temporaries gives back, should a kill come
+            # before the new one is in place.
+            replaced = path.with_name(_SET_ASIDE.format(name=path.name))
+            shutil.rmtree(replaced, ignore_errors=True)
             os.replace(path, replaced)
         os.replace(temporary, path)
         _sync_folder(path.parent)

@@ -150,7 +150,7 @@ def _predict_batches(
     autocast = forward_autocast(model, state.precision, state.device)
     rows = []
     inputs, number = None, 0
-    most = most_batches(model, loader)  # a sharded model's ranks agree on their forwards
+    most = most_batches(model, loader, state.device)  # a sharded model's ranks agree
     with torch.no_grad():
         for number, batch in enumerate(loader, start=1):
             try:

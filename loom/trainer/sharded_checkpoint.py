@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from loom.trainer.files import publish_folder, temporary_folder, write_atomically
-from loom.trainer.runtime import decided_by_rank_zero
+from loom.trainer.runtime import decided_by_rank_zero, is_main_process
 
 __all__ = [
     "RUN_FILE",
@@ -42,6 +42,7 @@ __all__ = [
     "optimizer_skeletons",
     "save_sharded_checkpoint",
     "sharded_optimizer_mismatch",
+    "shards_problem",
     "skeleton",
 ]
 
@@ -71,7 +72,7 @@ def save_sharded_checkpoint(
     # Every rank's shards and the metadata are written when it returns, on every rank.
     with _alone_is_meant():
         dcp.save(shards, checkpoint_id=temporary, no_dist=not _in_a_group())
-    if _rank() == 0:
+    if is_main_process():
         write_atomically(temporary / RUN_FILE, lambda file: torch.save(checkpoint, file))
         publish_folder(temporary, path)
     return path
@@ -96,8 +97,7 @@ def model_skeleton(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def optimizer_skeletons(model: nn.Module, optimizers: Sequence[Any]) -> list[Any]:
     """The structure of each optimizer's state, keyed by parameter names (see
-    :func:`skeleton`). An optimizer that has not stepped gets its state first (DCP
-    steps it once with a learning rate of 0, which leaves the weights as they are)."""
+    :func:`skeleton`); changes no optimizer."""
     states = _optimizer_states(model, optimizers)
     return [skeleton(states[str(index)]) for index in range(len(optimizers))]
 
@@ -105,7 +105,10 @@ def optimizer_skeletons(model: nn.Module, optimizers: Sequence[Any]) -> list[Any
 def sharded_optimizer_mismatch(have: Any, saved: Any) -> str | None:
     """What keeps the optimizer state of structure ``saved`` (a checkpoint's) from
     loading into one of structure ``have`` (this run's; both from
-    :func:`optimizer_skeletons`), or None."""
+    :func:`optimizer_skeletons`), or None. This run's optimizer may not have stepped
+    (no state of its own to compare with): then the saved state's parameters are
+    checked against its groups, and its settings; a parameter that never had a gradient
+    has no saved state."""
     if (
         not isinstance(saved, Mapping)
         or not isinstance(saved.get("state"), Mapping)
@@ -125,19 +128,48 @@ def sharded_optimizer_mismatch(have: Any, saved: Any) -> str | None:
                 f"its parameter group {index} has settings {', '.join(foreign)} that this "
                 "optimizer does not: it was written by another optimizer"
             )
-    for name, entries in have["state"].items():
-        theirs = saved["state"].get(name)
-        if not isinstance(theirs, Mapping) or set(theirs) != set(entries):
+    parameters = {name for group in groups for name in group["params"]}
+    for name, theirs in saved["state"].items():
+        if name not in parameters or not isinstance(theirs, Mapping):
+            return f"it holds state for {name!r}, which this optimizer does not step"
+        mine = have["state"].get(name)
+        if mine is None:  # this optimizer has not stepped yet
+            continue
+        if set(theirs) != set(mine):
             return (
-                f"its state of {name} holds {sorted(theirs or ())}, this optimizer's "
-                f"{sorted(entries)}: it was written by another optimizer"
+                f"its state of {name} holds {sorted(theirs)}, this optimizer's "
+                f"{sorted(mine)}: it was written by another optimizer"
             )
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor) and tuple(theirs[key].shape) != tuple(value.shape):
+        for key, value in mine.items():
+            if isinstance(value, torch.Tensor) and _shape(theirs[key]) != tuple(value.shape):
                 return (
-                    f"its {key!r} of {name} is {tuple(theirs[key].shape)}, this "
+                    f"its {key!r} of {name} is {_shape(theirs[key])}, this "
                     f"optimizer's is {tuple(value.shape)}"
                 )
+    return None
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def shards_problem(path: str | os.PathLike[str], model_keys: Sequence[str]) -> str | None:
+    """What keeps the checkpoint folder ``path`` from being read (its ``.metadata``
+    unreadable, a shard file missing, a weight of ``model_keys`` not in it), or None:
+    checked before a resume changes anything."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(path)).read_metadata()
+    except Exception as error:  # a missing or damaged .metadata, in torch's words
+        return f"its shards' .metadata cannot be read ({type(error).__name__}: {error})"
+    files = {getattr(where, "relative_path", None) for where in metadata.storage_data.values()}
+    missing = sorted(name for name in files if name and not (Path(path) / name).is_file())
+    if missing:
+        return f"its shard file {missing[0]} is missing"
+    absent = [key for key in model_keys if f"model.{key}" not in metadata.state_dict_metadata]
+    if absent:
+        return f"its shards hold no {absent[0]}"
     return None
 
 
@@ -153,16 +185,51 @@ def load_sharded_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def load_sharded_optimizers(
-    model: nn.Module, optimizers: Sequence[Any], path: str | os.PathLike[str]
+    model: nn.Module, optimizers: Sequence[Any], saved: Sequence[Any], path: str | os.PathLike[str]
 ) -> None:
     """Reads the optimizers' states from the checkpoint folder ``path`` (as
-    :func:`load_sharded_model` reads the model's)."""
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+    :func:`load_sharded_model` reads the model's); ``saved`` is their structure, as the
+    folder's ``run.pt`` holds it. An optimizer saved before its first step has no state
+    in the shards: it takes its groups' settings alone, as a fresh one."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
 
-    shards = {"optimizers": _optimizer_states(model, optimizers)}
-    _read_shards(shards, path)
+    stepped = [index for index, structure in enumerate(saved) if structure["state"]]
+    if stepped:
+        # DCP gives an optimizer that has not stepped its state first (one step at a
+        # learning rate of 0), into which it reads the saved one.
+        states = _optimizer_states(model, optimizers, initialise=stepped)
+        for index in stepped:  # what the checkpoint holds: no state of a parameter it had not
+            state = states[str(index)]["state"]
+            states[str(index)]["state"] = {
+                name: state[name] for name in saved[index]["state"] if name in state
+            }
+        shards = {"optimizers": {str(index): states[str(index)] for index in stepped}}
+        _read_shards(shards, path)
     for index, optimizer in enumerate(optimizers):
-        set_optimizer_state_dict(model, optimizer, shards["optimizers"][str(index)])
+        if index in stepped:
+            # Not strict: a parameter that never had a gradient has no saved state, and
+            # gets none (checked against run.pt already).
+            set_optimizer_state_dict(
+                model,
+                optimizer,
+                shards["optimizers"][str(index)],
+                options=StateDictOptions(strict=False),
+            )
+            continue
+        optimizer.state.clear()
+        for group, settings in zip(
+            optimizer.param_groups, saved[index]["param_groups"], strict=True
+        ):
+            group.update(
+                {
+                    key: value
+                    for key, value in settings.items()
+                    if key != "params" and not isinstance(value, torch.Tensor)
+                }
+            )
 
 
 def _read_shards(shards: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -187,19 +254,28 @@ def _model_state(model: nn.Module) -> dict[str, Any]:
     return get_model_state_dict(model)
 
 
-def _optimizer_states(model: nn.Module, optimizers: Sequence[Any]) -> dict[str, Any]:
-    """Each optimizer's state by its index as a string (DCP's keys are names)."""
+def _optimizer_states(
+    model: nn.Module, optimizers: Sequence[Any], initialise: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Each optimizer's state by its index as a string (DCP's keys are names), keyed
+    by parameter names. One that has not stepped has no state: its groups alone (DCP
+    would step it once to make one, which changes it: a later step is not a first one)
+    but for those in ``initialise``, which are to read a saved state."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    return {
-        str(index): get_optimizer_state_dict(model, optimizer)
-        for index, optimizer in enumerate(optimizers)
-    }
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    states = {}
+    for index, optimizer in enumerate(optimizers):
+        if optimizer.state or index in initialise:
+            states[str(index)] = get_optimizer_state_dict(model, optimizer)
+            continue
+        groups = [
+            {**group, "params": [names[id(parameter)] for parameter in group["params"]]}
+            for group in optimizer.param_groups
+        ]
+        states[str(index)] = {"state": {}, "param_groups": groups}
+    return states
 
 
 def _in_a_group() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _in_a_group() else 0

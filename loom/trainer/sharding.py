@@ -8,10 +8,14 @@ only. A block is the unit gathered at once: by default each direct child of the 
 that holds parameters (the model itself last, for what is left), or every submodule of
 the classes ``blocks`` names (a transformer's layers, a ResNet's ``BasicBlock``).
 
-``precision="bf16"`` becomes FSDP2's ``MixedPrecisionPolicy``: the gathered weights and
-the forward and backward in bfloat16, the gradients reduced and kept in float32, the
-outputs float32 (so the loss is too) — in place of autocast, which FSDP2 replaces.
+Under torchrun, ``precision="bf16"`` becomes FSDP2's ``MixedPrecisionPolicy``: the
+gathered weights and the forward and backward in bfloat16, the gradients reduced and
+kept in float32, the outputs float32 (so the loss is too) — in place of autocast.
 fp16 is refused: it would need a sharded gradient scaler.
+
+The strategy decides what a run of it refuses and how it checkpoints; whether its
+model *is* sharded (:func:`is_sharded`), which decides the forward's precision and how
+its weights are gathered, is true under torchrun only.
 
 A run of ``"fsdp"`` writes its checkpoints as sharded folders
 (:mod:`loom.trainer.sharded_checkpoint`), also when it runs as one process (where
@@ -140,20 +144,36 @@ class Strategy:
 
 
 def check_fits_sharding(
-    strategy: Strategy, precision: str, algorithms: Sequence[Any], optimizers: Sequence[Any]
+    strategy: Strategy,
+    model: nn.Module,
+    precision: str,
+    algorithms: Sequence[Any],
+    optimizers: Sequence[Any],
 ) -> None:
-    """Refuses, before anything is built, what cannot train a sharded model: fp16, an
-    optimizer that has stepped (its state is of the unsharded parameters), a fused step
-    torch does not have for sharded parameters, and each algorithm that says why it
-    cannot (its ``sharding_refusal``).
+    """Refuses, before anything is built (also in one process, where nothing is
+    sharded, so that a job fails where it is written, not once it scales): blocks the
+    model has no class of, fp16, an optimizer that has stepped (its state is of the
+    unsharded parameters) or steps a tensor that is not the model's, a fused step torch
+    does not have for sharded parameters, and each algorithm that says why it cannot
+    (its ``sharding_refusal``).
 
     Raises:
-        ValueError: The message names the algorithm, the optimizer or the precision,
-            and why.
+        ValueError: The message names the blocks, the algorithm, the optimizer or the
+            precision, and why.
     """
     if not strategy.shards:
         return
+    _blocks(model, strategy.blocks)
+    own = {id(parameter) for parameter in model.parameters()}
     for index, optimizer in enumerate(optimizers):
+        for number, group in enumerate(optimizer.param_groups):
+            if any(id(parameter) not in own for parameter in group["params"]):
+                raise ValueError(
+                    f"optimizers[{index}] ({type(optimizer).__name__}) steps a tensor of its "
+                    f"parameter group {number} that is not one of the model's parameters: "
+                    "strategy='fsdp' replaces the model's parameters with sharded ones, "
+                    "and could not replace it. Build the optimizer on model.parameters()."
+                )
         if optimizer.state:
             raise ValueError(
                 f"optimizers[{index}] ({type(optimizer).__name__}) holds state already: "
@@ -183,22 +203,29 @@ def check_fits_sharding(
 
 
 def shard_model(
-    model: nn.Module, strategy: Strategy, precision: str, optimizers: Sequence[Any]
+    model: nn.Module,
+    strategy: Strategy,
+    precision: str,
+    optimizers: Sequence[Any],
+    device: torch.device,
 ) -> nn.Module:
-    """``model`` sharded in place with ``fully_shard``: each block, then the model
-    itself; ``optimizers`` (built on its parameters) then step the sharded parameters
-    that replace them. Under torchrun only (every rank calls it, after the plugins'
-    ``init``).
-
-    Raises:
-        ValueError: ``strategy.blocks`` names a class no submodule has (the message
-            lists the model's classes).
+    """``model`` sharded in place with ``fully_shard`` over every rank, on ``device``'s
+    type: each block, then the model itself; ``optimizers`` (built on its parameters)
+    then step the sharded parameters that replace them. Under torchrun only (every rank
+    calls it, after the plugins' ``init``; :func:`check_fits_sharding` first).
     """
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     names = {id(parameter): name for name, parameter in model.named_parameters()}
-
-    options: dict[str, Any] = {"reshard_after_forward": strategy.reshard_after_forward}
+    # The run's device type, not the machine's accelerator (fully_shard's default):
+    # a CPU run on a machine with a GPU shards on the CPU.
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    options: dict[str, Any] = {
+        "mesh": mesh,
+        "reshard_after_forward": strategy.reshard_after_forward,
+    }
     if precision == "bf16":
         options["mp_policy"] = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32, output_dtype=torch.float32
@@ -241,7 +268,7 @@ def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=options)
 
 
-def most_batches(model: nn.Module, dataloader: Any) -> int | None:
+def most_batches(model: nn.Module, dataloader: Any, device: torch.device) -> int | None:
     """Before a sharded ``model`` evaluates or predicts on ``dataloader`` (this rank's
     share), the most batches any rank's share has; None for a model that is not
     sharded. Every rank must call it. See :func:`even_out_forwards`.
@@ -249,10 +276,12 @@ def most_batches(model: nn.Module, dataloader: Any) -> int | None:
     Raises:
         TypeError: The loader has no length: the ranks could not agree beforehand on
             how many forwards they run.
+        RuntimeError: A rank's share has no batch while another's has some: it would
+            have no batch to run again (raised on every rank, before any forward).
     """
     if not is_sharded(model):
         return None
-    import torch.distributed as dist
+    from loom.functional.collectives import all_reduce_max
 
     try:
         batches = len(dataloader)
@@ -262,8 +291,14 @@ def most_batches(model: nn.Module, dataloader: Any) -> int | None:
             f"length (its ranks gather its weights together at each batch, so they agree "
             f"first on how many); {type(dataloader).__name__} has none."
         ) from None
-    most = torch.tensor([batches], dtype=torch.int64)
-    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    # On the run's device: NCCL reduces no CPU tensor.
+    most, least = all_reduce_max(torch.tensor([batches, -batches], device=device)).tolist()
+    if -least == 0 and most > 0:
+        raise RuntimeError(
+            f"a rank has no batch to evaluate or predict while another has {most}: a model "
+            "that strategy='fsdp' shards needs every rank to have at least one (fewer "
+            "processes, or more samples)."
+        )
     return int(most)
 
 
@@ -271,34 +306,15 @@ def even_out_forwards(model: nn.Module, batches: int, most: int | None, inputs: 
     """Runs the forwards that keep a sharded model's ranks in step after this rank's
     ``batches`` of an evaluation or a prediction: each forward gathers every block's
     weights from all ranks, so a rank whose share of the data has fewer batches (loom
-    shards evaluation data without repeating samples) runs empty ones, on ``inputs``
-    (its last batch's) cut to no sample, until it has run ``most`` (from
-    :func:`most_batches`; None: the model is not sharded, and nothing runs).
+    shards evaluation data without repeating samples) runs its last batch's ``inputs``
+    again, its outputs dropped, until it has run ``most`` (from :func:`most_batches`;
+    None: the model is not sharded, and nothing runs). A real batch, not an empty one:
+    any model takes it.
 
     Call it with ``model`` in eval mode and under ``no_grad``.
     """
-    missing = 0 if most is None else most - batches
-    if missing and inputs is None:
-        raise RuntimeError(
-            f"this rank has no batch to evaluate or predict while another has {most}: a "
-            "model that strategy='fsdp' shards needs every rank to have at least one "
-            "(fewer processes, or more samples)."
-        )
-    empty = _no_sample(inputs) if missing else None
-    for _ in range(missing):
-        model(empty)
-
-
-def _no_sample(inputs: Any) -> Any:
-    """``inputs`` (a tensor, or a tuple, list or dict of them) with no sample: each
-    tensor's first 0 rows."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs[:0]
-    if isinstance(inputs, Mapping):
-        return {key: _no_sample(value) for key, value in inputs.items()}
-    if isinstance(inputs, list | tuple):
-        return type(inputs)(_no_sample(value) for value in inputs)
-    return inputs
+    for _ in range(0 if most is None else most - batches):
+        model(inputs)
 
 
 def _blocks(model: nn.Module, names: tuple[str, ...] | None) -> list[nn.Module]:

@@ -234,7 +234,7 @@ class Trainer:
         precision = validate_precision(precision, resolved_device)
         strategy = Strategy.parse(strategy)
         optimizers = checked_optimizers(optimizers, model)
-        check_fits_sharding(strategy, precision, algorithms, optimizers)
+        check_fits_sharding(strategy, model, precision, algorithms, optimizers)
         added_metrics = AddedMetrics(eval_metrics)
         schedulers = checked_schedulers(
             schedulers,
@@ -297,7 +297,7 @@ class Trainer:
         self._repeats: dict[int, int] = repeated_samples(train_dataloader)
         fire(engine.hooks.init, self.state)
         if world_size > 1 and strategy.shards:  # after init, which may change the model
-            shard_model(self.state.model, strategy, precision, optimizers)
+            shard_model(self.state.model, strategy, precision, optimizers, resolved_device)
         elif world_size > 1:
             self.state.model = wrap_model(self.state.model, resolved_device)
         self._autocast = forward_autocast(self.state.model, precision, resolved_device)
@@ -469,7 +469,8 @@ class Trainer:
             broadcast_buffers(model)
         metrics, added = EvalMetrics(), self.eval_metrics
         added.reset()
-        inputs, most = None, most_batches(model, dataloader)  # a sharded model's ranks agree
+        most = most_batches(model, dataloader, state.device)  # a sharded model's ranks agree
+        inputs = None
         try:
             with torch.no_grad():
                 for self._eval_batch, batch in enumerate(dataloader):

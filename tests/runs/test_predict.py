@@ -306,3 +306,23 @@ def test_an_ema_run_s_checkpoint_predicts_with_its_average_as_model_pt_does(tmp_
         assert status == 0, err
         outputs[choice] = torch.load(output, weights_only=True)["logits"]
     assert torch.equal(outputs["last"], outputs["final"])
+
+
+@pytest.mark.parametrize("choice", ["final", "last", "best"])
+def test_a_sharded_run_s_folders_predict_as_the_files_of_the_same_run(
+    run, capsys, tmp_path, choice
+):
+    """strategy fsdp in one process trains as the plain run does, but checkpoints into
+    folders: each choice finds its folder (before, `best` was refused as missing) and
+    predicts what the file of the same moment does."""
+    sharded = tmp_path / "sharded"
+    train_job(resolve_job({**JOB, "trainer": {**JOB["trainer"], "strategy": "fsdp"}}), sharded)
+    expected = weights_of(sharded, choice)
+    assert expected.is_dir() or choice == "final"
+    outputs = []
+    for run_dir in (run, sharded):
+        output = tmp_path / f"{run_dir.name}.pt"
+        assert predict(capsys, run_dir, "--checkpoint", choice, "--output", output)[0] == 0
+        outputs.append(torch.load(output, weights_only=True))
+    assert outputs[1]["weights"] == str(expected)
+    assert torch.equal(outputs[1]["logits"], outputs[0]["logits"])

@@ -44,6 +44,13 @@ def datasets():
     return TensorDataset(inputs[:256], targets[:256]), TensorDataset(inputs[256:], targets[256:])
 
 
+def mlp():
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+        torch.nn.Linear(32, 3),
+    )  # fmt: skip
+
+
 def full_optimizer_state(trainer):
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -109,10 +116,7 @@ def main():
         sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=SEED)
         train = DataLoader(train_set, batch_size=batch_size, sampler=sampler)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
-        torch.nn.Linear(32, 3),
-    )  # fmt: skip
+    model = mlp()
     snapshots = Snapshots()
     callbacks = [snapshots]
     if phase in ("fsdp", "resume"):

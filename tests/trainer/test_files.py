@@ -119,3 +119,16 @@ def test_a_folder_a_killed_sharded_save_left_goes_at_the_next_start(tmp_path):
     (folder / "mine").mkdir()
     assert remove_stale_temporaries(folder) == [half]
     assert sorted(path.name for path in folder.iterdir()) == ["mine"]
+
+
+def test_a_folder_set_aside_by_a_killed_publish_is_put_back(tmp_path):
+    """A kill between publish_folder's two renames leaves the old checkpoint aside and
+    the new one a temporary: the next start gives the old one its name back."""
+    folder = tmp_path / "checkpoints"
+    aside = folder / ".epoch1-batch4.replaced"
+    aside.mkdir(parents=True)
+    (aside / "run.pt").write_bytes(b"the old one")
+    (folder / ".epoch1-batch4.3f9a1c2e.tmp").mkdir()
+    remove_stale_temporaries(folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch1-batch4"]
+    assert (folder / "epoch1-batch4" / "run.pt").read_bytes() == b"the old one"

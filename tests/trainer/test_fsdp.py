@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from loom.trainer import load_checkpoint, load_model_weights
 from tests.conftest import TWO_PROCESS_TORCHRUN
+from tests.trainer import fsdp_job
 
 pytestmark = pytest.mark.slow
 
@@ -79,10 +81,24 @@ def test_a_resumed_fsdp_run_ends_as_the_uninterrupted_one(fsdp_run):
     assert_same(resumed["weights"], fsdp["weights"])
     assert resumed["metrics"] == fsdp["metrics"]
     assert torch.equal(resumed["matrix"], fsdp["matrix"])
-    # The resumed run's own checkpoints hold what the first run's did.
-    again = fsdp_run / "checkpoints-resume" / "epoch3-batch12"
+    # The resumed run's own last checkpoint holds what the first run's did.
+    first, again = (
+        fsdp_run / f"checkpoints-{name}" / "epoch3-batch12" for name in ("fsdp", "resume")
+    )
     assert sorted(path.name for path in again.iterdir()) == sorted(
-        path.name for path in (fsdp_run / "checkpoints-fsdp" / "epoch3-batch12").iterdir()
+        path.name for path in first.iterdir()
+    )
+    weights = []
+    for folder in (first, again):
+        model = fsdp_job.mlp()
+        load_model_weights(model, folder)
+        weights.append(model.state_dict())
+    assert_same(weights[1], weights[0])
+    run_parts = [load_checkpoint(folder) for folder in (first, again)]
+    assert run_parts[1]["timestamp"] == run_parts[0]["timestamp"]
+    assert torch.equal(
+        run_parts[1]["algorithms"][0]["state"]["matrix"],
+        run_parts[0]["algorithms"][0]["state"]["matrix"],
     )
 
 

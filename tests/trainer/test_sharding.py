@@ -21,6 +21,8 @@ from loom.trainer.sharding import (
     shard_model,
 )
 
+CPU = torch.device("cpu")
+
 
 def mlp():
     torch.manual_seed(0)
@@ -48,7 +50,7 @@ def test_a_strategy_is_a_name_or_a_mapping(value, expected):
         (3, r"strategy=3 must be 'ddp', 'fsdp' or a mapping"),
         ({"blocks": ["Linear"]}, r"has no 'name'; give 'ddp' or 'fsdp'"),
         ({"name": "fsdp", "block": ["Linear"]}, r"unknown option 'block'; fsdp takes blocks"),
-        ({"name": "ddp", "blocks": ["Linear"]}, r"unknown option|options of 'fsdp', not 'ddp'"),
+        ({"name": "ddp", "blocks": ["Linear"]}, r"blocks are options of 'fsdp', not 'ddp'"),
         ({"name": "fsdp", "blocks": "Linear"}, r"strategy.blocks='Linear' must be a list"),
         ({"name": "fsdp", "blocks": [nn.Linear]}, r"each must be a class name"),
         ({"name": "fsdp", "reshard_after_forward": "no"}, r"must be true or false"),
@@ -80,16 +82,20 @@ def test_the_trainer_refuses_a_bad_strategy_before_anything_is_built():
     ],
 )
 def test_an_algorithm_that_cannot_train_a_sharded_model_is_refused(algorithm, why):
-    sgd = torch.optim.SGD(mlp().parameters(), lr=0.1)
+    model = mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
     name = type(algorithm).__name__
     with pytest.raises(ValueError, match=rf"algorithms\[1\] \({name}\) cannot train.*{why}"):
-        check_fits_sharding(Strategy("fsdp"), "fp32", [LabelSmoothing(0.1), algorithm], [sgd])
-    check_fits_sharding(Strategy("ddp"), "fp32", [algorithm], [sgd])  # DDP takes it
+        check_fits_sharding(
+            Strategy("fsdp"), model, "fp32", [LabelSmoothing(0.1), algorithm], [sgd]
+        )
+    check_fits_sharding(Strategy("ddp"), model, "fp32", [algorithm], [sgd])  # DDP takes it
 
 
 def test_the_algorithms_that_touch_only_the_batch_train_a_sharded_model():
-    sgd = torch.optim.SGD(mlp().parameters(), lr=0.1)
-    check_fits_sharding(Strategy("fsdp"), "bf16", [OnlineLabelSmoothing(3)], [sgd])
+    model = mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    check_fits_sharding(Strategy("fsdp"), model, "bf16", [OnlineLabelSmoothing(3)], [sgd])
 
 
 def test_fp16_and_a_fused_sgd_step_are_refused_under_fsdp():
@@ -97,12 +103,12 @@ def test_fp16_and_a_fused_sgd_step_are_refused_under_fsdp():
     with pytest.raises(
         ValueError, match=r"precision='fp16' with strategy='fsdp'.*use precision='bf16'"
     ):
-        check_fits_sharding(Strategy("fsdp"), "fp16", [], [])
+        check_fits_sharding(Strategy("fsdp"), model, "fp16", [], [])
     fused_sgd = torch.optim.SGD(model.parameters(), lr=0.1, fused=True)
     with pytest.raises(ValueError, match=r"optimizers\[0\] \(SGD\) has fused=True.*foreach=True"):
-        check_fits_sharding(Strategy("fsdp"), "fp32", [], [fused_sgd])
+        check_fits_sharding(Strategy("fsdp"), model, "fp32", [], [fused_sgd])
     fused_adam = torch.optim.Adam(model.parameters(), fused=True)
-    check_fits_sharding(Strategy("fsdp"), "fp32", [], [fused_adam])
+    check_fits_sharding(Strategy("fsdp"), model, "fp32", [], [fused_adam])
 
 
 def test_a_job_under_fsdp_gets_a_fused_step_only_where_sharded_parameters_have_one():
@@ -116,7 +122,7 @@ def test_a_job_under_fsdp_gets_a_fused_step_only_where_sharded_parameters_have_o
 def test_shard_model_shards_each_block_and_the_optimizer_steps_the_shards(one_process_group):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    shard_model(model, Strategy("fsdp"), "fp32", [optimizer])
+    shard_model(model, Strategy("fsdp"), "fp32", [optimizer], CPU)
     assert [is_sharded(module) for module in (model, *model)] == [True, True, False, True]
     sharded = list(model.parameters())
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in sharded]
@@ -129,16 +135,38 @@ def test_shard_model_shards_each_block_and_the_optimizer_steps_the_shards(one_pr
     assert all(value.device.type == "cpu" for value in after.values())
 
 
-def test_blocks_are_named_by_class_and_a_missing_one_lists_the_model_s(one_process_group):
+def test_blocks_are_named_by_class(one_process_group):
     model = mlp()
-    shard_model(model, Strategy("fsdp", blocks=("Linear",)), "fp32", [])
+    shard_model(model, Strategy("fsdp", blocks=("Linear",)), "fp32", [], CPU)
     assert [is_sharded(module) for module in model] == [True, False, True]
+
+
+def test_blocks_the_model_has_no_class_of_are_refused_in_one_process_too():
+    """Before, a run of one process never checked them, and failed once scaled out."""
+    for blocks, message in [
+        (("Conv2d",), r"has no 'Conv2d'; its classes are Linear, ReLU, Sequential"),
+        (("Sequential",), r"Sequential is the model itself"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_fits_sharding(Strategy("fsdp", blocks=blocks), mlp(), "fp32", [], [])
+    model = mlp()
     with pytest.raises(
-        ValueError, match=r"has no 'Conv2d'; its classes are Linear, ReLU, Sequential"
+        ValueError, match=r"strategy.blocks: the model \(Sequential\) has no 'Conv2d'"
     ):
-        shard_model(mlp(), Strategy("fsdp", blocks=("Conv2d",)), "fp32", [])
-    with pytest.raises(ValueError, match=r"Sequential is the model itself"):
-        shard_model(mlp(), Strategy("fsdp", blocks=("Sequential",)), "fp32", [])
+        Trainer(
+            model, [(torch.randn(2, 4), torch.tensor([0, 1]))], max_duration="1ep",
+            optimizers=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu",
+            strategy={"name": "fsdp", "blocks": ["Conv2d"]},
+        )  # fmt: skip
+
+
+def test_an_optimizer_of_a_tensor_not_the_model_s_is_refused():
+    model, stray = mlp(), nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.SGD([*model.parameters(), stray], lr=0.1)
+    with pytest.raises(
+        ValueError, match=r"optimizers\[0\] \(SGD\) steps a tensor of its parameter group 0"
+    ):
+        check_fits_sharding(Strategy("fsdp"), model, "fp32", [], [optimizer])
 
 
 def test_an_optimizer_that_has_stepped_is_refused():
@@ -147,33 +175,31 @@ def test_an_optimizer_that_has_stepped_is_refused():
     model(torch.randn(2, 4)).sum().backward()
     optimizer.step()
     with pytest.raises(ValueError, match=r"optimizers\[0\] \(SGD\) holds state already"):
-        check_fits_sharding(Strategy("fsdp"), "fp32", [], [optimizer])
+        check_fits_sharding(Strategy("fsdp"), model, "fp32", [], [optimizer])
 
 
 def test_bf16_under_fsdp_is_its_mixed_precision_policy(one_process_group):
     model = mlp()
-    shard_model(model, Strategy("fsdp"), "bf16", [])
+    shard_model(model, Strategy("fsdp"), "bf16", [], CPU)
     outputs = model(torch.randn(5, 4))
     assert outputs.dtype == torch.float32  # the policy casts the outputs back for the loss
     outputs.sum().backward()
     assert all(p.grad.dtype == torch.float32 for p in model.parameters())
 
 
-def test_a_rank_with_fewer_batches_runs_empty_forwards(one_process_group):
+def test_a_rank_with_fewer_batches_runs_its_last_batch_again(one_process_group):
     calls = []
     model = mlp()
-    shard_model(model, Strategy("fsdp"), "fp32", [])
+    shard_model(model, Strategy("fsdp"), "fp32", [], CPU)
     model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
     loader = DataLoader(TensorDataset(torch.randn(6, 4)), batch_size=4)
-    assert most_batches(model, loader) == 2  # the most of every rank's (one rank here)
+    assert most_batches(model, loader, CPU) == 2  # the most of every rank's (one rank here)
     with torch.no_grad():
-        even_out_forwards(model, 1, 3, torch.randn(4, 4))
-    assert calls == [torch.Size([0, 4]), torch.Size([0, 4])]
-    assert most_batches(mlp(), loader) is None  # not sharded: nothing to agree on
+        even_out_forwards(model, 1, 3, torch.randn(2, 4))
+    assert calls == [torch.Size([2, 4]), torch.Size([2, 4])]
+    assert most_batches(mlp(), loader, CPU) is None  # not sharded: nothing to agree on
     with pytest.raises(TypeError, match=r"loaders with a length.*generator has none"):
-        most_batches(model, (batch for batch in loader))
-    with pytest.raises(RuntimeError, match=r"no batch to evaluate or predict while another has 2"):
-        even_out_forwards(model, 0, 2, None)
+        most_batches(model, (batch for batch in loader), CPU)
 
 
 def run(folder, max_duration="2ep", load_path=None, strategy="fsdp"):
@@ -257,3 +283,92 @@ def test_a_folder_of_another_optimizer_is_refused_and_the_run_left_as_it_was(tmp
         trainer.load_checkpoint(latest_checkpoint(tmp_path))
     assert optimizer.state == {}  # reading its structure stepped it once; undone
     assert trainer.state.timestamp.batch == 0
+
+
+class WithUnused(nn.Module):
+    """An MLP with a layer its forward never uses: a parameter with no gradient."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.unused = mlp(), nn.Linear(4, 4)
+
+    def forward(self, inputs):
+        return self.net(inputs)
+
+
+def adam_run(folder, max_duration="2ep", load_path=None, before_fit=None):
+    model = WithUnused()
+    generator = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(24, 4, generator=generator), torch.arange(24) % 3)
+    trainer = Trainer(
+        model, DataLoader(data, batch_size=8, shuffle=True), max_duration=max_duration,
+        optimizers=torch.optim.Adam(model.parameters(), lr=0.01), device="cpu", seed=0,
+        callbacks=[Checkpoint(folder, interval="1ba", keep_last=None)], strategy="fsdp",
+        load_path=load_path,
+    )  # fmt: skip
+    if before_fit is not None:
+        before_fit(trainer)
+    trainer.fit()
+    return trainer
+
+
+def assert_same(first, second):
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+
+
+def weights_of(trainer):
+    return {key: value.clone() for key, value in trainer.state.model.state_dict().items()}
+
+
+def test_a_model_with_a_parameter_that_gets_no_gradient_resumes_exactly(tmp_path):
+    """Before, its folder was refused: a fresh optimizer's state (made by DCP) held the
+    unused parameter, the saved one did not."""
+    whole = adam_run(tmp_path / "whole")
+    adam_run(tmp_path / "half", max_duration="4ba")
+    resumed = adam_run(tmp_path / "half", load_path=tmp_path / "half" / "epoch1-batch4")
+    assert_same(weights_of(resumed), weights_of(whole))
+    unused = resumed.state.model.unused.weight
+    assert unused not in resumed.state.optimizers[0].state  # as in the uninterrupted run
+
+
+def test_a_checkpoint_before_the_first_step_changes_nothing(tmp_path):
+    """Before, reading the optimizer's state for it stepped Adam once (DCP makes a state
+    that way), and the run trained otherwise."""
+    from loom.trainer import checkpoint_path, write_checkpoint
+
+    plain = adam_run(tmp_path / "plain")
+
+    def checkpoint_first(trainer):
+        write_checkpoint(trainer.state, checkpoint_path(trainer.state, tmp_path, "start"))
+        assert trainer.state.optimizers[0].state == {}
+
+    checkpointed = adam_run(tmp_path / "checkpointed", before_fit=checkpoint_first)
+    assert_same(weights_of(checkpointed), weights_of(plain))
+    from_start = adam_run(tmp_path / "again", load_path=tmp_path / "start")
+    assert_same(weights_of(from_start), weights_of(plain))
+
+
+def test_a_folder_with_a_shard_missing_is_refused_before_anything_changes(tmp_path):
+    adam_run(tmp_path / "first", max_duration="1ep")
+    folder = latest_checkpoint(tmp_path / "first")
+    (folder / "__0_0.distcp").unlink()
+    model = WithUnused()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    checkpoints = Checkpoint(tmp_path / "second")
+    trainer = Trainer(
+        model, [(torch.randn(8, 4), torch.arange(8) % 3)], max_duration="1ep",
+        optimizers=optimizer, device="cpu", strategy="fsdp", callbacks=[checkpoints],
+    )  # fmt: skip
+    before = weights_of(trainer)
+    with pytest.raises(
+        CheckpointError, match=r"cannot be read: its shard file __0_0.distcp is missing"
+    ):
+        trainer.load_checkpoint(folder)
+    assert_same(weights_of(trainer), before)
+    assert optimizer.state == {}
+    assert trainer.state.timestamp.batch == 0
+    with pytest.raises(CheckpointError, match=r"its shard file __0_0.distcp is missing"):
+        load_model_weights(WithUnused(), folder)
