@@ -11,7 +11,8 @@ python tests/trainer/fsdp_job.py OUT PHASE
   holds right after the load, then 2 more epochs.
 
 ``ddp`` and ``fsdp`` then train a small CifarResNet too (``<phase>-blocks.pt``), with
-stochastic depth (surgery at ``init``, random draws in training), sharded by its
+stochastic depth (surgery at ``init``, random draws in training) and distillation from
+a fixed teacher (unsharded, on every rank), sharded by its
 ``_BasicBlock``s under ``fsdp``: batch norm's buffers, an SGD step and an uneven
 evaluation (11 and 10 samples).
 
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from loom import Trainer
-from loom.algorithms import MixUp, OnlineLabelSmoothing, StochasticDepth
+from loom.algorithms import Distillation, MixUp, OnlineLabelSmoothing, StochasticDepth
 from loom.callbacks import Checkpoint
 from loom.models.cifar_resnet import CifarResNet
 from loom.trainer import Callback, exported_weights, unwrap_model
@@ -82,6 +83,12 @@ class Snapshots(Callback):
         }
 
 
+def teacher():
+    """A fixed teacher, unsharded on every rank (the student is the one sharded)."""
+    torch.manual_seed(5)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+
+
 def train_blocks(out, phase):
     generator = torch.Generator().manual_seed(1)
     images, labels = torch.randn(85, 3, 8, 8, generator=generator), torch.arange(85) % 4
@@ -95,7 +102,7 @@ def train_blocks(out, phase):
         DataLoader(TensorDataset(images[64:], labels[64:]), batch_size=5),
         max_duration="2ep",
         optimizers=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-        algorithms=[StochasticDepth(drop_rate=0.3)],
+        algorithms=[StochasticDepth(drop_rate=0.3), Distillation(teacher(), temperature=2.0)],
         device="cpu",
         seed=SEED,
         strategy=strategy,

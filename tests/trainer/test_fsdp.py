@@ -118,7 +118,8 @@ def test_a_checkpoint_of_two_ranks_loads_with_another_number(fsdp_run, ranks):
 
 def test_fsdp_by_named_blocks_trains_what_ddp_trains(fsdp_run):
     """A ResNet sharded block by block, its blocks given stochastic depth at init (the
-    class a block is named by counts for its subclass), batch norm's buffers."""
+    class a block is named by counts for its subclass), batch norm's buffers, and
+    distillation from a teacher that stays whole on every rank."""
     if not (fsdp_run / "ddp-blocks2.pt").exists():  # the first test ran it, unless deselected
         run(TWO_PROCESS_TORCHRUN, fsdp_run, "ddp")
     ddp, fsdp = saved(fsdp_run, "ddp-blocks2"), saved(fsdp_run, "fsdp-blocks2")
