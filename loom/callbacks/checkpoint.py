@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,10 +12,11 @@ from loom.trainer import (
     Duration,
     State,
     TimeUnit,
-    checkpoint_path,
+    checkpoint_name,
     remove_stale_temporaries,
     write_checkpoint,
 )
+from loom.trainer.files import remove_path
 
 __all__ = ["Checkpoint", "latest_checkpoint"]
 
@@ -141,9 +141,7 @@ class Checkpoint(Callback):
                 f"{', '.join(sorted(state.metrics))}."
             )
         timestamp = state.timestamp
-        name = checkpoint_path(
-            state, "", f"best-epoch{timestamp.epoch}-batch{timestamp.batch}"
-        ).name
+        name = checkpoint_name(state, f"best-epoch{timestamp.epoch}-batch{timestamp.batch}")
         others = [(v, n) for v, n in self.best if n != name]  # an evaluation replayed
         ranked = sorted([*others, (value, name)], key=self._rank)
         if value != value or (value, name) not in ranked[: self.keep_best]:  # NaN: nowhere
@@ -153,7 +151,7 @@ class Checkpoint(Callback):
         write_checkpoint(state, self.folder / name)  # it holds the list it is in
         if state.is_main_process:
             for _, old in dropped:
-                _remove(self.folder / old)
+                remove_path(self.folder / old)
 
     def fit_start(self, state: State) -> None:
         if state.is_main_process:
@@ -203,7 +201,7 @@ class Checkpoint(Callback):
         listed = {name for _, name in self.best}
         for path in self.folder.glob("best-epoch*-batch*"):
             if _BEST.fullmatch(path.name) and path.name not in listed:
-                _remove(path)
+                remove_path(path)
 
     def _rank(self, entry: tuple[float, str]) -> float:
         """Best first; ``sorted`` keeps the earlier of equal values first."""
@@ -218,20 +216,14 @@ class Checkpoint(Callback):
     def _save(self, state: State) -> None:
         self._saved = _moment(state)
         timestamp = state.timestamp
-        path = checkpoint_path(state, self.folder, f"epoch{timestamp.epoch}-batch{timestamp.batch}")
+        path = self.folder / checkpoint_name(
+            state, f"epoch{timestamp.epoch}-batch{timestamp.batch}"
+        )
         # Every rank: the checkpoint rank 0 writes (or all write), that each resumes from.
         state.checkpoint_path = str(write_checkpoint(state, path))
         if state.is_main_process and self.keep_last is not None:
             for _, old in _interval_checkpoints(self.folder)[: -self.keep_last]:
-                _remove(old)
-
-
-def _remove(path: Path) -> None:
-    """Deletes a checkpoint: a file, or a sharded run's folder."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)  # a reader holding a file open: pruned later
-    else:
-        path.unlink(missing_ok=True)
+                remove_path(old)
 
 
 def _moment(state: State) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ from loom.trainer.batch import (
 from loom.trainer.checkpoint import (
     CheckpointError,
     capture_checkpoint,
-    checkpoint_path,
+    checkpoint_name,
     evaluated_model,
     exported_weights,
     load_algorithm_states,
@@ -96,7 +96,7 @@ __all__ = [
     "batch_size",
     "capture_checkpoint",
     "changes",
-    "checkpoint_path",
+    "checkpoint_name",
     "composition",
     "describe_item",
     "evaluated_model",

@@ -41,11 +41,12 @@ from loom.trainer.sharded_checkpoint import (
     is_sharded_checkpoint,
     load_sharded_model,
     load_sharded_optimizers,
-    model_skeleton,
     optimizer_skeletons,
     save_sharded_checkpoint,
     sharded_optimizer_mismatch,
+    sharded_state,
     shards_problem,
+    skeleton,
 )
 from loom.trainer.sharding import full_model_state_dict, is_sharded
 from loom.trainer.state import State
@@ -54,7 +55,7 @@ __all__ = [
     "CheckpointError",
     "capture_checkpoint",
     "capture_rng_states",
-    "checkpoint_path",
+    "checkpoint_name",
     "evaluated_model",
     "exported_weights",
     "load_algorithm_states",
@@ -138,11 +139,21 @@ def capture_checkpoint(state: State) -> dict[str, Any]:
         NonFiniteLossError: A training loss since the last check is NaN or
             infinite: a checkpoint of a diverged run would replace a good one.
     """
+    return _captured(state)[0]
+
+
+def _captured(state: State) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`capture_checkpoint`'s checkpoint, and a sharded run's shards (from
+    :func:`~loom.trainer.sharded_checkpoint.sharded_state`; None for a file), whose
+    structure the checkpoint holds."""
     check_losses_are_finite(state)
+    shards = None
     if state.strategy.shards:  # the values go to the folder's shards, the structure here
-        model = unwrap_model(state.model)
-        weights: Any = model_skeleton(model)
-        optimizers: list[Any] = optimizer_skeletons(model, state.optimizers)
+        shards = sharded_state(unwrap_model(state.model), state.optimizers)
+        weights: Any = skeleton(shards["model"])
+        optimizers: list[Any] = [
+            skeleton(shards["optimizers"][str(index)]) for index in range(len(state.optimizers))
+        ]
     else:
         weights = model_state_dict(state.model)
         optimizers = [optimizer.state_dict() for optimizer in state.optimizers]
@@ -166,7 +177,7 @@ def capture_checkpoint(state: State) -> dict[str, Any]:
     }
     if state.world_size > 1:
         checkpoint["ranks"] = gather_rank_states(checkpoint, state.rank, state.world_size)
-    return checkpoint
+    return checkpoint, shards
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -175,14 +186,14 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
     return write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
-def checkpoint_path(state: State, folder: str | os.PathLike[str], name: str) -> Path:
-    """Where the run's checkpoint called ``name`` goes in ``folder``: ``<name>.pt``, or
-    the folder ``<name>`` for a sharded run."""
-    return Path(folder) / (name if state.strategy.shards else f"{name}.pt")
+def checkpoint_name(state: State, stem: str) -> str:
+    """The name of the run's checkpoint ``stem``: ``<stem>.pt``, or the folder ``<stem>``
+    for a sharded run."""
+    return stem if state.strategy.shards else f"{stem}.pt"
 
 
 def write_checkpoint(state: State, path: str | os.PathLike[str]) -> Path:
-    """Captures the run and writes it to ``path`` (from :func:`checkpoint_path`): a file
+    """Captures the run and writes it to ``path`` (named by :func:`checkpoint_name`): a file
     that the main process writes, or a sharded run's folder, which every rank writes
     its shards of. Under torchrun every rank must call it. Returns ``path``.
 
@@ -190,11 +201,10 @@ def write_checkpoint(state: State, path: str | os.PathLike[str]) -> Path:
         NonFiniteLossError: As :func:`capture_checkpoint`.
         FileWriteError: The file or folder cannot be written.
     """
-    checkpoint = capture_checkpoint(state)  # on every rank: each gives its own part
+    checkpoint, shards = _captured(state)  # on every rank: each gives its own part
     path = Path(path)
-    if state.strategy.shards:
-        model = unwrap_model(state.model)
-        return save_sharded_checkpoint(checkpoint, model, state.optimizers, path)
+    if shards is not None:
+        return save_sharded_checkpoint(checkpoint, shards, path)
     if state.is_main_process:
         save_checkpoint(checkpoint, path)
     return path

@@ -15,6 +15,7 @@ from typing import IO, Any, BinaryIO
 __all__ = [
     "FileWriteError",
     "publish_folder",
+    "remove_path",
     "remove_stale_temporaries",
     "temporary_folder",
     "write_atomically",
@@ -138,11 +139,19 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             os.replace(aside, original)
     stale = sorted(path for path in folder.glob(".*.tmp") if _STALE.fullmatch(path.name))
     for path in stale:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)  # a folder being written: a sharded save
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)  # a folder being written is a sharded save's
     return stale
+
+
+def remove_path(path: str | os.PathLike[str]) -> None:
+    """Deletes the file or the folder (with what it holds) at ``path``, if any; a link,
+    not what it points to. A file a reader holds open on some file systems stays: the
+    next pruning takes it."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def temporary_folder(path: str | os.PathLike[str]) -> Path:

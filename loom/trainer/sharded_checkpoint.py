@@ -38,10 +38,10 @@ __all__ = [
     "is_sharded_checkpoint",
     "load_sharded_model",
     "load_sharded_optimizers",
-    "model_skeleton",
     "optimizer_skeletons",
     "save_sharded_checkpoint",
     "sharded_optimizer_mismatch",
+    "sharded_state",
     "shards_problem",
     "skeleton",
 ]
@@ -55,18 +55,22 @@ def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir()
 
 
-def save_sharded_checkpoint(
-    checkpoint: dict[str, Any], model: nn.Module, optimizers: Sequence[Any], path: Path
-) -> Path:
+def sharded_state(model: nn.Module, optimizers: Sequence[Any]) -> dict[str, Any]:
+    """The model's and the optimizers' states under DCP's names, each rank's shards of
+    them: what a sharded checkpoint's folder holds besides ``run.pt`` (and, as
+    :func:`skeleton`, in it). Changes no optimizer."""
+    return {"model": _model_state(model), "optimizers": _optimizer_states(model, optimizers)}
+
+
+def save_sharded_checkpoint(checkpoint: dict[str, Any], shards: dict[str, Any], path: Path) -> Path:
     """Writes ``checkpoint`` (as :func:`~loom.trainer.checkpoint.capture_checkpoint`
-    captured it on this rank) and the shards of ``model`` and ``optimizers`` to the
-    folder ``path``. Every rank calls it; rank 0's ``checkpoint`` is the one written.
+    captured it on this rank) and ``shards`` (from :func:`sharded_state`) to the folder
+    ``path``. Every rank calls it; rank 0's ``checkpoint`` is the one written.
 
     Raises:
         FileWriteError: The folder cannot be written.
     """
     temporary = decided_by_rank_zero(lambda: temporary_folder(path), "the checkpoint's folder")
-    shards = {"model": _model_state(model), "optimizers": _optimizer_states(model, optimizers)}
     import torch.distributed.checkpoint as dcp
 
     # Every rank's shards and the metadata are written when it returns, on every rank.
@@ -88,11 +92,6 @@ def skeleton(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(skeleton(item) for item in value)
     return value
-
-
-def model_skeleton(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The structure of ``model``'s state dict under DCP's names (see :func:`skeleton`)."""
-    return skeleton(_model_state(model))
 
 
 def optimizer_skeletons(model: nn.Module, optimizers: Sequence[Any]) -> list[Any]:

@@ -337,12 +337,12 @@ def test_a_model_with_a_parameter_that_gets_no_gradient_resumes_exactly(tmp_path
 def test_a_checkpoint_before_the_first_step_changes_nothing(tmp_path):
     """Before, reading the optimizer's state for it stepped Adam once (DCP makes a state
     that way), and the run trained otherwise."""
-    from loom.trainer import checkpoint_path, write_checkpoint
+    from loom.trainer import checkpoint_name, write_checkpoint
 
     plain = adam_run(tmp_path / "plain")
 
     def checkpoint_first(trainer):
-        write_checkpoint(trainer.state, checkpoint_path(trainer.state, tmp_path, "start"))
+        write_checkpoint(trainer.state, tmp_path / checkpoint_name(trainer.state, "start"))
         assert trainer.state.optimizers[0].state == {}
 
     checkpointed = adam_run(tmp_path / "checkpointed", before_fit=checkpoint_first)
